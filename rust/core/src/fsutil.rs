@@ -1,0 +1,146 @@
+//! Outputs that are never half-written, and cheap fingerprints of large inputs.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+
+fn sibling(out: &Path, tag: &str) -> Result<PathBuf> {
+    let name = out
+        .file_name()
+        .ok_or_else(|| Error::invalid(format!("{}: not a usable output path", out.display())))?;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok(parent.join(format!(
+        ".{}.{tag}-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    )))
+}
+
+/// Build the directory `out` by letting `fill` write into a temporary sibling directory,
+/// then renaming it into place. On error the temporary directory is removed and `out` is
+/// untouched. An existing `out` is refused unless `overwrite`.
+pub fn write_dir_atomically<T>(
+    out: &Path,
+    overwrite: bool,
+    fill: impl FnOnce(&Path) -> Result<T>,
+) -> Result<T> {
+    if out.exists() && !overwrite {
+        return Err(Error::OutputExists(out.to_path_buf()));
+    }
+    if let Some(parent) = out.parent() {
+        if !parent.as_os_str().is_empty() {
+            fs::create_dir_all(parent).at(parent)?;
+        }
+    }
+    let tmp = sibling(out, "tmp")?;
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).at(&tmp)?;
+    }
+    fs::create_dir(&tmp).at(&tmp)?;
+    let value = match fill(&tmp) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    if out.exists() {
+        // Move the old output aside first so that `out` is never a mix of old and new.
+        let old = sibling(out, "old")?;
+        fs::rename(out, &old).at(out)?;
+        fs::rename(&tmp, out).at(out)?;
+        if old.is_dir() {
+            fs::remove_dir_all(&old).at(&old)?;
+        } else {
+            fs::remove_file(&old).at(&old)?;
+        }
+    } else {
+        fs::rename(&tmp, out).at(out)?;
+    }
+    Ok(value)
+}
+
+/// Write a small file atomically (temp name in the same directory, fsync, rename).
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = sibling(path, "tmp")?;
+    let mut f = fs::File::create(&tmp).at(&tmp)?;
+    f.write_all(bytes).at(&tmp)?;
+    f.sync_all().at(&tmp)?;
+    drop(f);
+    fs::rename(&tmp, path).at(path)
+}
+
+const BLOCK: u64 = 64 * 1024;
+const SAMPLES: u64 = 16;
+
+/// A fingerprint of a file that reads at most 1 MiB whatever its size: xxh3-64 over the
+/// length and 16 blocks of 64 KiB spread evenly over the file (the whole file when small).
+/// Detects truncation, appends and almost every rewrite; it is not a content hash.
+pub fn quick_fingerprint(path: &Path) -> Result<String> {
+    let mut f = fs::File::open(path).at(path)?;
+    let len = f.metadata().at(path)?.len();
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&len.to_le_bytes());
+    let mut buf = vec![0u8; BLOCK as usize];
+    if len <= BLOCK * SAMPLES {
+        let mut all = Vec::with_capacity(len as usize);
+        f.read_to_end(&mut all).at(path)?;
+        h.update(&all);
+    } else {
+        let step = (len - BLOCK) / (SAMPLES - 1);
+        for i in 0..SAMPLES {
+            f.seek(SeekFrom::Start(i * step)).at(path)?;
+            f.read_exact(&mut buf).at(path)?;
+            h.update(&buf);
+        }
+    }
+    Ok(format!("xxh3:{:016x}", h.digest()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_fill_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        let r: Result<()> = write_dir_atomically(&out, false, |tmp| {
+            fs::write(tmp.join("a"), b"x").unwrap();
+            Err(Error::invalid("boom"))
+        });
+        assert!(r.is_err());
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn existing_output_refused_then_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        write_dir_atomically(&out, false, |tmp| fs::write(tmp.join("a"), b"1").at(tmp)).unwrap();
+        let again = write_dir_atomically(&out, false, |_| Ok(()));
+        assert!(matches!(again, Err(Error::OutputExists(_))));
+        write_dir_atomically(&out, true, |tmp| fs::write(tmp.join("b"), b"2").at(tmp)).unwrap();
+        assert!(!out.join("a").exists());
+        assert_eq!(fs::read(out.join("b")).unwrap(), b"2");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn fingerprint_sees_small_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        fs::write(&p, vec![7u8; 3 << 20]).unwrap();
+        let a = quick_fingerprint(&p).unwrap();
+        let mut bytes = vec![7u8; 3 << 20];
+        bytes.push(1);
+        fs::write(&p, bytes).unwrap();
+        assert_ne!(a, quick_fingerprint(&p).unwrap());
+    }
+}

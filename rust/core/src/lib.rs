@@ -1,0 +1,15 @@
+//! miniplm-core: the pure-Rust half of miniplm (no Python here).
+//!
+//! - [`shards`]: Megatron-LM `MMIDIDX` token shards (read, write, multi-shard datasets).
+//! - [`scores`]: per-instance teacher/reference scores (score runs and plain `.npy`).
+//! - [`select`]: exact, streaming, multi-threaded top-K Difference Sampling and baselines.
+//! - [`build`]: copy a selection into new shards.
+//! - [`inspect`]: summaries of datasets, score runs and selections.
+
+pub mod error;
+pub mod fsutil;
+pub mod job;
+pub mod npy;
+
+pub use error::{Error, Result};
+pub use job::{Job, NoProgress, Progress};
