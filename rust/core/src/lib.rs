@@ -13,3 +13,8 @@ pub mod npy;
 
 pub use error::{Error, Result};
 pub use job::{Job, NoProgress, Progress};
+pub mod build;
+pub mod inspect;
+pub mod scores;
+pub mod select;
+pub mod shards;

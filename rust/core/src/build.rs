@@ -1,0 +1,1 @@
+//! Copy a selection of instances into new Megatron shards.

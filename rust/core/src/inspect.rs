@@ -1,0 +1,1 @@
+//! Summaries of datasets, score runs and selections.

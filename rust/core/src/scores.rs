@@ -1,0 +1,1 @@
+//! Per-instance teacher/reference scores: score runs and plain .npy arrays (see docs/FORMATS.md).

@@ -1,0 +1,1 @@
+//! Exact, streaming, multi-threaded top-K Difference Sampling and its baselines.

@@ -1,0 +1,1 @@
+//! Megatron-LM MMIDIDX token shards and multi-shard datasets (see docs/FORMATS.md).
