@@ -1,1 +1,336 @@
+//! `miniplm-sample`: select, build and inspect on a CPU box. A thin clap front over
+//! miniplm-core; shared by the standalone binary and the wheel's console script.
 
+mod progress;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use miniplm_core::build::{build, BuildOptions};
+use miniplm_core::inspect::inspect;
+use miniplm_core::scores::ScoreSource;
+use miniplm_core::select::{select, Amount, By, Keep, Mode, SelectInputs, SelectSpec};
+use miniplm_core::shards::Dataset;
+use miniplm_core::{Error, Job, Result};
+
+pub use progress::Bar;
+
+#[derive(Parser)]
+#[command(
+    name = "miniplm-sample",
+    version,
+    about = "Exact Difference Sampling (MiniPLM) over token shards and score runs"
+)]
+struct Cli {
+    /// Worker threads (0: one per core).
+    #[arg(long, global = true, default_value_t = 0)]
+    threads: usize,
+    /// No progress bars.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Keep the top instances by r = nll_ref - nll_teacher (or a baseline) and write DIR/ids.npy.
+    Select(SelectArgs),
+    /// Copy the selected instances into new Megatron shards.
+    Build(BuildArgs),
+    /// Summarise a dataset, a score run or a selection.
+    Inspect(InspectArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ByArg {
+    Diff,
+    Teacher,
+    Reference,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KeepArg {
+    Highest,
+    Lowest,
+}
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("amount").required(true).args(["ratio", "count"])))]
+struct SelectArgs {
+    /// Teacher score run directory (manifest.json + parts).
+    #[arg(long, conflicts_with = "teacher_nll")]
+    teacher: Option<PathBuf>,
+    /// Reference score run directory.
+    #[arg(long, conflicts_with = "reference_nll")]
+    reference: Option<PathBuf>,
+    /// Teacher per-instance mean NLL as a float32/float64 .npy.
+    #[arg(long)]
+    teacher_nll: Option<PathBuf>,
+    /// Reference per-instance mean NLL as a float32/float64 .npy.
+    #[arg(long)]
+    reference_nll: Option<PathBuf>,
+    /// Keep floor(RATIO x non-excluded instances).
+    #[arg(long)]
+    ratio: Option<f64>,
+    /// Keep COUNT instances.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Instance ids never kept (the reference model's training slice), a .npy of ids.
+    #[arg(long)]
+    exclude: Option<PathBuf>,
+    /// Token dataset the scores belong to (checks lengths; gives N for --random without scores).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// What to rank by: the difference r, or one model's NLL (perplexity filtering).
+    #[arg(long, value_enum, default_value = "diff")]
+    by: ByArg,
+    /// Keep the highest or lowest values [default: highest for diff, lowest for teacher/reference].
+    #[arg(long, value_enum)]
+    keep: Option<KeepArg>,
+    /// Uniform random subset of the same size (the "w/o KD" baseline).
+    #[arg(long, conflicts_with = "temperature")]
+    random: bool,
+    /// Gumbel-top-K sampling proportional to exp(value / T) instead of exact top-K.
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Seed for --random and --temperature.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output directory (ids.npy, selection.json).
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace an existing output.
+    #[arg(long)]
+    overwrite: bool,
+    /// Print selection.json instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// Source token dataset (directory or prefix of Megatron shards).
+    #[arg(long)]
+    data: PathBuf,
+    /// Selection directory written by `select`.
+    #[arg(long)]
+    selection: PathBuf,
+    /// Output directory of the refined dataset.
+    #[arg(long)]
+    out: PathBuf,
+    /// Write instances in a seeded random order instead of corpus order.
+    #[arg(long)]
+    shuffle: bool,
+    /// Seed for --shuffle.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Largest .bin per output shard, in bytes (suffixes K, M, G, T: powers of 1024).
+    #[arg(long, value_parser = parse_size)]
+    shard_size: Option<u64>,
+    /// Shard name prefix.
+    #[arg(long, default_value = "refined")]
+    name: String,
+    /// Replace an existing output.
+    #[arg(long)]
+    overwrite: bool,
+    /// Print build.json instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// A token dataset, a score run, a selection, or a .npy score array.
+    path: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parse `123`, `64K`, `1.5G`, `4GiB` (powers of 1024).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some(c) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix in {s:?}")),
+            };
+            (&t[..t.len() - 1], m)
+        }
+        _ => (t, 1),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a size: {s:?}"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("size must be positive: {s:?}"));
+    }
+    Ok((v * mult as f64) as u64)
+}
+
+fn open_scores(run: &Option<PathBuf>, npy: &Option<PathBuf>) -> Result<Option<ScoreSource>> {
+    match (run, npy) {
+        (Some(dir), _) => ScoreSource::open_run(dir).map(Some),
+        (None, Some(path)) => ScoreSource::open_npy(path).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+fn spec_of(a: &SelectArgs) -> SelectSpec {
+    let by = match a.by {
+        ByArg::Diff => By::Diff,
+        ByArg::Teacher => By::Teacher,
+        ByArg::Reference => By::Reference,
+    };
+    let keep = match (a.keep, a.by) {
+        (Some(KeepArg::Highest), _) | (None, ByArg::Diff) => Keep::Highest,
+        (Some(KeepArg::Lowest), _) | (None, _) => Keep::Lowest,
+    };
+    let mode = if a.random {
+        Mode::Random { seed: a.seed }
+    } else if let Some(t) = a.temperature {
+        Mode::Gumbel {
+            temperature: t,
+            seed: a.seed,
+        }
+    } else {
+        Mode::Top
+    };
+    let amount = match (a.ratio, a.count) {
+        (Some(r), _) => Amount::Ratio(r),
+        (None, Some(k)) => Amount::Count(k),
+        (None, None) => Amount::Ratio(0.5),
+    };
+    SelectSpec {
+        by,
+        keep,
+        mode,
+        amount,
+    }
+}
+
+fn run_select(a: &SelectArgs, job: &Job) -> Result<String> {
+    let num_instances = match &a.data {
+        Some(d) => Some(Dataset::open(d)?.len()),
+        None => None,
+    };
+    let inputs = SelectInputs {
+        teacher: open_scores(&a.teacher, &a.teacher_nll)?,
+        reference: open_scores(&a.reference, &a.reference_nll)?,
+        exclude: a.exclude.clone(),
+        num_instances,
+    };
+    let report = select(&inputs, &spec_of(a), &a.out, a.overwrite, job)?;
+    if a.json {
+        return to_json(&report);
+    }
+    Ok(format!(
+        "kept {} of {} instances ({} excluded, {} without a score); threshold {}; ties at threshold {} (kept {})\nwrote {}",
+        report.num_selected,
+        report.num_instances,
+        report.num_excluded,
+        report.num_nan,
+        report.threshold.map_or("-".to_string(), |t| format!("{t:.6}")),
+        report.ties_at_threshold,
+        report.ties_kept,
+        a.out.join("ids.npy").display(),
+    ))
+}
+
+fn run_build(a: &BuildArgs, job: &Job) -> Result<String> {
+    let data = Dataset::open(&a.data)?;
+    let opts = BuildOptions {
+        name: a.name.clone(),
+        shuffle_seed: a.shuffle.then_some(a.seed),
+        max_shard_bytes: a.shard_size,
+        overwrite: a.overwrite,
+    };
+    let report = build(&data, &a.selection, &a.out, &opts, job)?;
+    if a.json {
+        return to_json(&report);
+    }
+    Ok(format!(
+        "wrote {} instances, {} tokens ({:.2} GB) in {:.2} s ({:.2} GB/s) to {}",
+        report.num_instances,
+        report.num_tokens,
+        report.num_bytes as f64 / 1e9,
+        report.elapsed_s,
+        report.num_bytes as f64 / 1e9 / report.elapsed_s.max(1e-9),
+        a.out.display()
+    ))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string_pretty(v).map_err(|e| Error::invalid(format!("cannot write JSON: {e}")))
+}
+
+/// Run the CLI on `argv` (program name first); returns the process exit code. Errors are
+/// printed to stderr as `miniplm-sample: error: ...`.
+pub fn run(argv: Vec<OsString>, cancel: &AtomicBool) -> i32 {
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    let bar = Bar::new(!cli.quiet);
+    let job = Job {
+        progress: &bar,
+        cancel,
+        threads: cli.threads,
+    };
+    let out = match &cli.command {
+        Command::Select(a) => run_select(a, &job),
+        Command::Build(a) => run_build(a, &job),
+        Command::Inspect(a) => inspect(&a.path, &job).and_then(|r| {
+            if a.json {
+                to_json(&r)
+            } else {
+                Ok(r.to_text())
+            }
+        }),
+    };
+    match out {
+        Ok(text) => {
+            println!("{text}");
+            0
+        }
+        Err(Error::Interrupted) => {
+            eprintln!("miniplm-sample: interrupted; no output was written");
+            130
+        }
+        Err(e) => {
+            eprintln!("miniplm-sample: error: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("123"), Ok(123));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("abc").is_err());
+    }
+}
