@@ -8,10 +8,12 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
-use miniplm_core::build::{build, BuildOptions};
+use miniplm_core::build::{build, BuildOptions, BuildReport};
 use miniplm_core::inspect::inspect;
 use miniplm_core::scores::ScoreSource;
-use miniplm_core::select::{select, Amount, By, Keep, Mode, SelectInputs, SelectSpec};
+use miniplm_core::select::{
+    select, Amount, By, Keep, Mode, SelectInputs, SelectSpec, SelectionReport,
+};
 use miniplm_core::shards::Dataset;
 use miniplm_core::{Error, Job, Result};
 
@@ -45,109 +47,109 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum ByArg {
+pub enum ByArg {
     Diff,
     Teacher,
     Reference,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum KeepArg {
+pub enum KeepArg {
     Highest,
     Lowest,
 }
 
 #[derive(Args)]
 #[command(group(ArgGroup::new("amount").required(true).args(["ratio", "count"])))]
-struct SelectArgs {
+pub struct SelectArgs {
     /// Teacher score run directory (manifest.json + parts).
     #[arg(long, conflicts_with = "teacher_nll")]
-    teacher: Option<PathBuf>,
+    pub teacher: Option<PathBuf>,
     /// Reference score run directory.
     #[arg(long, conflicts_with = "reference_nll")]
-    reference: Option<PathBuf>,
+    pub reference: Option<PathBuf>,
     /// Teacher per-instance mean NLL as a float32/float64 .npy.
     #[arg(long)]
-    teacher_nll: Option<PathBuf>,
+    pub teacher_nll: Option<PathBuf>,
     /// Reference per-instance mean NLL as a float32/float64 .npy.
     #[arg(long)]
-    reference_nll: Option<PathBuf>,
+    pub reference_nll: Option<PathBuf>,
     /// Keep floor(RATIO x non-excluded instances).
     #[arg(long)]
-    ratio: Option<f64>,
+    pub ratio: Option<f64>,
     /// Keep COUNT instances.
     #[arg(long)]
-    count: Option<u64>,
+    pub count: Option<u64>,
     /// Instance ids never kept (the reference model's training slice), a .npy of ids.
     #[arg(long)]
-    exclude: Option<PathBuf>,
+    pub exclude: Option<PathBuf>,
     /// Token dataset the scores belong to (checks lengths; gives N for --random without scores).
     #[arg(long)]
-    data: Option<PathBuf>,
+    pub data: Option<PathBuf>,
     /// What to rank by: the difference r, or one model's NLL (perplexity filtering).
     #[arg(long, value_enum, default_value = "diff")]
-    by: ByArg,
+    pub by: ByArg,
     /// Keep the highest or lowest values [default: highest for diff, lowest for teacher/reference].
     #[arg(long, value_enum)]
-    keep: Option<KeepArg>,
+    pub keep: Option<KeepArg>,
     /// Uniform random subset of the same size (the "w/o KD" baseline).
     #[arg(long, conflicts_with = "temperature")]
-    random: bool,
+    pub random: bool,
     /// Gumbel-top-K sampling proportional to exp(value / T) instead of exact top-K.
     #[arg(long)]
-    temperature: Option<f64>,
+    pub temperature: Option<f64>,
     /// Seed for --random and --temperature.
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub seed: u64,
     /// Output directory (ids.npy, selection.json).
     #[arg(long)]
-    out: PathBuf,
+    pub out: PathBuf,
     /// Replace an existing output.
     #[arg(long)]
-    overwrite: bool,
+    pub overwrite: bool,
     /// Print selection.json instead of a summary.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Args)]
-struct BuildArgs {
+pub struct BuildArgs {
     /// Source token dataset (directory or prefix of Megatron shards).
     #[arg(long)]
-    data: PathBuf,
+    pub data: PathBuf,
     /// Selection directory written by `select`.
     #[arg(long)]
-    selection: PathBuf,
+    pub selection: PathBuf,
     /// Output directory of the refined dataset.
     #[arg(long)]
-    out: PathBuf,
+    pub out: PathBuf,
     /// Write instances in a seeded random order instead of corpus order.
     #[arg(long)]
-    shuffle: bool,
+    pub shuffle: bool,
     /// Seed for --shuffle.
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub seed: u64,
     /// Largest .bin per output shard, in bytes (suffixes K, M, G, T: powers of 1024).
     #[arg(long, value_parser = parse_size)]
-    shard_size: Option<u64>,
+    pub shard_size: Option<u64>,
     /// Shard name prefix.
     #[arg(long, default_value = "refined")]
-    name: String,
+    pub name: String,
     /// Replace an existing output.
     #[arg(long)]
-    overwrite: bool,
+    pub overwrite: bool,
     /// Print build.json instead of a summary.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Args)]
-struct InspectArgs {
+pub struct InspectArgs {
     /// A token dataset, a score run, a selection, or a .npy score array.
-    path: PathBuf,
+    pub path: PathBuf,
     /// Machine-readable output.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 /// Parse `123`, `64K`, `1.5G`, `4GiB` (powers of 1024).
@@ -221,7 +223,8 @@ fn spec_of(a: &SelectArgs) -> SelectSpec {
     }
 }
 
-fn run_select(a: &SelectArgs, job: &Job) -> Result<String> {
+/// `select` as the CLI runs it; the Python binding calls this too.
+pub fn select_cmd(a: &SelectArgs, job: &Job) -> Result<SelectionReport> {
     let num_instances = match &a.data {
         Some(d) => Some(Dataset::open(d)?.len()),
         None => None,
@@ -232,9 +235,12 @@ fn run_select(a: &SelectArgs, job: &Job) -> Result<String> {
         exclude: a.exclude.clone(),
         num_instances,
     };
-    let report = select(&inputs, &spec_of(a), &a.out, a.overwrite, job)?;
+    select(&inputs, &spec_of(a), &a.out, a.overwrite, job)
+}
+
+fn select_text(a: &SelectArgs, report: &SelectionReport) -> Result<String> {
     if a.json {
-        return to_json(&report);
+        return to_json(report);
     }
     Ok(format!(
         "kept {} of {} instances ({} excluded, {} without a score); threshold {}; ties at threshold {} (kept {})\nwrote {}",
@@ -249,7 +255,8 @@ fn run_select(a: &SelectArgs, job: &Job) -> Result<String> {
     ))
 }
 
-fn run_build(a: &BuildArgs, job: &Job) -> Result<String> {
+/// `build` as the CLI runs it; the Python binding calls this too.
+pub fn build_cmd(a: &BuildArgs, job: &Job) -> Result<BuildReport> {
     let data = Dataset::open(&a.data)?;
     let opts = BuildOptions {
         name: a.name.clone(),
@@ -257,9 +264,12 @@ fn run_build(a: &BuildArgs, job: &Job) -> Result<String> {
         max_shard_bytes: a.shard_size,
         overwrite: a.overwrite,
     };
-    let report = build(&data, &a.selection, &a.out, &opts, job)?;
+    build(&data, &a.selection, &a.out, &opts, job)
+}
+
+fn build_text(a: &BuildArgs, report: &BuildReport) -> Result<String> {
     if a.json {
-        return to_json(&report);
+        return to_json(report);
     }
     Ok(format!(
         "wrote {} instances, {} tokens ({:.2} GB) in {:.2} s ({:.2} GB/s) to {}",
@@ -272,7 +282,7 @@ fn run_build(a: &BuildArgs, job: &Job) -> Result<String> {
     ))
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+pub fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string_pretty(v).map_err(|e| Error::invalid(format!("cannot write JSON: {e}")))
 }
 
@@ -293,8 +303,8 @@ pub fn run(argv: Vec<OsString>, cancel: &AtomicBool) -> i32 {
         threads: cli.threads,
     };
     let out = match &cli.command {
-        Command::Select(a) => run_select(a, &job),
-        Command::Build(a) => run_build(a, &job),
+        Command::Select(a) => select_cmd(a, &job).and_then(|r| select_text(a, &r)),
+        Command::Build(a) => build_cmd(a, &job).and_then(|r| build_text(a, &r)),
         Command::Inspect(a) => inspect(&a.path, &job).and_then(|r| {
             if a.json {
                 to_json(&r)

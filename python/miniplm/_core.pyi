@@ -1,0 +1,62 @@
+"""Stubs of the native module built from rust/python (checked by mypy.stubtest)."""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+class Dataset:
+    def __init__(self, path: str) -> None: ...
+    def __len__(self) -> int: ...
+    @property
+    def num_tokens(self) -> int: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    def shards(self) -> list[dict[str, Any]]: ...
+    def instance_len(self, id: int) -> int: ...
+    def tokens(self, id: int) -> npt.NDArray[np.int64]: ...
+    def gather(
+        self, ids: npt.NDArray[np.uint64], out: npt.NDArray[Any], pad_id: int
+    ) -> npt.NDArray[np.uint32]: ...
+    def fingerprint(self) -> str: ...
+
+def load_scores(run_dir: str) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint32]]: ...
+def select(
+    *,
+    out: str,
+    teacher: str | None = None,
+    reference: str | None = None,
+    teacher_nll: str | None = None,
+    reference_nll: str | None = None,
+    ratio: float | None = None,
+    count: int | None = None,
+    exclude: str | None = None,
+    data: str | None = None,
+    by: str = "diff",
+    keep: str | None = None,
+    random: bool = False,
+    temperature: float | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    threads: int = 0,
+    progress: bool = False,
+) -> str: ...
+def build(
+    *,
+    data: str,
+    selection: str,
+    out: str,
+    shuffle: bool = False,
+    seed: int = 0,
+    shard_size: int | None = None,
+    name: str = "refined",
+    overwrite: bool = False,
+    threads: int = 0,
+    progress: bool = False,
+) -> str: ...
+def inspect(path: str, threads: int = 0, progress: bool = False) -> str: ...
+def sample_main(argv: list[str]) -> int: ...

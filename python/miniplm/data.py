@@ -1,0 +1,152 @@
+"""Token datasets (Megatron shards) as numpy: zero-copy instance views, batch gathers,
+and views through a selection without copying anything."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from miniplm import _core
+
+PathLike = Union[str, "os.PathLike[str]"]
+IdArray = npt.NDArray[np.integer[Any]]
+
+
+def _memmap(path: str, dtype: str, offset: int, count: int) -> npt.NDArray[Any]:
+    # np.memmap refuses empty files and zero-length maps; an empty shard is still valid.
+    if count == 0:
+        return np.empty(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,))
+
+
+class _Shard:
+    """numpy views of one shard's files; the native reader has validated them already."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        n = int(info["len"])
+        self.first = int(info["first_id"])
+        self.sizes = _memmap(info["idx"], "<i4", int(info["sizes_offset"]), n)
+        self.pointers = _memmap(info["idx"], "<i8", int(info["pointers_offset"]), n)
+        dtype = np.dtype(info["dtype"]).newbyteorder("<")
+        self.itemsize = dtype.itemsize
+        self.tokens = _memmap(info["bin"], dtype.str, 0, int(info["num_tokens"]))
+
+    def view(self, local: int) -> npt.NDArray[Any]:
+        start = int(self.pointers[local]) // self.itemsize
+        return self.tokens[start : start + int(self.sizes[local])]
+
+
+class TokenDataset:
+    """A Megatron ``MMIDIDX`` dataset (one prefix, or shards ``<name>_0, _1, ...``).
+
+    ``ds[i]`` is a read-only zero-copy numpy view of instance ``i``'s tokens;
+    ``ds.gather(ids, seq_len)`` fills a padded (B, L) batch in Rust.
+    """
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        self._native = _core.Dataset(os.fspath(path))
+        self._shards = [_Shard(s) for s in self._native.shards()]
+        self._starts = np.array([s.first for s in self._shards], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._native)
+
+    @property
+    def num_tokens(self) -> int:
+        return self._native.num_tokens
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return np.dtype(self._native.dtype)
+
+    def fingerprint(self) -> str:
+        return self._native.fingerprint()
+
+    def lengths(self) -> npt.NDArray[np.int32]:
+        """Token count of every instance (a copy, concatenated over shards)."""
+        if not self._shards:
+            return np.empty(0, dtype=np.int32)
+        return np.concatenate([np.asarray(s.sizes, dtype=np.int32) for s in self._shards])
+
+    def __getitem__(self, i: int) -> npt.NDArray[Any]:
+        n = len(self)
+        i = int(i)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"instance {i} out of range for {self.path} with {n} instances")
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        shard = self._shards[k]
+        return shard.view(i - shard.first)
+
+    def __iter__(self) -> Iterator[npt.NDArray[Any]]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def gather(
+        self,
+        ids: IdArray,
+        seq_len: int | None = None,
+        *,
+        pad_id: int = 0,
+        out: npt.NDArray[Any] | None = None,
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint32]]:
+        """Copy instances ``ids`` into a (B, seq_len) int64 array (or into ``out``, int64 or
+        int32, C-contiguous), truncating long ones and padding short ones with ``pad_id``.
+        Returns the batch and the number of real tokens per row."""
+        ids = np.ascontiguousarray(ids, dtype=np.uint64)
+        if out is None:
+            if seq_len is None:
+                raise TypeError("gather needs seq_len or out")
+            out = np.empty((len(ids), seq_len), dtype=np.int64)
+        lengths = self._native.gather(ids, out, pad_id)
+        return out, lengths
+
+    def select(self, selection: PathLike | IdArray) -> DatasetView:
+        """A view of the instances kept by a selection (a directory with ``ids.npy``, or
+        an id array), without copying tokens."""
+        return DatasetView(self, selection)
+
+
+class DatasetView:
+    """Instances ``ids[0], ids[1], ...`` of a base dataset; what training reads."""
+
+    def __init__(self, base: TokenDataset, selection: PathLike | IdArray) -> None:
+        if isinstance(selection, (str, os.PathLike)):
+            from miniplm.sampling import load_selection
+
+            ids, _ = load_selection(selection)
+        else:
+            ids = np.asarray(selection)
+        if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
+            raise ValueError(f"selection ids must be a 1-D integer array, got {ids.dtype}{ids.shape}")
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= len(base)):
+            raise IndexError(
+                f"selection ids range over [{int(ids.min())}, {int(ids.max())}] "
+                f"but {base.path} has {len(base)} instances"
+            )
+        self.base = base
+        self.ids = ids.astype(np.uint64, copy=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, j: int) -> npt.NDArray[Any]:
+        return self.base[int(self.ids[j])]
+
+    def gather(
+        self,
+        positions: IdArray,
+        seq_len: int | None = None,
+        *,
+        pad_id: int = 0,
+        out: npt.NDArray[Any] | None = None,
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint32]]:
+        """``gather`` of the base dataset at ``ids[positions]``."""
+        return self.base.gather(self.ids[np.asarray(positions)], seq_len, pad_id=pad_id, out=out)

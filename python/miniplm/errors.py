@@ -1,0 +1,19 @@
+"""Exceptions raised by miniplm. The native core raises these with its own messages.
+
+I/O problems surface as the builtin ``FileNotFoundError`` / ``PermissionError`` /
+``OSError``, an existing output as ``FileExistsError`` and Ctrl-C as ``KeyboardInterrupt``.
+"""
+
+from __future__ import annotations
+
+
+class MiniplmError(Exception):
+    """Base class of miniplm's own errors."""
+
+
+class FormatError(MiniplmError, ValueError):
+    """A file is not what its format promises (truncated, foreign, inconsistent)."""
+
+
+class InputError(MiniplmError, ValueError):
+    """Arguments or inputs that do not fit together (lengths, ranges, options)."""

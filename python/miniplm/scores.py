@@ -1,0 +1,101 @@
+"""Score runs: per-instance ``nll_sum`` / ``n_scored`` arrays in parts plus a manifest
+(layout in docs/FORMATS.md). The native core reads and validates them; this module adds
+the writer used by scorers and tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from miniplm import _core
+from miniplm.data import PathLike
+from miniplm.errors import InputError
+
+FORMAT = "miniplm.score_run"
+VERSION = 1
+
+
+def load_scores(run_dir: PathLike) -> dict[str, npt.NDArray[Any]]:
+    """``{"nll_sum": float64|float32 array, "n_scored": uint32 array}`` aligned with
+    instance ids, concatenated over the run's parts (validated like ``select`` does)."""
+    nll_sum, n_scored = _core.load_scores(os.fspath(run_dir))
+    return {"nll_sum": nll_sum, "n_scored": n_scored}
+
+
+def mean_nll(scores: dict[str, npt.NDArray[Any]]) -> npt.NDArray[np.float64]:
+    """Per-instance mean NLL, NaN where nothing was scored (the rule ``select`` uses)."""
+    nll = scores["nll_sum"].astype(np.float64)
+    n = scores["n_scored"]
+    out = np.full(nll.shape, np.nan)
+    np.divide(nll, n, out=out, where=n > 0)
+    return out
+
+
+def write_score_run(
+    run_dir: PathLike,
+    nll_sum: npt.ArrayLike,
+    n_scored: npt.ArrayLike,
+    *,
+    part_size: int | None = None,
+    model: dict[str, Any] | None = None,
+    tokenizer: str | None = None,
+    dataset: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a complete score run from whole arrays (float32/float64 ``nll_sum``, integer
+    ``n_scored``), split into parts of ``part_size`` instances. Written under a temporary
+    name and renamed, so a reader never sees half a run."""
+    out = Path(run_dir)
+    nll = np.asarray(nll_sum)
+    cnt = np.asarray(n_scored)
+    if nll.ndim != 1 or cnt.ndim != 1 or len(nll) != len(cnt):
+        raise InputError(
+            f"nll_sum and n_scored must be 1-D of one length, got {nll.shape} and {cnt.shape}"
+        )
+    if nll.dtype not in (np.float32, np.float64):
+        nll = nll.astype(np.float64)
+    if cnt.size and (cnt.min() < 0 or cnt.max() > np.iinfo(np.uint32).max):
+        raise InputError("n_scored must lie in [0, 2**32)")
+    cnt = cnt.astype(np.uint32)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out}: output exists (pass overwrite=True to replace it)")
+    n = len(nll)
+    step = max(1, part_size or n or 1)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        parts = []
+        for k, start in enumerate(range(0, n, step)):
+            end = min(n, start + step)
+            name = f"part-{k:06d}"
+            (tmp / name).mkdir()
+            np.save(tmp / name / "nll_sum.npy", nll[start:end])
+            np.save(tmp / name / "n_scored.npy", cnt[start:end])
+            parts.append({"name": name, "start": start, "end": end, "complete": True})
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "num_instances": n,
+            "normalization": "mean_nll_per_scored_token",
+            "model": model or {},
+            "tokenizer": tokenizer,
+            "dataset": dataset or {},
+            "settings": settings or {},
+            "parts": parts,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
