@@ -8,7 +8,7 @@ is refined by keeping the instances where the teacher is most ahead of the refer
 from __future__ import annotations
 
 from miniplm import _core
-from miniplm.data import DatasetView, TokenDataset
+from miniplm.data import DatasetView, TokenDataset, write_dataset
 from miniplm.errors import FormatError, InputError, MiniplmError
 from miniplm.sampling import build, inspect, load_selection, select
 from miniplm.scores import load_scores, mean_nll, write_score_run
@@ -28,5 +28,6 @@ __all__ = [
     "load_selection",
     "mean_nll",
     "select",
+    "write_dataset",
     "write_score_run",
 ]

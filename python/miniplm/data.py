@@ -4,7 +4,8 @@ and views through a selection without copying anything."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Union
 
@@ -150,3 +151,50 @@ class DatasetView:
     ) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint32]]:
         """``gather`` of the base dataset at ``ids[positions]``."""
         return self.base.gather(self.ids[np.asarray(positions)], seq_len, pad_id=pad_id, out=out)
+
+
+def write_dataset(
+    out_dir: PathLike,
+    sequences: Iterable[npt.ArrayLike],
+    *,
+    vocab_size: int | None = None,
+    dtype: str | None = None,
+    name: str = "corpus",
+    max_shard_bytes: int | None = None,
+    overwrite: bool = False,
+    batch: int = 4096,
+) -> TokenDataset:
+    """Write token sequences as Megatron shards ``out_dir/<name>_<k>.bin/.idx`` (uint16
+    when ``vocab_size`` fits, else int32; or ``dtype``). The directory appears complete or
+    not at all (temporary sibling + rename)."""
+    if dtype is None:
+        dtype = "uint16" if vocab_size is not None and vocab_size <= 65536 else "int32"
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out}: output exists (pass overwrite=True to replace it)")
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        writer = _core.DatasetWriter(os.fspath(tmp), name, dtype, max_shard_bytes)
+        pending: list[npt.NDArray[np.int64]] = []
+
+        def flush() -> None:
+            if pending:
+                lengths = np.array([len(p) for p in pending], dtype=np.int64)
+                writer.add_batch(np.concatenate(pending).astype(np.int64), lengths)
+                pending.clear()
+
+        for seq in sequences:
+            pending.append(np.asarray(seq, dtype=np.int64).reshape(-1))
+            if len(pending) >= batch:
+                flush()
+        flush()
+        writer.finish()
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return TokenDataset(out)

@@ -1,0 +1,186 @@
+"""Token shards: the native reader against an independent writer of Megatron's layout
+(and the native writer against an independent reader), gathers, views, corruption."""
+
+from __future__ import annotations
+
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from reference import megatron_read, megatron_write
+
+import miniplm
+from miniplm import FormatError, InputError, TokenDataset
+
+
+@st.composite
+def corpora(draw: st.DrawFn) -> tuple[Any, list[list[np.ndarray]]]:
+    dtype = draw(st.sampled_from([np.uint16, np.int32]))
+    hi = 65535 if dtype == np.uint16 else 2**31 - 1
+    shards = draw(st.lists(
+        st.lists(st.lists(st.integers(0, hi), max_size=40), max_size=12), min_size=1, max_size=4
+    ))
+    return dtype, [[np.array(s, dtype=dtype) for s in shard] for shard in shards]
+
+
+@given(corpora(), st.data())
+def test_reader_matches_independent_writer(corpus: Any, data: st.DataObject) -> None:
+    dtype, shards = corpus
+    flat = [s for shard in shards for s in shard]
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, shard in enumerate(shards):
+            megatron_write(Path(tmp) / f"corpus_{k}", shard, dtype)
+        ds = TokenDataset(tmp)  # a directory holding one family of shards
+        assert len(ds) == len(flat)
+        assert ds.num_tokens == sum(len(s) for s in flat)
+        assert ds.dtype == np.dtype(dtype)
+        for i, s in enumerate(flat):
+            np.testing.assert_array_equal(ds[i], s)
+            assert not ds[i].flags.writeable
+        np.testing.assert_array_equal(ds.lengths(), [len(s) for s in flat])
+        if flat:
+            ids = np.array(data.draw(st.lists(st.integers(0, len(flat) - 1), max_size=9)))
+            cols = data.draw(st.integers(1, 50))
+            batch, lengths = ds.gather(ids, cols, pad_id=-7)
+            for row, i in zip(range(len(ids)), ids):
+                want = np.full(cols, -7, dtype=np.int64)
+                m = min(cols, len(flat[i]))
+                want[:m] = flat[i][:m]
+                np.testing.assert_array_equal(batch[row], want)
+                assert lengths[row] == m
+            out32 = np.zeros((len(ids), cols), dtype=np.int32)
+            if dtype == np.uint16:
+                ds.gather(ids, out=out32, pad_id=-1)
+                np.testing.assert_array_equal(out32, np.where(batch == -7, -1, batch))
+
+
+@given(corpora(), st.data())
+def test_build_output_read_by_independent_reader(corpus: Any, data: st.DataObject) -> None:
+    dtype, shards = corpus
+    flat = [s for shard in shards for s in shard]
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        for k, shard in enumerate(shards):
+            megatron_write(d / f"c_{k}", shard, dtype)
+        n = len(flat)
+        chosen = sorted(data.draw(st.sets(st.integers(0, max(n - 1, 0)), max_size=n))) if n else []
+        np.save(d / "nll.npy", np.array([0.0 if i in chosen else 1.0 for i in range(n)]))
+        miniplm.select(d / "sel", teacher_nll=d / "nll.npy", by="teacher", count=len(chosen))
+        rep = miniplm.build(d / "c", d / "sel", d / "out", shard_size=64)
+        assert rep["num_instances"] == len(chosen)
+        got = []
+        for k in range(len(list((d / "out").glob("*.idx")))):
+            dt, seqs = megatron_read(d / "out" / f"refined_{k}")
+            assert dt == np.dtype(dtype)
+            got += seqs
+        assert len(got) == len(chosen)
+        for g, i in zip(got, chosen):
+            np.testing.assert_array_equal(g, flat[i])
+        np.testing.assert_array_equal(np.load(d / "out" / "source_ids.npy"), chosen)
+
+
+def test_shuffled_build_and_views(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(0, 1000, rng.integers(0, 30)).astype(np.uint16) for _ in range(500)]
+    megatron_write(tmp_path / "ds", seqs, np.uint16)
+    np.save(tmp_path / "nll.npy", rng.random(500))
+    miniplm.select(tmp_path / "sel", teacher_nll=tmp_path / "nll.npy", by="teacher", ratio=0.4)
+    ids, _ = miniplm.load_selection(tmp_path / "sel")
+    a = miniplm.build(tmp_path / "ds", tmp_path / "sel", tmp_path / "a", shuffle=True, seed=1)
+    b = miniplm.build(tmp_path / "ds", tmp_path / "sel", tmp_path / "b", shuffle=True, seed=1)
+    c = miniplm.build(tmp_path / "ds", tmp_path / "sel", tmp_path / "c", shuffle=True, seed=2)
+    src_a = np.load(tmp_path / "a" / "source_ids.npy")
+    assert sorted(src_a.tolist()) == ids.tolist() and src_a.tolist() != ids.tolist()
+    np.testing.assert_array_equal(src_a, np.load(tmp_path / "b" / "source_ids.npy"))
+    assert src_a.tolist() != np.load(tmp_path / "c" / "source_ids.npy").tolist()
+    assert a["num_tokens"] == b["num_tokens"] == c["num_tokens"] == sum(len(seqs[i]) for i in ids)
+    out = TokenDataset(tmp_path / "a")
+    for j, i in enumerate(src_a):
+        np.testing.assert_array_equal(out[j], seqs[i])
+    view = TokenDataset(tmp_path / "ds").select(tmp_path / "sel")
+    assert len(view) == len(ids)
+    for j, i in enumerate(ids):
+        np.testing.assert_array_equal(view[j], seqs[i])
+    batch, lengths = view.gather(np.arange(len(ids)), 8)
+    assert lengths.tolist() == [min(8, len(seqs[i])) for i in ids]
+    with pytest.raises(FileExistsError):
+        miniplm.build(tmp_path / "ds", tmp_path / "sel", tmp_path / "a")
+
+
+def test_empty_shard_and_single_prefix(tmp_path: Path) -> None:
+    megatron_write(tmp_path / "empty", [], np.uint16)
+    ds = TokenDataset(tmp_path / "empty")
+    assert len(ds) == 0 and ds.num_tokens == 0
+    with pytest.raises(IndexError):
+        ds[0]
+    megatron_write(tmp_path / "multi_0", [np.arange(3)], np.int32)
+    megatron_write(tmp_path / "multi_1", [np.arange(4)], np.int32)
+    assert len(TokenDataset(tmp_path / "multi")) == 2  # prefix with _0, _1 shards
+
+
+def _corrupt(tmp_path: Path, edit: Any) -> Path:
+    prefix = tmp_path / "bad"
+    megatron_write(prefix, [np.arange(5), np.arange(3)], np.uint16)
+    idx = bytearray(Path(f"{prefix}.idx").read_bytes())
+    binary = bytearray(Path(f"{prefix}.bin").read_bytes())
+    idx, binary = edit(idx, binary)
+    Path(f"{prefix}.idx").write_bytes(bytes(idx))
+    Path(f"{prefix}.bin").write_bytes(bytes(binary))
+    return prefix
+
+
+CORRUPTIONS = {
+    "magic": lambda i, b: (b"XXXXXXX\x00\x00" + i[9:], b),
+    "version": lambda i, b: (i[:9] + struct.pack("<Q", 2) + i[17:], b),
+    "dtype": lambda i, b: (i[:17] + b"\x63" + i[18:], b),
+    "count": lambda i, b: (i[:18] + struct.pack("<Q", 2**61) + i[26:], b),
+    "size": lambda i, b: (i[:-3], b),  # truncated .idx
+    "bin": lambda i, b: (i, b[:-2]),  # truncated .bin
+    "pointer": lambda i, b: (i[:34 + 8 + 8] + struct.pack("<q", 999) + i[34 + 8 + 16:], b),
+    "negative": lambda i, b: (i[:34] + struct.pack("<i", -5) + i[38:], b),
+    "document": lambda i, b: (i[:-8] + struct.pack("<q", 7), b),
+}
+
+
+@pytest.mark.parametrize("what", sorted(CORRUPTIONS))
+def test_corruption_is_a_clear_error(tmp_path: Path, what: str) -> None:
+    prefix = _corrupt(tmp_path, CORRUPTIONS[what])
+    with pytest.raises(FormatError, match=r"bad\.(idx|bin)") as err:
+        TokenDataset(prefix)
+    assert "bad" in str(err.value)
+
+
+def test_dataset_layout_errors(tmp_path: Path) -> None:
+    megatron_write(tmp_path / "a_0", [np.arange(3)], np.uint16)
+    megatron_write(tmp_path / "a_2", [np.arange(3)], np.uint16)
+    with pytest.raises((FormatError, InputError), match="a_1"):
+        TokenDataset(tmp_path / "a")
+    megatron_write(tmp_path / "m_0", [np.arange(3)], np.uint16)
+    megatron_write(tmp_path / "m_1", [np.arange(3)], np.int32)
+    with pytest.raises((FormatError, InputError), match="dtype"):
+        TokenDataset(tmp_path / "m")
+    (tmp_path / "b_0.bin").unlink(missing_ok=True)
+    megatron_write(tmp_path / "lone", [np.arange(3)], np.uint16)
+    Path(f"{tmp_path / 'lone'}.bin").unlink()
+    with pytest.raises(FileNotFoundError, match=r"lone\.bin"):
+        TokenDataset(tmp_path / "lone")
+    with pytest.raises(FileNotFoundError):
+        TokenDataset(tmp_path / "nothing_here")
+
+
+def test_build_refuses_bad_selection(tmp_path: Path) -> None:
+    megatron_write(tmp_path / "ds", [np.arange(3)] * 5, np.uint16)
+    sel = tmp_path / "sel"
+    sel.mkdir()
+    np.save(sel / "ids.npy", np.array([3, 1], dtype=np.uint64))
+    with pytest.raises(FormatError, match=r"ids\.npy"):
+        miniplm.build(tmp_path / "ds", sel, tmp_path / "out")
+    np.save(sel / "ids.npy", np.array([1, 5], dtype=np.uint64))
+    with pytest.raises((FormatError, InputError), match=r"ids\.npy"):
+        miniplm.build(tmp_path / "ds", sel, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds.bin", "ds.idx", "sel"]
