@@ -11,8 +11,14 @@ import numpy as np
 import numpy.typing as npt
 
 MASK = (1 << 64) - 1
-CODES = {np.dtype(np.uint8): 1, np.dtype(np.int8): 2, np.dtype(np.int16): 3,
-         np.dtype(np.int32): 4, np.dtype(np.int64): 5, np.dtype(np.uint16): 8}
+CODES = {
+    np.dtype(np.uint8): 1,
+    np.dtype(np.int8): 2,
+    np.dtype(np.int16): 3,
+    np.dtype(np.int32): 4,
+    np.dtype(np.int64): 5,
+    np.dtype(np.uint16): 8,
+}
 DTYPES = {v: k for k, v in CODES.items()}
 
 
@@ -53,8 +59,10 @@ def megatron_read(prefix: Path) -> tuple[np.dtype[Any], list[npt.NDArray[Any]]]:
     docs = np.frombuffer(idx, dtype="<i8", count=d, offset=34 + 12 * n)
     assert len(sizes) == docs[-1]
     data = Path(f"{prefix}.bin").read_bytes()
-    seqs = [np.frombuffer(data, dtype=dt.newbyteorder("<"), count=int(s), offset=int(p))
-            for s, p in zip(sizes, pointers)]
+    seqs = [
+        np.frombuffer(data, dtype=dt.newbyteorder("<"), count=int(s), offset=int(p))
+        for s, p in zip(sizes, pointers)
+    ]
     return dt, seqs
 
 

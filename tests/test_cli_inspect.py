@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reference import megatron_write
 
 import miniplm
+
+from reference import megatron_write
 
 
 def test_inspect_every_kind(tmp_path: Path) -> None:
@@ -23,7 +24,13 @@ def test_inspect_every_kind(tmp_path: Path) -> None:
     assert d["length"]["mean"] == pytest.approx(119 / 7)
     # power-of-two buckets [lo, hi): 0 | 1 | 2-3 | 4-7 | 8-15 | 64-127
     assert [tuple(b) for b in d["length_histogram"]] == [
-        (0, 1, 1), (1, 2, 1), (2, 4, 2), (4, 8, 1), (8, 16, 1), (64, 128, 1)]
+        (0, 1, 1),
+        (1, 2, 1),
+        (2, 4, 2),
+        (4, 8, 1),
+        (8, 16, 1),
+        (64, 128, 1),
+    ]
 
     nll = np.array([1.0, np.nan, 3.0, 2.0])
     np.save(tmp_path / "s.npy", nll)
@@ -45,40 +52,93 @@ def test_inspect_every_kind(tmp_path: Path) -> None:
 
 def test_cli_inspect_text_and_json(tmp_path: Path) -> None:
     megatron_write(tmp_path / "ds", [np.arange(4)] * 3, np.int32)
-    text = subprocess.run(["miniplm-sample", "inspect", str(tmp_path / "ds")],
-                          check=True, capture_output=True, text=True).stdout
+    text = subprocess.run(
+        ["miniplm-sample", "inspect", str(tmp_path / "ds")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert "instances 3" in text and "tokens 12" in text and "int32" in text
-    js = subprocess.run(["miniplm-sample", "inspect", str(tmp_path / "ds"), "--json"],
-                        check=True, capture_output=True, text=True).stdout
+    js = subprocess.run(
+        ["miniplm-sample", "inspect", str(tmp_path / "ds"), "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert json.loads(js)["num_tokens"] == 12
-    bad = subprocess.run(["miniplm-sample", "inspect", str(tmp_path / "nope")],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        ["miniplm-sample", "inspect", str(tmp_path / "nope")], capture_output=True, text=True
+    )
     assert bad.returncode == 1 and "nope" in bad.stderr
 
 
 def test_cli_build(tmp_path: Path) -> None:
     megatron_write(tmp_path / "ds", [np.arange(i % 7) for i in range(40)], np.uint16)
     np.save(tmp_path / "t.npy", np.arange(40.0))
-    subprocess.run(["miniplm-sample", "select", "--teacher-nll", str(tmp_path / "t.npy"),
-                    "--by", "teacher", "--keep", "highest", "--count", "10",
-                    "--out", str(tmp_path / "sel")], check=True, capture_output=True)
-    out = subprocess.run(["miniplm-sample", "build", "--data", str(tmp_path / "ds"),
-                          "--selection", str(tmp_path / "sel"), "--out", str(tmp_path / "r"),
-                          "--shard-size", "16", "--json"],
-                         check=True, capture_output=True, text=True).stdout
+    subprocess.run(
+        [
+            "miniplm-sample",
+            "select",
+            "--teacher-nll",
+            str(tmp_path / "t.npy"),
+            "--by",
+            "teacher",
+            "--keep",
+            "highest",
+            "--count",
+            "10",
+            "--out",
+            str(tmp_path / "sel"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        [
+            "miniplm-sample",
+            "build",
+            "--data",
+            str(tmp_path / "ds"),
+            "--selection",
+            str(tmp_path / "sel"),
+            "--out",
+            str(tmp_path / "r"),
+            "--shard-size",
+            "16",
+            "--json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     rep = json.loads(out)
     assert rep["num_instances"] == 10
     assert len(list((tmp_path / "r").glob("refined_*.idx"))) > 1
     np.testing.assert_array_equal(np.load(tmp_path / "r" / "source_ids.npy"), np.arange(30, 40))
-    again = subprocess.run(["miniplm-sample", "build", "--data", str(tmp_path / "ds"),
-                            "--selection", str(tmp_path / "sel"), "--out", str(tmp_path / "r")],
-                           capture_output=True, text=True)
+    again = subprocess.run(
+        [
+            "miniplm-sample",
+            "build",
+            "--data",
+            str(tmp_path / "ds"),
+            "--selection",
+            str(tmp_path / "sel"),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert again.returncode == 1 and "overwrite" in again.stderr
 
 
 def test_demo_main_job(tmp_path: Path) -> None:
-    out = subprocess.run(["python3", "-m", "miniplm.demo", str(tmp_path / "demo")],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["python3", "-m", "miniplm.demo", str(tmp_path / "demo")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert "kept" in out
     ids, info = miniplm.load_selection(tmp_path / "demo" / "selection")
     assert info["num_selected"] == len(ids) > 0

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from reference import ref_select
 
 import miniplm
 from miniplm import FormatError, InputError
+
+from reference import ref_select
 
 SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, np.inf, -np.inf, np.nan]
 
@@ -45,8 +46,14 @@ def cases(draw: st.DrawFn) -> dict[str, Any]:
     else:
         amount = {"count": draw(st.integers(0, n + 3))}
     return {
-        "t": t, "r": r, "exclude": exclude, "mode": mode, "by": by, "keep": keep,
-        "seed": draw(st.integers(0, 2**64 - 1)), "temperature": draw(st.sampled_from([0.1, 1.0, 7.5])),
+        "t": t,
+        "r": r,
+        "exclude": exclude,
+        "mode": mode,
+        "by": by,
+        "keep": keep,
+        "seed": draw(st.integers(0, 2**64 - 1)),
+        "temperature": draw(st.sampled_from([0.1, 1.0, 7.5])),
         **amount,
     }
 
@@ -65,16 +72,29 @@ def run_select(d: Path, c: dict[str, Any], dtype: Any = np.float64) -> dict[str,
     else:
         kw["count"] = c["count"]
     return miniplm.select(
-        d / "sel", teacher_nll=d / "t.npy", reference_nll=d / "r.npy",
-        exclude=d / "ex.npy", overwrite=True, **kw,
+        d / "sel",
+        teacher_nll=d / "t.npy",
+        reference_nll=d / "r.npy",
+        exclude=d / "ex.npy",
+        overwrite=True,
+        **kw,
     )
 
 
 def check_against_reference(d: Path, c: dict[str, Any], rep: dict[str, Any], cast: Any) -> None:
     t, r = c["t"].astype(cast).astype(np.float64), c["r"].astype(cast).astype(np.float64)
     want = ref_select(
-        len(t), t, r, exclude=c["exclude"], by=c["by"], keep=c["keep"], mode=c["mode"],
-        ratio=c.get("ratio"), count=c.get("count"), seed=c["seed"], temperature=c["temperature"],
+        len(t),
+        t,
+        r,
+        exclude=c["exclude"],
+        by=c["by"],
+        keep=c["keep"],
+        mode=c["mode"],
+        ratio=c.get("ratio"),
+        count=c.get("count"),
+        seed=c["seed"],
+        temperature=c["temperature"],
     )
     ids, info = miniplm.load_selection(d / "sel")
     assert ids.dtype == np.uint64
@@ -113,8 +133,17 @@ def test_large_with_heavy_ties() -> None:
     ex = np.unique(rng.integers(0, n, 10_000)).astype(np.uint64)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        c = {"t": t, "r": r, "exclude": ex, "mode": "top", "by": "diff", "keep": None,
-             "seed": 0, "temperature": 1.0, "ratio": 0.37}
+        c = {
+            "t": t,
+            "r": r,
+            "exclude": ex,
+            "mode": "top",
+            "by": "diff",
+            "keep": None,
+            "seed": 0,
+            "temperature": 1.0,
+            "ratio": 0.37,
+        }
         rep = run_select(d, c)
         # numpy reference: lexsort by (-r, id) over eligible ids.
         value = r - t
@@ -143,8 +172,12 @@ def test_score_runs_equal_npy_means(tmp_path: Path) -> None:
     np.save(tmp_path / "mt.npy", mt)
     np.save(tmp_path / "mr.npy", mr)
     a = miniplm.select(tmp_path / "a", teacher=tmp_path / "T", reference=tmp_path / "R", ratio=0.5)
-    b = miniplm.select(tmp_path / "b", teacher_nll=tmp_path / "mt.npy",
-                       reference_nll=tmp_path / "mr.npy", ratio=0.5)
+    b = miniplm.select(
+        tmp_path / "b",
+        teacher_nll=tmp_path / "mt.npy",
+        reference_nll=tmp_path / "mr.npy",
+        ratio=0.5,
+    )
     np.testing.assert_array_equal(
         miniplm.load_selection(tmp_path / "a")[0], miniplm.load_selection(tmp_path / "b")[0]
     )
@@ -158,8 +191,9 @@ def test_selection_json_fields(tmp_path: Path) -> None:
     t, r = rng.normal(size=1000), rng.normal(size=1000)
     np.save(tmp_path / "t.npy", t)
     np.save(tmp_path / "r.npy", r)
-    rep = miniplm.select(tmp_path / "s", teacher_nll=tmp_path / "t.npy",
-                         reference_nll=tmp_path / "r.npy", ratio=0.5)
+    rep = miniplm.select(
+        tmp_path / "s", teacher_nll=tmp_path / "t.npy", reference_nll=tmp_path / "r.npy", ratio=0.5
+    )
     diff = r - t
     assert rep["format"] == "miniplm.selection" and rep["version"] == 1
     assert (rep["by"], rep["keep"], rep["mode"], rep["ratio"]) == ("diff", "highest", "top", 0.5)
@@ -205,7 +239,13 @@ def test_errors_name_the_inputs(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="missing"):
         miniplm.select(tmp_path / "o", teacher=tmp_path / "missing", reference_nll=r, count=1)
     assert not (tmp_path / "o").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npy", "ex.npy", "i.npy", "r.npy", "t.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bad.npy",
+        "ex.npy",
+        "i.npy",
+        "r.npy",
+        "t.npy",
+    ]
 
 
 def test_bad_score_runs(tmp_path: Path) -> None:
@@ -262,9 +302,22 @@ def test_cli_matches_api(tmp_path: Path) -> None:
     r = _npy(tmp_path, "r.npy", rng.normal(size=300))
     api = miniplm.select(tmp_path / "a", teacher_nll=t, reference_nll=r, ratio=0.25)
     out = subprocess.run(
-        ["miniplm-sample", "select", "--teacher-nll", str(t), "--reference-nll", str(r),
-         "--ratio", "0.25", "--out", str(tmp_path / "b"), "--json"],
-        check=True, capture_output=True, text=True,
+        [
+            "miniplm-sample",
+            "select",
+            "--teacher-nll",
+            str(t),
+            "--reference-nll",
+            str(r),
+            "--ratio",
+            "0.25",
+            "--out",
+            str(tmp_path / "b"),
+            "--json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     cli = json.loads(out.stdout)
     assert out.stderr == ""  # no progress bar when not on a terminal
@@ -274,9 +327,20 @@ def test_cli_matches_api(tmp_path: Path) -> None:
         miniplm.load_selection(tmp_path / "a")[0], miniplm.load_selection(tmp_path / "b")[0]
     )
     bad = subprocess.run(
-        ["miniplm-sample", "select", "--teacher-nll", str(t), "--reference-nll",
-         str(tmp_path / "nope.npy"), "--ratio", "0.5", "--out", str(tmp_path / "c")],
-        capture_output=True, text=True,
+        [
+            "miniplm-sample",
+            "select",
+            "--teacher-nll",
+            str(t),
+            "--reference-nll",
+            str(tmp_path / "nope.npy"),
+            "--ratio",
+            "0.5",
+            "--out",
+            str(tmp_path / "c"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 1
     assert "nope.npy" in bad.stderr and "error" in bad.stderr

@@ -12,19 +12,22 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from reference import megatron_read, megatron_write
 
 import miniplm
 from miniplm import FormatError, InputError, TokenDataset
+
+from reference import megatron_read, megatron_write
 
 
 @st.composite
 def corpora(draw: st.DrawFn) -> tuple[Any, list[list[np.ndarray]]]:
     dtype = draw(st.sampled_from([np.uint16, np.int32]))
     hi = 65535 if dtype == np.uint16 else 2**31 - 1
-    shards = draw(st.lists(
-        st.lists(st.lists(st.integers(0, hi), max_size=40), max_size=12), min_size=1, max_size=4
-    ))
+    shards = draw(
+        st.lists(
+            st.lists(st.lists(st.integers(0, hi), max_size=40), max_size=12), min_size=1, max_size=4
+        )
+    )
     return dtype, [[np.array(s, dtype=dtype) for s in shard] for shard in shards]
 
 
@@ -108,6 +111,10 @@ def test_shuffled_build_and_views(tmp_path: Path) -> None:
         np.testing.assert_array_equal(view[j], seqs[i])
     batch, lengths = view.gather(np.arange(len(ids)), 8)
     assert lengths.tolist() == [min(8, len(seqs[i])) for i in ids]
+    for row, i in zip(batch, ids):
+        m = min(8, len(seqs[i]))
+        np.testing.assert_array_equal(row[:m], seqs[i][:m])
+        assert (row[m:] == 0).all()
     with pytest.raises(FileExistsError):
         miniplm.build(tmp_path / "ds", tmp_path / "sel", tmp_path / "a")
 
@@ -141,7 +148,7 @@ CORRUPTIONS = {
     "count": lambda i, b: (i[:18] + struct.pack("<Q", 2**61) + i[26:], b),
     "size": lambda i, b: (i[:-3], b),  # truncated .idx
     "bin": lambda i, b: (i, b[:-2]),  # truncated .bin
-    "pointer": lambda i, b: (i[:34 + 8 + 8] + struct.pack("<q", 999) + i[34 + 8 + 16:], b),
+    "pointer": lambda i, b: (i[: 34 + 8 + 8] + struct.pack("<q", 999) + i[34 + 8 + 16 :], b),
     "negative": lambda i, b: (i[:34] + struct.pack("<i", -5) + i[38:], b),
     "document": lambda i, b: (i[:-8] + struct.pack("<q", 7), b),
 }

@@ -126,7 +126,9 @@ class DatasetView:
         else:
             ids = np.asarray(selection)
         if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
-            raise ValueError(f"selection ids must be a 1-D integer array, got {ids.dtype}{ids.shape}")
+            raise ValueError(
+                f"selection ids must be a 1-D integer array, got {ids.dtype}{ids.shape}"
+            )
         if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= len(base)):
             raise IndexError(
                 f"selection ids range over [{int(ids.min())}, {int(ids.max())}] "

@@ -76,17 +76,28 @@ def main(argv: list[str]) -> int:
     miniplm.write_score_run(out / "scores_teacher", t_sum, n_scored, part_size=5000, overwrite=True)
     miniplm.write_score_run(out / "scores_ref", r_sum, n_ref, part_size=5000, overwrite=True)
 
-    rep = miniplm.select(out / "selection", teacher=out / "scores_teacher",
-                         reference=out / "scores_ref", exclude=out / "ref_ids.npy",
-                         ratio=0.5, overwrite=True)
+    rep = miniplm.select(
+        out / "selection",
+        teacher=out / "scores_teacher",
+        reference=out / "scores_ref",
+        exclude=out / "ref_ids.npy",
+        ratio=0.5,
+        overwrite=True,
+    )
     built = miniplm.build(out / "corpus", out / "selection", out / "refined", overwrite=True)
     ids, _ = miniplm.load_selection(out / "selection")
     print(f"corpus: {N} instances, {ds.num_tokens} tokens, {noise.mean():.0%} noise")
-    print(f"kept {rep['num_selected']} of {rep['num_instances']} (excluded {rep['num_excluded']} "
-          f"D_ref ids), threshold r = {rep['threshold']:.4f}")
-    print(f"noise share: corpus {noise.mean():.1%}, refined {noise[ids.astype(np.int64)].mean():.1%}")
-    print(f"refined corpus: {built['num_instances']} instances, {built['num_tokens']} tokens "
-          f"in {out / 'refined'}")
+    print(
+        f"kept {rep['num_selected']} of {rep['num_instances']} (excluded {rep['num_excluded']} "
+        f"D_ref ids), threshold r = {rep['threshold']:.4f}"
+    )
+    print(
+        f"noise share: corpus {noise.mean():.1%}, refined {noise[ids.astype(np.int64)].mean():.1%}"
+    )
+    print(
+        f"refined corpus: {built['num_instances']} instances, {built['num_tokens']} tokens "
+        f"in {out / 'refined'}"
+    )
     return 0
 
 

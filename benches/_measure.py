@@ -1,0 +1,61 @@
+"""Run a command in a child process and record wall time and peak memory, polling
+/proc: peak RSS, and peak anonymous RSS (private memory, without the page cache that
+memory-mapped inputs show as resident)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class Measure:
+    wall_s: float
+    peak_rss_mb: float
+    peak_anon_mb: float
+
+
+def _status(pid: int) -> tuple[int, int]:
+    rss = anon = 0
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("RssAnon:"):
+                    anon = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, anon
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None) -> Measure:
+    t0 = time.perf_counter()
+    p = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
+    )
+    peak_rss = peak_anon = 0
+    while p.poll() is None:
+        rss, anon = _status(p.pid)
+        peak_rss, peak_anon = max(peak_rss, rss), max(peak_anon, anon)
+        time.sleep(0.005)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        err = p.stderr.read().decode() if p.stderr else ""
+        sys.exit(f"benchmark command failed ({p.returncode}): {' '.join(cmd)}\n{err}")
+    return Measure(wall, peak_rss / 1024, peak_anon / 1024)
+
+
+def python(code: str, *args: str) -> list[str]:
+    return [sys.executable, "-c", code, *args]
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join(
+        [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
+    )
