@@ -101,12 +101,15 @@ class TokenDataset:
         """Copy instances ``ids`` into a (B, seq_len) int64 array (or into ``out``, int64 or
         int32, C-contiguous), truncating long ones and padding short ones with ``pad_id``.
         Returns the batch and the number of real tokens per row."""
-        ids = np.ascontiguousarray(ids, dtype=np.uint64)
+        raw = np.asarray(ids)
+        if raw.size and np.issubdtype(raw.dtype, np.signedinteger) and int(raw.min()) < 0:
+            raise IndexError(f"negative instance id {int(raw.min())} for {self.path}")
+        ids64: npt.NDArray[np.uint64] = np.ascontiguousarray(raw, dtype=np.uint64)
         if out is None:
             if seq_len is None:
                 raise TypeError("gather needs seq_len or out")
-            out = np.empty((len(ids), seq_len), dtype=np.int64)
-        lengths = self._native.gather(ids, out, pad_id)
+            out = np.empty((len(ids64), seq_len), dtype=np.int64)
+        lengths = self._native.gather(ids64, out, pad_id)
         return out, lengths
 
     def select(self, selection: PathLike | IdArray) -> DatasetView:

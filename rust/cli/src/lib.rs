@@ -305,13 +305,9 @@ pub fn run(argv: Vec<OsString>, cancel: &AtomicBool) -> i32 {
     let out = match &cli.command {
         Command::Select(a) => select_cmd(a, &job).and_then(|r| select_text(a, &r)),
         Command::Build(a) => build_cmd(a, &job).and_then(|r| build_text(a, &r)),
-        Command::Inspect(a) => inspect(&a.path, &job).and_then(|r| {
-            if a.json {
-                to_json(&r)
-            } else {
-                Ok(r.to_text())
-            }
-        }),
+        Command::Inspect(a) => {
+            inspect(&a.path, &job).and_then(|r| if a.json { to_json(&r) } else { Ok(r.to_text()) })
+        }
     };
     match out {
         Ok(text) => {

@@ -158,7 +158,10 @@ impl Npy {
         let map = unsafe { Mmap::map(&file) }.at(&path)?;
         let bad = |field: &str, msg: String| Error::format(&path, field, msg);
         if map.len() < 10 || &map[..6] != b"\x93NUMPY" {
-            return Err(bad("magic", "not a .npy file (no \\x93NUMPY header)".into()));
+            return Err(bad(
+                "magic",
+                "not a .npy file (no \\x93NUMPY header)".into(),
+            ));
         }
         let (hlen, start) = match map[6] {
             1 => (u16::from_le_bytes([map[8], map[9]]) as usize, 10),
@@ -253,7 +256,11 @@ impl Npy {
             ));
         }
         bytemuck::try_cast_slice(self.bytes()).map_err(|e| {
-            Error::format(&self.path, "data", format!("cannot view as {}: {e}", T::DTYPE.name()))
+            Error::format(
+                &self.path,
+                "data",
+                format!("cannot view as {}: {e}", T::DTYPE.name()),
+            )
         })
     }
 

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use miniplm_core::shards::Dataset;
 use miniplm_core::Error;
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -30,9 +32,11 @@ where
 {
     let cols = out.shape()[1];
     let mut guard = out.readwrite();
-    let slice = guard
-        .as_slice_mut()
-        .map_err(|_| to_py(Error::invalid("gather: out must be a C-contiguous 2-D array")))?;
+    let slice = guard.as_slice_mut().map_err(|_| {
+        to_py(Error::invalid(
+            "gather: out must be a C-contiguous 2-D array",
+        ))
+    })?;
     py.detach(|| data.gather_into(ids, slice, cols, pad, lengths))
         .map_err(to_py)
 }
@@ -154,14 +158,18 @@ impl PyDataset {
         pad_id: i64,
     ) -> PyResult<Bound<'py, PyArray1<u32>>> {
         let ids = ids.as_slice().map_err(|_| {
-            to_py(Error::invalid("gather: ids must be a contiguous uint64 array"))
+            to_py(Error::invalid(
+                "gather: ids must be a contiguous uint64 array",
+            ))
         })?;
         let mut lengths = vec![0u32; ids.len()];
         if let Ok(out) = out.cast::<PyArray2<i64>>() {
             gather_into(py, &self.inner, ids, out, pad_id, &mut lengths)?;
         } else if let Ok(out) = out.cast::<PyArray2<i32>>() {
             let pad = i32::try_from(pad_id).map_err(|_| {
-                to_py(Error::invalid(format!("pad_id {pad_id} does not fit int32")))
+                to_py(Error::invalid(format!(
+                    "pad_id {pad_id} does not fit int32"
+                )))
             })?;
             gather_into(py, &self.inner, ids, out, pad, &mut lengths)?;
         } else {

@@ -79,7 +79,12 @@ impl PyDatasetWriter {
 
     /// Write the indexes and fsync; returns one dict per shard written.
     fn finish<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        let w = self.inner.lock().map_err(|_| closed())?.take().ok_or_else(closed)?;
+        let w = self
+            .inner
+            .lock()
+            .map_err(|_| closed())?
+            .take()
+            .ok_or_else(closed)?;
         let shards = py.detach(|| w.finish()).map_err(to_py)?;
         shards
             .iter()

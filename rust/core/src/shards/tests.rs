@@ -1,0 +1,234 @@
+//! Shard tests: an independent byte-level Megatron writer, round trips, corruption.
+
+use std::path::Path;
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// Megatron's layout built by hand, independent of `ShardWriter`.
+fn megatron_bytes(seqs: &[Vec<i64>], dtype: TokenDType) -> (Vec<u8>, Vec<u8>) {
+    let t = dtype.size();
+    let mut bin = Vec::new();
+    let mut idx = b"MMIDIDX\x00\x00".to_vec();
+    idx.extend(1u64.to_le_bytes());
+    idx.push(dtype.code());
+    idx.extend((seqs.len() as u64).to_le_bytes());
+    idx.extend((seqs.len() as u64 + 1).to_le_bytes());
+    for s in seqs {
+        idx.extend((s.len() as i32).to_le_bytes());
+    }
+    let mut p = 0i64;
+    for s in seqs {
+        idx.extend(p.to_le_bytes());
+        p += (s.len() * t) as i64;
+    }
+    for d in 0..=seqs.len() as i64 {
+        idx.extend(d.to_le_bytes());
+    }
+    for s in seqs {
+        for &v in s {
+            match dtype {
+                TokenDType::U16 => bin.extend((v as u16).to_le_bytes()),
+                TokenDType::I32 => bin.extend((v as i32).to_le_bytes()),
+                _ => unreachable!("tests use uint16 and int32"),
+            }
+        }
+    }
+    (idx, bin)
+}
+
+fn write_pair(prefix: &Path, idx: &[u8], bin: &[u8]) {
+    std::fs::write(shard::with_ext(prefix, ".idx"), idx).unwrap();
+    std::fs::write(shard::with_ext(prefix, ".bin"), bin).unwrap();
+}
+
+fn corpus() -> impl Strategy<Value = (TokenDType, Vec<Vec<Vec<i64>>>)> {
+    prop_oneof![Just(TokenDType::U16), Just(TokenDType::I32)].prop_flat_map(|dt| {
+        let hi = if dt == TokenDType::U16 {
+            65535i64
+        } else {
+            i32::MAX as i64
+        };
+        let seq = prop::collection::vec(0..=hi, 0..30);
+        let shard = prop::collection::vec(seq, 0..8);
+        (Just(dt), prop::collection::vec(shard, 1..4))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn independent_bytes_read_back_and_writer_matches((dt, shards) in corpus(),
+                                                      picks in prop::collection::vec(any::<u64>(), 0..10),
+                                                      cols in 1usize..40) {
+        let d = tempfile::tempdir().unwrap();
+        let flat: Vec<Vec<i64>> = shards.iter().flatten().cloned().collect();
+        for (k, s) in shards.iter().enumerate() {
+            let (idx, bin) = megatron_bytes(s, dt);
+            write_pair(&d.path().join(format!("hand_{k}")), &idx, &bin);
+            // The writer produces exactly the same bytes.
+            let prefix = d.path().join(format!("w{k}"));
+            let mut w = ShardWriter::create(&prefix, dt).unwrap();
+            for seq in s {
+                w.add_tokens(seq).unwrap();
+            }
+            w.finish().unwrap();
+            prop_assert_eq!(std::fs::read(shard::with_ext(&prefix, ".idx")).unwrap(), idx);
+            prop_assert_eq!(std::fs::read(shard::with_ext(&prefix, ".bin")).unwrap(), bin);
+        }
+        let ds = Dataset::open(&d.path().join("hand")).unwrap();
+        prop_assert_eq!(ds.len(), flat.len() as u64);
+        prop_assert_eq!(ds.num_tokens(), flat.iter().map(|s| s.len() as u64).sum::<u64>());
+        for (i, s) in flat.iter().enumerate() {
+            prop_assert_eq!(&ds.tokens_i64(i as u64).unwrap(), s);
+        }
+        if !flat.is_empty() {
+            let ids: Vec<u64> = picks.iter().map(|p| p % flat.len() as u64).collect();
+            let mut out = vec![0i64; ids.len() * cols];
+            let mut lens = vec![0u32; ids.len()];
+            ds.gather(&ids, &mut out, cols, -1, &mut lens).unwrap();
+            for (r, &id) in ids.iter().enumerate() {
+                let s = &flat[id as usize];
+                let m = s.len().min(cols);
+                let mut want = vec![-1i64; cols];
+                want[..m].copy_from_slice(&s[..m]);
+                prop_assert_eq!(&out[r * cols..(r + 1) * cols], &want[..]);
+                prop_assert_eq!(lens[r] as usize, m);
+            }
+        }
+        prop_assert!(ds.locate(flat.len() as u64).is_err());
+    }
+
+    #[test]
+    fn dataset_writer_rolls_and_reads_back((dt, shards) in corpus(), max in 1u64..200) {
+        let d = tempfile::tempdir().unwrap();
+        let flat: Vec<Vec<i64>> = shards.into_iter().flatten().collect();
+        let mut w = DatasetWriter::create(d.path(), "x", dt, Some(max)).unwrap();
+        for s in &flat {
+            w.add_tokens(s).unwrap();
+        }
+        let written = w.finish().unwrap();
+        for s in &written[..written.len().saturating_sub(1)] {
+            // A shard past the limit holds exactly one sequence.
+            prop_assert!(s.num_bytes <= max || s.num_sequences == 1);
+        }
+        let ds = Dataset::open(d.path()).unwrap();
+        prop_assert_eq!(ds.len(), flat.len() as u64);
+        for (i, s) in flat.iter().enumerate() {
+            prop_assert_eq!(&ds.tokens_i64(i as u64).unwrap(), s);
+        }
+    }
+}
+
+fn corrupt(edit: impl Fn(&mut Vec<u8>, &mut Vec<u8>)) -> String {
+    let d = tempfile::tempdir().unwrap();
+    let (mut idx, mut bin) = megatron_bytes(&[vec![1, 2, 3, 4, 5], vec![6, 7, 8]], TokenDType::U16);
+    edit(&mut idx, &mut bin);
+    let prefix = d.path().join("bad");
+    write_pair(&prefix, &idx, &bin);
+    match Shard::open(&prefix) {
+        Ok(_) => panic!("corrupt shard opened"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn each_corruption_names_file_and_field() {
+    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>, &mut Vec<u8>)>)> = vec![
+        ("magic", Box::new(|i, _| i[0] = b'X')),
+        ("version", Box::new(|i, _| i[9] = 2)),
+        ("dtype", Box::new(|i, _| i[17] = 99)),
+        (
+            "sequence count",
+            Box::new(|i, _| i[18..26].copy_from_slice(&(1u64 << 61).to_le_bytes())),
+        ),
+        ("sequence count", Box::new(|i, _| i.truncate(i.len() - 3))),
+        ("header", Box::new(|i, _| i.truncate(20))),
+        ("size", Box::new(|_, b| b.truncate(b.len() - 2))),
+        (
+            "pointers",
+            Box::new(|i, _| i[34 + 16..34 + 24].copy_from_slice(&999i64.to_le_bytes())),
+        ),
+        (
+            "sizes",
+            Box::new(|i, _| i[34..38].copy_from_slice(&(-5i32).to_le_bytes())),
+        ),
+        (
+            "document index",
+            Box::new(|i, _| {
+                let n = i.len();
+                i[n - 8..].copy_from_slice(&7i64.to_le_bytes())
+            }),
+        ),
+        (
+            "document index",
+            Box::new(|i, _| {
+                let n = i.len();
+                i[n - 24..n - 16].copy_from_slice(&3i64.to_le_bytes())
+            }),
+        ),
+    ];
+    for (field, edit) in cases {
+        let e = corrupt(edit);
+        assert!(e.contains("bad.") && e.contains(field), "{field}: {e}");
+    }
+}
+
+#[test]
+fn empty_shard_opens() {
+    let d = tempfile::tempdir().unwrap();
+    let (idx, bin) = megatron_bytes(&[], TokenDType::U16);
+    write_pair(&d.path().join("e"), &idx, &bin);
+    let ds = Dataset::open(&d.path().join("e")).unwrap();
+    assert_eq!((ds.len(), ds.num_tokens()), (0, 0));
+    let mut w = DatasetWriter::create(&d.path().join("w"), "z", TokenDType::I32, None).unwrap();
+    assert_eq!(w.finish().unwrap().len(), 1);
+    assert_eq!(Dataset::open(&d.path().join("w")).unwrap().len(), 0);
+    // and adding after creation works for int32
+    w = DatasetWriter::create(&d.path().join("w2"), "z", TokenDType::I32, None).unwrap();
+    w.add_tokens(&[i32::MAX as i64, -3]).unwrap();
+    assert!(w.add_tokens(&[i32::MAX as i64 + 1]).is_err());
+    w.finish().unwrap();
+}
+
+#[test]
+fn layout_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let (idx, bin) = megatron_bytes(&[vec![1]], TokenDType::U16);
+    write_pair(&d.path().join("a_0"), &idx, &bin);
+    write_pair(&d.path().join("a_2"), &idx, &bin);
+    let e = Dataset::open(&d.path().join("a"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("a_1.idx"), "{e}");
+    let (idx32, bin32) = megatron_bytes(&[vec![1]], TokenDType::I32);
+    write_pair(&d.path().join("m_0"), &idx, &bin);
+    write_pair(&d.path().join("m_1"), &idx32, &bin32);
+    let e = Dataset::open(&d.path().join("m"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("dtype") && e.contains("m_1.idx"), "{e}");
+    let e = Dataset::open(d.path()).err().unwrap().to_string();
+    assert!(e.contains("several datasets"), "{e}");
+    std::fs::remove_file(d.path().join("a_0.bin")).unwrap();
+    let e = Shard::open(&d.path().join("a_0"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("a_0.bin"), "{e}");
+    assert!(Dataset::open(&d.path().join("nothing")).is_err());
+    let e = Dataset::open(&d.path().join("m")).err();
+    assert!(e.is_some());
+    let e = Dataset::open(&d.path().join("m_0")).unwrap();
+    assert_eq!(e.len(), 1);
+    let mut out = [0i32; 2];
+    let mut lens = [0u32; 1];
+    assert!(e.gather(&[0], &mut out, 3, 0, &mut lens).is_err()); // wrong out size
+    assert!(e.gather(&[1], &mut out, 2, 0, &mut lens).is_err()); // id out of range
+    e.gather(&[0], &mut out, 2, 9, &mut lens).unwrap();
+    assert_eq!((out, lens), ([1, 9], [1]));
+}
