@@ -1,1 +1,406 @@
-//! Per-instance teacher/reference scores: score runs and plain .npy arrays (see docs/FORMATS.md).
+//! Per-instance teacher/reference scores: score runs and plain `.npy` arrays
+//! (layout in docs/FORMATS.md).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::quick_fingerprint;
+use crate::npy::{write_npy, Floats, Npy};
+
+struct Part {
+    start: u64,
+    end: u64,
+    nll_sum: Npy,
+    n_scored: Npy,
+}
+
+/// A validated score run: parts tiling `[0, len)`, all complete.
+pub struct ScoreRun {
+    dir: PathBuf,
+    manifest: Value,
+    manifest_bytes: Vec<u8>,
+    len: u64,
+    parts: Vec<Part>,
+}
+
+/// `nll_sum` in its stored width.
+pub enum ScoreValues {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+fn field<'a>(man: &'a Value, path: &Path, key: &str) -> Result<&'a Value> {
+    man.get(key)
+        .ok_or_else(|| Error::format(path, key, "missing"))
+}
+
+fn uint(v: &Value, path: &Path, what: &str) -> Result<u64> {
+    v.as_u64().ok_or_else(|| {
+        Error::format(
+            path,
+            what,
+            format!("expected a non-negative integer, got {v}"),
+        )
+    })
+}
+
+impl ScoreRun {
+    pub fn open(dir: &Path) -> Result<ScoreRun> {
+        let mpath = dir.join("manifest.json");
+        let manifest_bytes = std::fs::read(&mpath).at(&mpath)?;
+        let manifest: Value = serde_json::from_slice(&manifest_bytes)
+            .map_err(|e| Error::format(&mpath, "json", e.to_string()))?;
+        let format = field(&manifest, &mpath, "format")?;
+        if format != "miniplm.score_run" {
+            return Err(Error::format(
+                &mpath,
+                "format",
+                format!("{format}, expected \"miniplm.score_run\""),
+            ));
+        }
+        let version = uint(field(&manifest, &mpath, "version")?, &mpath, "version")?;
+        if version != 1 {
+            return Err(Error::format(
+                &mpath,
+                "version",
+                format!("{version}, only version 1 exists"),
+            ));
+        }
+        let len = uint(
+            field(&manifest, &mpath, "num_instances")?,
+            &mpath,
+            "num_instances",
+        )?;
+        let list = field(&manifest, &mpath, "parts")?
+            .as_array()
+            .ok_or_else(|| Error::format(&mpath, "parts", "expected a list"))?;
+        let mut specs = Vec::with_capacity(list.len());
+        for (i, p) in list.iter().enumerate() {
+            let what = |k: &str| format!("parts[{i}].{k}");
+            let name = p
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::format(&mpath, what("name"), "missing"))?;
+            let start = uint(
+                p.get("start").unwrap_or(&Value::Null),
+                &mpath,
+                &what("start"),
+            )?;
+            let end = uint(p.get("end").unwrap_or(&Value::Null), &mpath, &what("end"))?;
+            if p.get("complete") != Some(&Value::Bool(true)) {
+                return Err(Error::format(
+                    &mpath,
+                    what("complete"),
+                    format!("part {name} is not complete: the run is incomplete (still being scored, or interrupted; resume the scoring job)"),
+                ));
+            }
+            if end < start || name.contains(['/', '\\']) || name.starts_with('.') {
+                return Err(Error::format(
+                    &mpath,
+                    what("name"),
+                    format!("bad part {name:?} [{start}, {end})"),
+                ));
+            }
+            specs.push((start, end, name.to_string()));
+        }
+        specs.sort();
+        let mut at = 0u64;
+        for (start, end, name) in &specs {
+            if *start != at {
+                let how = if *start < at {
+                    "overlaps the previous part"
+                } else {
+                    "leaves a gap"
+                };
+                return Err(Error::format(
+                    &mpath,
+                    "parts",
+                    format!("part {name} starts at {start} and {how} (expected {at})"),
+                ));
+            }
+            at = *end;
+        }
+        if at != len {
+            return Err(Error::format(
+                &mpath,
+                "parts",
+                format!("parts cover [0, {at}) but num_instances is {len}"),
+            ));
+        }
+        let parts = specs
+            .into_iter()
+            .map(|(start, end, name)| open_part(dir, &name, start, end))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ScoreRun {
+            dir: dir.to_path_buf(),
+            manifest,
+            manifest_bytes,
+            len,
+            parts,
+        })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn manifest(&self) -> &Value {
+        &self.manifest
+    }
+
+    /// Cheap: the manifest plus each part file's quick fingerprint.
+    pub fn fingerprint(&self) -> Result<String> {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&self.manifest_bytes);
+        for p in &self.parts {
+            h.update(quick_fingerprint(p.nll_sum.path())?.as_bytes());
+            h.update(quick_fingerprint(p.n_scored.path())?.as_bytes());
+        }
+        Ok(format!("xxh3:{:016x}", h.digest()))
+    }
+
+    /// `out[j]` = mean NLL of instance `start + j` (NaN where nothing was scored).
+    pub fn mean_nll_into(&self, start: u64, out: &mut [f64]) -> Result<()> {
+        let end = start + out.len() as u64;
+        if end > self.len {
+            return Err(Error::invalid(format!(
+                "scores [{start}, {end}) past {} instances",
+                self.len
+            )));
+        }
+        let mut k = self.parts.partition_point(|p| p.end <= start);
+        let mut at = start;
+        let mut o = 0usize;
+        while at < end {
+            let p = &self.parts[k];
+            let a = (at - p.start) as usize;
+            let b = (end.min(p.end) - p.start) as usize;
+            let counts = &p.n_scored.view::<u32>()?[a..b];
+            let dst = &mut out[o..o + (b - a)];
+            match p.nll_sum.floats()? {
+                Floats::F32(v) => mean_into(&v[a..b], counts, dst),
+                Floats::F64(v) => mean_into(&v[a..b], counts, dst),
+            }
+            o += b - a;
+            at = p.start + b as u64;
+            k += 1;
+        }
+        Ok(())
+    }
+
+    /// Whole arrays, concatenated over parts (for `miniplm.load_scores`).
+    pub fn load(&self) -> Result<(ScoreValues, Vec<u32>)> {
+        let wide = self
+            .parts
+            .iter()
+            .any(|p| matches!(p.nll_sum.floats(), Ok(Floats::F64(_))));
+        let mut counts = Vec::with_capacity(self.len as usize);
+        let mut f32s = Vec::new();
+        let mut f64s = Vec::new();
+        for p in &self.parts {
+            counts.extend_from_slice(p.n_scored.view::<u32>()?);
+            match (p.nll_sum.floats()?, wide) {
+                (Floats::F64(v), _) => f64s.extend_from_slice(v),
+                (Floats::F32(v), true) => f64s.extend(v.iter().map(|&x| x as f64)),
+                (Floats::F32(v), false) => f32s.extend_from_slice(v),
+            }
+        }
+        Ok((
+            if wide {
+                ScoreValues::F64(f64s)
+            } else {
+                ScoreValues::F32(f32s)
+            },
+            counts,
+        ))
+    }
+}
+
+#[inline]
+fn mean_into<F: Copy + Into<f64>>(sums: &[F], counts: &[u32], out: &mut [f64]) {
+    for ((o, &s), &c) in out.iter_mut().zip(sums).zip(counts) {
+        *o = if c == 0 {
+            f64::NAN
+        } else {
+            s.into() / c as f64
+        };
+    }
+}
+
+fn open_part(dir: &Path, name: &str, start: u64, end: u64) -> Result<Part> {
+    let nll_sum = Npy::open(dir.join(name).join("nll_sum.npy"))?;
+    let n_scored = Npy::open(dir.join(name).join("n_scored.npy"))?;
+    nll_sum.floats()?;
+    n_scored.view::<u32>()?;
+    for a in [&nll_sum, &n_scored] {
+        if a.len() as u64 != end - start {
+            return Err(Error::format(
+                a.path(),
+                "shape",
+                format!(
+                    "{} values, but the manifest gives the part [{start}, {end}) = {} instances",
+                    a.len(),
+                    end - start
+                ),
+            ));
+        }
+    }
+    Ok(Part {
+        start,
+        end,
+        nll_sum,
+        n_scored,
+    })
+}
+
+/// Where per-instance mean NLLs come from.
+pub enum ScoreSource {
+    Run(ScoreRun),
+    /// A float32/float64 array of per-instance mean NLL (NaN = no score).
+    MeanNll(Npy),
+}
+
+impl ScoreSource {
+    pub fn open_run(dir: &Path) -> Result<ScoreSource> {
+        ScoreRun::open(dir).map(ScoreSource::Run)
+    }
+
+    pub fn open_npy(path: &Path) -> Result<ScoreSource> {
+        let a = Npy::open(path)?;
+        a.floats()?;
+        Ok(ScoreSource::MeanNll(a))
+    }
+
+    pub fn len(&self) -> u64 {
+        match self {
+            ScoreSource::Run(r) => r.len(),
+            ScoreSource::MeanNll(a) => a.len() as u64,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn path(&self) -> &Path {
+        match self {
+            ScoreSource::Run(r) => r.dir(),
+            ScoreSource::MeanNll(a) => a.path(),
+        }
+    }
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ScoreSource::Run(_) => "run",
+            ScoreSource::MeanNll(_) => "npy",
+        }
+    }
+    pub fn fingerprint(&self) -> Result<String> {
+        match self {
+            ScoreSource::Run(r) => r.fingerprint(),
+            ScoreSource::MeanNll(a) => quick_fingerprint(a.path()),
+        }
+    }
+
+    /// `out[j]` = mean NLL of instance `start + j` (NaN = no score).
+    #[inline]
+    pub fn mean_nll_into(&self, start: u64, out: &mut [f64]) -> Result<()> {
+        match self {
+            ScoreSource::Run(r) => r.mean_nll_into(start, out),
+            ScoreSource::MeanNll(a) => {
+                let (s, e) = (start as usize, start as usize + out.len());
+                if e > a.len() {
+                    return Err(Error::invalid(format!(
+                        "scores [{s}, {e}) past {} instances",
+                        a.len()
+                    )));
+                }
+                match a.floats()? {
+                    Floats::F32(v) => out
+                        .iter_mut()
+                        .zip(&v[s..e])
+                        .for_each(|(o, &x)| *o = x as f64),
+                    Floats::F64(v) => out.copy_from_slice(&v[s..e]),
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Write a complete run of float64 `nll_sum` in parts of `part_len` (tests, benches).
+pub fn write_score_run(
+    dir: &Path,
+    nll_sum: &[f64],
+    n_scored: &[u32],
+    part_len: usize,
+) -> Result<()> {
+    if nll_sum.len() != n_scored.len() || part_len == 0 {
+        return Err(Error::invalid(
+            "write_score_run: arrays of one length and part_len > 0",
+        ));
+    }
+    std::fs::create_dir_all(dir).at(dir)?;
+    let mut parts = Vec::new();
+    for (k, start) in (0..nll_sum.len()).step_by(part_len).enumerate() {
+        let end = (start + part_len).min(nll_sum.len());
+        let name = format!("part-{k:06}");
+        std::fs::create_dir_all(dir.join(&name)).at(dir)?;
+        write_npy(dir.join(&name).join("nll_sum.npy"), &nll_sum[start..end])?;
+        write_npy(dir.join(&name).join("n_scored.npy"), &n_scored[start..end])?;
+        parts.push(serde_json::json!({"name": name, "start": start, "end": end, "complete": true}));
+    }
+    let man = serde_json::json!({
+        "format": "miniplm.score_run", "version": 1, "num_instances": nll_sum.len(),
+        "normalization": "mean_nll_per_scored_token", "parts": parts,
+    });
+    let path = dir.join("manifest.json");
+    std::fs::write(&path, man.to_string()).at(&path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_means_cross_parts_and_errors_name_files() {
+        let d = tempfile::tempdir().unwrap();
+        let sums: Vec<f64> = (0..10).map(|i| i as f64).collect();
+        let counts: Vec<u32> = (0..10).map(|i| i % 3).collect();
+        write_score_run(d.path(), &sums, &counts, 4).unwrap();
+        let src = ScoreSource::open_run(d.path()).unwrap();
+        let mut out = vec![0.0; 7];
+        src.mean_nll_into(2, &mut out).unwrap();
+        for (j, &v) in out.iter().enumerate() {
+            let i = j + 2;
+            if counts[i] == 0 {
+                assert!(v.is_nan());
+            } else {
+                assert_eq!(v, sums[i] / counts[i] as f64);
+            }
+        }
+        let path = d.path().join("manifest.json");
+        let mut man: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        man["parts"][1]["start"] = 3.into();
+        std::fs::write(&path, man.to_string()).unwrap();
+        let e = ScoreRun::open(d.path()).err().unwrap().to_string();
+        assert!(e.contains("manifest.json") && e.contains("overlaps"), "{e}");
+        man["parts"][1]["start"] = 4.into();
+        man["parts"][2]["complete"] = false.into();
+        std::fs::write(&path, man.to_string()).unwrap();
+        let e = ScoreRun::open(d.path()).err().unwrap().to_string();
+        assert!(e.contains("incomplete"), "{e}");
+        man["parts"][2]["complete"] = true.into();
+        std::fs::write(&path, man.to_string()).unwrap();
+        write_npy(d.path().join("part-000001/n_scored.npy"), &[1u32; 3]).unwrap();
+        let e = ScoreRun::open(d.path()).err().unwrap().to_string();
+        assert!(
+            e.contains("part-000001") && e.contains("n_scored.npy"),
+            "{e}"
+        );
+    }
+}

@@ -52,6 +52,10 @@ impl ShardWriter {
         self.offset
     }
 
+    pub fn num_sequences(&self) -> u64 {
+        self.sizes.len() as u64
+    }
+
     /// Append one sequence given as little-endian tokens of this shard's dtype.
     pub fn add_raw(&mut self, bytes: &[u8]) -> Result<()> {
         let t = self.dtype.size();
@@ -197,7 +201,9 @@ impl DatasetWriter {
     pub fn add_raw(&mut self, bytes: &[u8]) -> Result<()> {
         let roll = match (&self.current, self.max_shard_bytes) {
             (None, _) => true,
-            (Some(w), Some(max)) => w.num_bytes() > 0 && w.num_bytes() + bytes.len() as u64 > max,
+            (Some(w), Some(max)) => {
+                w.num_sequences() > 0 && w.num_bytes() + bytes.len() as u64 > max
+            }
             (Some(_), None) => false,
         };
         if roll {
