@@ -1,1 +1,0 @@
-//! Exact, streaming, multi-threaded top-K Difference Sampling and its baselines.

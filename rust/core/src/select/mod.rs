@@ -1,0 +1,846 @@
+//! Exact, streaming, multi-threaded top-K Difference Sampling and its baselines
+//! (definitions in docs/FORMATS.md, "Selection").
+//!
+//! Every instance gets a u64 key whose order is the selection order (an order-preserving
+//! map of a float key, or a seeded random draw). The threshold key T is found by radix
+//! narrowing: pass A histograms the top 16 bits of every key; each further pass either
+//! collects the (key, id) candidates of the bucket holding the K-th key (once they fit a
+//! bounded buffer) or histograms the next 16 bits inside it. At full depth the bucket is
+//! a single key value, and the tie cut (ties go to smaller ids) is found by per-chunk
+//! counting. The emit pass writes `key > T || (key == T && id <= tie_cut)` in id order.
+//! Memory: per-thread 65536-bin histograms, at most `cap` candidates, a bounded batch of
+//! output ids, and one count per chunk; never anything of length N.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::fsutil::{quick_fingerprint, write_dir_atomically, write_file_atomically};
+use crate::inspect::{bin_edges, bin_of, Histogram};
+use crate::job::Job;
+use crate::npy::{DType, Npy, NpyWriter};
+use crate::rng::rand_u64;
+use crate::scores::ScoreSource;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum By {
+    Diff,
+    Teacher,
+    Reference,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    Highest,
+    Lowest,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
+    Top,
+    Random { seed: u64 },
+    Gumbel { temperature: f64, seed: u64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Amount {
+    Ratio(f64),
+    Count(u64),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SelectSpec {
+    pub by: By,
+    pub keep: Keep,
+    pub mode: Mode,
+    pub amount: Amount,
+}
+
+pub struct SelectInputs {
+    pub teacher: Option<ScoreSource>,
+    pub reference: Option<ScoreSource>,
+    /// `.npy` of instance ids never kept (uint64/int64/uint32/int32).
+    pub exclude: Option<PathBuf>,
+    /// Instance count of the dataset the scores belong to, to check lengths against.
+    pub num_instances: Option<u64>,
+}
+
+/// Work sizes; the defaults suit real runs, tests shrink them to reach every path.
+#[derive(Clone, Copy, Debug)]
+pub struct Tuning {
+    /// Instances per parallel work item.
+    pub chunk: usize,
+    /// Most (key, id) candidates held at once (16 bytes each).
+    pub cap: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            chunk: 1 << 16,
+            cap: 1 << 22,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoreStats {
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub num_negative: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InputInfo {
+    pub path: PathBuf,
+    pub kind: &'static str,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Inputs {
+    pub teacher: Option<InputInfo>,
+    pub reference: Option<InputInfo>,
+    pub exclude: Option<InputInfo>,
+}
+
+/// `selection.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SelectionReport {
+    pub format: &'static str,
+    pub version: u32,
+    pub by: By,
+    pub keep: Keep,
+    pub mode: &'static str,
+    pub temperature: Option<f64>,
+    pub seed: Option<u64>,
+    pub ratio: Option<f64>,
+    pub count: Option<u64>,
+    pub num_instances: u64,
+    pub num_excluded: u64,
+    pub num_nan: u64,
+    pub num_eligible: u64,
+    pub k: u64,
+    pub num_selected: u64,
+    /// Key of the last kept instance (see FORMATS.md); null when nothing is kept or the
+    /// key is infinite (JSON has no infinity).
+    pub threshold: Option<f64>,
+    pub ties_at_threshold: u64,
+    pub ties_kept: u64,
+    pub score_stats: Option<ScoreStats>,
+    pub histogram: Option<Histogram>,
+    pub inputs: Inputs,
+    pub elapsed_s: f64,
+}
+
+const BITS: u32 = 16;
+const BINS: usize = 1 << BITS;
+const HIST_BINS: usize = 64;
+
+/// Order-preserving map of a non-NaN float to u64 (-0.0 and +0.0 map alike).
+#[inline]
+fn order_key(x: f64) -> u64 {
+    let bits = (x + 0.0).to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    }
+}
+
+/// Inverse of `order_key`.
+fn key_value(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
+/// `u` in (0, 1) from a random draw, then the standard Gumbel variate.
+#[inline]
+fn gumbel(r: u64) -> f64 {
+    let u = ((r >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64);
+    -(-u.ln()).ln()
+}
+
+/// Excluded ids, ascending and unique: the file itself when it already is, else a copy.
+enum Exclude {
+    None,
+    Mapped(Npy),
+    Owned(Vec<u64>),
+}
+
+impl Exclude {
+    fn open(path: &Path, n: u64) -> Result<Exclude> {
+        let npy = Npy::open(path)?;
+        let bad = |id: i128| {
+            Error::invalid(format!(
+                "{}: excluded id {id} is out of range for {n} instances",
+                path.display()
+            ))
+        };
+        let ids: Vec<u64> = match npy.dtype() {
+            DType::U64 => {
+                let v = npy.view::<u64>()?;
+                if let Some(&m) = v.iter().max() {
+                    if m >= n {
+                        return Err(bad(m as i128));
+                    }
+                }
+                if v.windows(2).all(|w| w[0] < w[1]) {
+                    return Ok(Exclude::Mapped(npy));
+                }
+                v.to_vec()
+            }
+            DType::I64 => widen(npy.view::<i64>()?.iter().map(|&x| x as i128), n, bad)?,
+            DType::U32 => widen(npy.view::<u32>()?.iter().map(|&x| x as i128), n, bad)?,
+            DType::I32 => widen(npy.view::<i32>()?.iter().map(|&x| x as i128), n, bad)?,
+            d => {
+                return Err(Error::format(
+                    path,
+                    "dtype",
+                    format!("exclude ids must be integers, found {}", d.name()),
+                ))
+            }
+        };
+        let mut ids = ids;
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(Exclude::Owned(ids))
+    }
+
+    fn ids(&self) -> &[u64] {
+        match self {
+            Exclude::None => &[],
+            Exclude::Mapped(n) => n.view::<u64>().unwrap_or(&[]),
+            Exclude::Owned(v) => v,
+        }
+    }
+}
+
+fn widen(it: impl Iterator<Item = i128>, n: u64, bad: impl Fn(i128) -> Error) -> Result<Vec<u64>> {
+    it.map(|x| {
+        if x < 0 || x >= n as i128 {
+            Err(bad(x))
+        } else {
+            Ok(x as u64)
+        }
+    })
+    .collect()
+}
+
+/// Per-chunk scratch buffers.
+#[derive(Default)]
+struct Buf {
+    t: Vec<f64>,
+    r: Vec<f64>,
+    value: Vec<f64>,
+    key: Vec<u64>,
+    ok: Vec<bool>,
+}
+
+struct Plan<'a> {
+    n: u64,
+    spec: SelectSpec,
+    teacher: Option<&'a ScoreSource>,
+    reference: Option<&'a ScoreSource>,
+    /// Whether values exist (scores for `by` were given).
+    has_values: bool,
+    exclude: Exclude,
+    tuning: Tuning,
+}
+
+impl Plan<'_> {
+    fn num_chunks(&self) -> u64 {
+        self.n.div_ceil(self.tuning.chunk as u64)
+    }
+
+    fn chunk_range(&self, c: u64) -> (u64, u64) {
+        let s = c * self.tuning.chunk as u64;
+        (s, (s + self.tuning.chunk as u64).min(self.n))
+    }
+
+    /// Fill `b` for ids `[start, end)`: value (NaN if none), eligibility, key.
+    fn fill(&self, start: u64, end: u64, b: &mut Buf) -> Result<()> {
+        let len = (end - start) as usize;
+        b.value.resize(len, f64::NAN);
+        b.key.resize(len, 0);
+        b.ok.resize(len, true);
+        if self.has_values {
+            let need_t = self.spec.by != By::Reference;
+            let need_r = self.spec.by != By::Teacher;
+            if need_t {
+                b.t.resize(len, 0.0);
+                self.teacher
+                    .map_or(Ok(()), |s| s.mean_nll_into(start, &mut b.t))?;
+            }
+            if need_r {
+                b.r.resize(len, 0.0);
+                self.reference
+                    .map_or(Ok(()), |s| s.mean_nll_into(start, &mut b.r))?;
+            }
+            match self.spec.by {
+                By::Diff => {
+                    for ((v, &t), &r) in b.value.iter_mut().zip(&b.t).zip(&b.r) {
+                        *v = r - t;
+                    }
+                }
+                By::Teacher => b.value.copy_from_slice(&b.t),
+                By::Reference => b.value.copy_from_slice(&b.r),
+            }
+            for (o, v) in b.ok.iter_mut().zip(&b.value) {
+                *o = !v.is_nan();
+            }
+        } else {
+            b.ok.fill(true);
+        }
+        let ex = self.exclude.ids();
+        let lo = ex.partition_point(|&x| x < start);
+        let hi = ex.partition_point(|&x| x < end);
+        for &x in &ex[lo..hi] {
+            b.ok[(x - start) as usize] = false;
+        }
+        let sign = match self.spec.keep {
+            Keep::Highest => 1.0,
+            Keep::Lowest => -1.0,
+        };
+        match self.spec.mode {
+            Mode::Top => {
+                for (k, &v) in b.key.iter_mut().zip(&b.value) {
+                    *k = order_key(sign * v);
+                }
+            }
+            Mode::Gumbel { temperature, seed } => {
+                for (j, (k, &v)) in b.key.iter_mut().zip(&b.value).enumerate() {
+                    let g = gumbel(rand_u64(seed, start + j as u64));
+                    *k = order_key((sign * v + 0.0) / temperature + g);
+                }
+            }
+            Mode::Random { seed } => {
+                for (j, k) in b.key.iter_mut().enumerate() {
+                    *k = rand_u64(seed, start + j as u64);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fold every chunk in parallel: `visit(acc, start, buf)`.
+    fn scan<A: Send>(
+        &self,
+        job: &Job,
+        stage: &str,
+        init: impl Fn() -> A + Sync + Send,
+        visit: impl Fn(&mut A, u64, &Buf) + Sync + Send,
+        merge: impl Fn(A, A) -> A + Sync + Send,
+    ) -> Result<A> {
+        job.progress.start(stage, self.n);
+        let r = (0..self.num_chunks())
+            .into_par_iter()
+            .try_fold(
+                || (init(), Buf::default()),
+                |(mut acc, mut buf), c| {
+                    job.check()?;
+                    let (s, e) = self.chunk_range(c);
+                    self.fill(s, e, &mut buf)?;
+                    visit(&mut acc, s, &buf);
+                    job.progress.inc(e - s);
+                    Ok::<_, Error>((acc, buf))
+                },
+            )
+            .map(|r| r.map(|(a, _)| a))
+            .try_reduce(&init, |a, b| Ok(merge(a, b)));
+        job.progress.finish();
+        r
+    }
+}
+
+/// Counts and value statistics from pass A.
+#[derive(Clone)]
+struct PassA {
+    eligible: u64,
+    nan: u64,
+    finite: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    negative: u64,
+    hist: Vec<u64>,
+}
+
+impl PassA {
+    fn new() -> PassA {
+        PassA {
+            eligible: 0,
+            nan: 0,
+            finite: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            negative: 0,
+            hist: vec![0; BINS],
+        }
+    }
+    fn merge(mut self, o: PassA) -> PassA {
+        self.eligible += o.eligible;
+        self.nan += o.nan;
+        self.finite += o.finite;
+        self.sum += o.sum;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        self.negative += o.negative;
+        self.hist.iter_mut().zip(o.hist).for_each(|(a, b)| *a += b);
+        self
+    }
+}
+
+/// The exact cut: keep `key > t || (key == t && id <= tie_cut)`.
+#[derive(Clone, Copy, Debug)]
+struct Cut {
+    t: u64,
+    tie_cut: u64,
+    need: u64,
+}
+
+/// Find the K-th largest key among eligible instances by radix narrowing.
+fn find_cut(plan: &Plan, job: &Job, first: &[u64], k: u64) -> Result<Cut> {
+    // Invariant: the K-th key lies among keys whose top `depth` bits equal `prefix`;
+    // `above` eligible keys are larger than every key with that prefix.
+    let (mut prefix, mut depth, mut above) = (0u64, 0u32, 0u64);
+    let mut hist = first.to_vec();
+    loop {
+        // Pick the bucket of the next 16 bits that holds the K-th key.
+        let mut b = BINS - 1;
+        loop {
+            if above + hist[b] >= k {
+                break;
+            }
+            above += hist[b];
+            b -= 1;
+        }
+        let inside = hist[b];
+        prefix = (prefix << BITS) | b as u64;
+        depth += BITS;
+        if depth == 64 {
+            return tie_cut(plan, job, prefix, k - above);
+        }
+        if inside as usize <= plan.tuning.cap {
+            return collect(plan, job, prefix, depth, above, k);
+        }
+        let shift = 64 - depth - BITS;
+        let (p, d) = (prefix, depth);
+        hist = plan.scan(
+            job,
+            "select: narrow",
+            || vec![0u64; BINS],
+            |h, _, buf| {
+                for (&key, &ok) in buf.key.iter().zip(&buf.ok) {
+                    if ok && key >> (64 - d) == p {
+                        h[((key >> shift) & (BINS as u64 - 1)) as usize] += 1;
+                    }
+                }
+            },
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                a
+            },
+        )?;
+        debug_assert_eq!(hist.iter().sum::<u64>(), inside);
+    }
+}
+
+/// Collect the bucket's candidates (they fit `cap`) and cut exactly among them.
+fn collect(plan: &Plan, job: &Job, prefix: u64, depth: u32, above: u64, k: u64) -> Result<Cut> {
+    let mut cands = plan.scan(
+        job,
+        "select: collect",
+        Vec::new,
+        |v: &mut Vec<(u64, u64)>, start, buf| {
+            for (j, (&key, &ok)) in buf.key.iter().zip(&buf.ok).enumerate() {
+                if ok && key >> (64 - depth) == prefix {
+                    v.push((key, start + j as u64));
+                }
+            }
+        },
+        |mut a, mut b| {
+            a.append(&mut b);
+            a
+        },
+    )?;
+    // Larger key first, then smaller id.
+    cands.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let rank = (k - above - 1) as usize;
+    let (t, _) = cands[rank];
+    let first_tie = cands.partition_point(|c| c.0 > t);
+    Ok(Cut {
+        t,
+        tie_cut: cands[rank].1,
+        need: (rank - first_tie + 1) as u64,
+    })
+}
+
+/// All 64 bits are fixed: the threshold is `t` and the `need`-th smallest id among the
+/// keys equal to it is the tie cut. Count ties per chunk, then look inside one chunk.
+fn tie_cut(plan: &Plan, job: &Job, t: u64, need: u64) -> Result<Cut> {
+    let nchunks = plan.num_chunks() as usize;
+    let per_chunk = plan.scan(
+        job,
+        "select: ties",
+        || vec![0u64; 0],
+        |v, start, buf| {
+            let c = (start / plan.tuning.chunk as u64) as usize;
+            let n = buf
+                .key
+                .iter()
+                .zip(&buf.ok)
+                .filter(|(&key, &ok)| ok && key == t)
+                .count() as u64;
+            if v.len() < nchunks {
+                v.resize(nchunks, 0);
+            }
+            v[c] += n;
+        },
+        |a, b| {
+            if a.is_empty() {
+                return b;
+            }
+            if b.is_empty() {
+                return a;
+            }
+            a.into_iter().zip(b).map(|(x, y)| x + y).collect()
+        },
+    )?;
+    let mut seen = 0u64;
+    for (c, &n) in per_chunk.iter().enumerate() {
+        if seen + n >= need {
+            let (s, e) = plan.chunk_range(c as u64);
+            let mut buf = Buf::default();
+            plan.fill(s, e, &mut buf)?;
+            for (j, (&key, &ok)) in buf.key.iter().zip(&buf.ok).enumerate() {
+                if ok && key == t {
+                    seen += 1;
+                    if seen == need {
+                        return Ok(Cut {
+                            t,
+                            tie_cut: s + j as u64,
+                            need,
+                        });
+                    }
+                }
+            }
+        }
+        seen += n;
+    }
+    Err(Error::invalid(
+        "internal: tie cut not found (inputs changed during selection?)",
+    ))
+}
+
+struct Emitted {
+    ties: u64,
+    hist: Vec<u64>,
+}
+
+/// Write the kept ids in ascending order; count ties at the cut and histogram the values.
+fn emit(
+    plan: &Plan,
+    job: &Job,
+    cut: Option<Cut>,
+    stats: Option<(f64, f64)>,
+    mut sink: impl FnMut(&[u64]) -> Result<()>,
+) -> Result<Emitted> {
+    let per_batch = (rayon::current_num_threads() * 4) as u64;
+    let nchunks = plan.num_chunks();
+    let mut total = Emitted {
+        ties: 0,
+        hist: vec![0; HIST_BINS],
+    };
+    job.progress.start("select: write", plan.n);
+    let mut c0 = 0;
+    while c0 < nchunks {
+        job.check()?;
+        let c1 = (c0 + per_batch).min(nchunks);
+        let parts: Vec<(Vec<u64>, u64, Vec<u64>)> = (c0..c1)
+            .into_par_iter()
+            .map(|c| {
+                let (s, e) = plan.chunk_range(c);
+                let mut buf = Buf::default();
+                plan.fill(s, e, &mut buf)?;
+                let mut ids = Vec::new();
+                let mut ties = 0u64;
+                let mut hist = vec![0u64; if stats.is_some() { HIST_BINS } else { 0 }];
+                for (j, ((&key, &ok), &v)) in
+                    buf.key.iter().zip(&buf.ok).zip(&buf.value).enumerate()
+                {
+                    if !ok {
+                        continue;
+                    }
+                    let id = s + j as u64;
+                    if let Some((lo, hi)) = stats {
+                        if v.is_finite() {
+                            hist[bin_of(v, lo, hi, HIST_BINS)] += 1;
+                        }
+                    }
+                    if let Some(cut) = cut {
+                        if key == cut.t {
+                            ties += 1;
+                        }
+                        if key > cut.t || (key == cut.t && id <= cut.tie_cut) {
+                            ids.push(id);
+                        }
+                    }
+                }
+                job.progress.inc(e - s);
+                Ok((ids, ties, hist))
+            })
+            .collect::<Result<_>>()?;
+        for (ids, ties, hist) in parts {
+            sink(&ids)?;
+            total.ties += ties;
+            total.hist.iter_mut().zip(hist).for_each(|(a, b)| *a += b);
+        }
+        c0 = c1;
+    }
+    job.progress.finish();
+    Ok(total)
+}
+
+fn check_inputs(inputs: &SelectInputs, spec: &SelectSpec) -> Result<u64> {
+    let mut lens: Vec<(String, u64)> = Vec::new();
+    for (name, src) in [
+        ("teacher", &inputs.teacher),
+        ("reference", &inputs.reference),
+    ] {
+        if let Some(s) = src {
+            lens.push((format!("{name} {}", s.path().display()), s.len()));
+        }
+    }
+    if let Some(n) = inputs.num_instances {
+        lens.push(("dataset".into(), n));
+    }
+    if lens.windows(2).any(|w| w[0].1 != w[1].1) {
+        let list: Vec<String> = lens.iter().map(|(w, n)| format!("{w} has {n}")).collect();
+        return Err(Error::invalid(format!(
+            "inputs disagree on the number of instances: {}",
+            list.join(", ")
+        )));
+    }
+    let needs_scores = !matches!(spec.mode, Mode::Random { .. });
+    if needs_scores {
+        let missing = match spec.by {
+            By::Diff if inputs.teacher.is_none() || inputs.reference.is_none() => {
+                Some("by=diff needs teacher and reference scores")
+            }
+            By::Teacher if inputs.teacher.is_none() => Some("by=teacher needs teacher scores"),
+            By::Reference if inputs.reference.is_none() => {
+                Some("by=reference needs reference scores")
+            }
+            _ => None,
+        };
+        if let Some(m) = missing {
+            return Err(Error::invalid(m));
+        }
+    }
+    if let Amount::Ratio(r) = spec.amount {
+        if !(0.0..=1.0).contains(&r) {
+            return Err(Error::invalid(format!("ratio must lie in [0, 1], got {r}")));
+        }
+    }
+    if let Mode::Gumbel { temperature, .. } = spec.mode {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(Error::invalid(format!(
+                "temperature must be finite and > 0, got {temperature}"
+            )));
+        }
+    }
+    lens.first().map(|l| l.1).ok_or_else(|| {
+        Error::invalid("nothing to select from: give scores, or --data for --random")
+    })
+}
+
+fn info(src: &Option<ScoreSource>) -> Result<Option<InputInfo>> {
+    src.as_ref()
+        .map(|s| {
+            Ok(InputInfo {
+                path: s.path().to_path_buf(),
+                kind: s.kind(),
+                fingerprint: s.fingerprint()?,
+            })
+        })
+        .transpose()
+}
+
+/// Run a selection, handing kept ids (ascending, in batches) to `sink`.
+pub fn select_with(
+    inputs: &SelectInputs,
+    spec: &SelectSpec,
+    tuning: Tuning,
+    job: &Job,
+    sink: impl FnMut(&[u64]) -> Result<()> + Send,
+) -> Result<SelectionReport> {
+    let started = Instant::now();
+    let n = check_inputs(inputs, spec)?;
+    let exclude = match &inputs.exclude {
+        Some(p) => Exclude::open(p, n)?,
+        None => Exclude::None,
+    };
+    let has_values = match spec.by {
+        By::Diff => inputs.teacher.is_some() && inputs.reference.is_some(),
+        By::Teacher => inputs.teacher.is_some(),
+        By::Reference => inputs.reference.is_some(),
+    };
+    let num_excluded = exclude.ids().len() as u64;
+    let plan = Plan {
+        n,
+        spec: *spec,
+        teacher: inputs.teacher.as_ref(),
+        reference: inputs.reference.as_ref(),
+        has_values,
+        exclude,
+        tuning: Tuning {
+            chunk: tuning.chunk.max(1),
+            cap: tuning.cap.max(1),
+        },
+    };
+    let k = match spec.amount {
+        Amount::Ratio(r) => (r * (n - num_excluded) as f64).floor() as u64,
+        Amount::Count(c) => c,
+    };
+    let (a, cut, emitted) = job.install(|| -> Result<_> {
+        let a = plan.scan(
+            job,
+            "select: scan",
+            PassA::new,
+            |acc, _, buf| {
+                for ((&key, &ok), &v) in buf.key.iter().zip(&buf.ok).zip(&buf.value) {
+                    if ok {
+                        acc.eligible += 1;
+                        acc.hist[(key >> (64 - BITS)) as usize] += 1;
+                        if v.is_finite() {
+                            acc.finite += 1;
+                            acc.sum += v;
+                            acc.min = acc.min.min(v);
+                            acc.max = acc.max.max(v);
+                            acc.negative += (v < 0.0) as u64;
+                        }
+                    }
+                }
+            },
+            PassA::merge,
+        )?;
+        let kept = k.min(a.eligible);
+        let cut = if kept == 0 {
+            None
+        } else {
+            Some(find_cut(&plan, job, &a.hist, kept)?)
+        };
+        let stats = (has_values && a.finite > 0).then_some((a.min, a.max));
+        let emitted = emit(&plan, job, cut, stats, sink)?;
+        Ok((a, cut, emitted))
+    })??;
+    let nan = if has_values {
+        n - num_excluded - a.eligible
+    } else {
+        0
+    };
+    let threshold = cut.map(|c| match spec.mode {
+        Mode::Random { .. } => c.t as f64 / 2f64.powi(64),
+        _ => key_value(c.t),
+    });
+    let stats = (has_values && a.finite > 0).then(|| ScoreStats {
+        min: a.min,
+        max: a.max,
+        mean: a.sum / a.finite as f64,
+        num_negative: a.negative,
+    });
+    let histogram = stats.as_ref().map(|s| Histogram {
+        edges: bin_edges(s.min, s.max, HIST_BINS),
+        counts: emitted.hist.clone(),
+    });
+    let (mode, temperature, seed) = match spec.mode {
+        Mode::Top => ("top", None, None),
+        Mode::Random { seed } => ("random", None, Some(seed)),
+        Mode::Gumbel { temperature, seed } => ("gumbel", Some(temperature), Some(seed)),
+    };
+    let (ratio, count) = match spec.amount {
+        Amount::Ratio(r) => (Some(r), None),
+        Amount::Count(c) => (None, Some(c)),
+    };
+    let exclude_info = match &inputs.exclude {
+        Some(p) => Some(InputInfo {
+            path: p.clone(),
+            kind: "npy",
+            fingerprint: quick_fingerprint(p)?,
+        }),
+        None => None,
+    };
+    Ok(SelectionReport {
+        format: "miniplm.selection",
+        version: 1,
+        by: spec.by,
+        keep: spec.keep,
+        mode,
+        temperature,
+        seed,
+        ratio,
+        count,
+        num_instances: n,
+        num_excluded,
+        num_nan: nan,
+        num_eligible: a.eligible,
+        k,
+        num_selected: k.min(a.eligible),
+        threshold: threshold.filter(|t| t.is_finite()),
+        ties_at_threshold: emitted.ties,
+        ties_kept: cut.map_or(0, |c| c.need),
+        score_stats: stats,
+        histogram,
+        inputs: Inputs {
+            teacher: info(&inputs.teacher)?,
+            reference: info(&inputs.reference)?,
+            exclude: exclude_info,
+        },
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Select in memory: the kept ids and the report.
+pub fn select_ids(
+    inputs: &SelectInputs,
+    spec: &SelectSpec,
+    tuning: Tuning,
+    job: &Job,
+) -> Result<(Vec<u64>, SelectionReport)> {
+    let mut ids = Vec::new();
+    let rep = select_with(inputs, spec, tuning, job, |b| {
+        ids.extend_from_slice(b);
+        Ok(())
+    })?;
+    Ok((ids, rep))
+}
+
+/// Select and write `out_dir/ids.npy` + `out_dir/selection.json` (all or nothing).
+pub fn select(
+    inputs: &SelectInputs,
+    spec: &SelectSpec,
+    out_dir: &Path,
+    overwrite: bool,
+    job: &Job,
+) -> Result<SelectionReport> {
+    write_dir_atomically(out_dir, overwrite, |tmp| {
+        let mut w = NpyWriter::<u64>::create(tmp.join("ids.npy"))?;
+        let mut rep = select_with(inputs, spec, Tuning::default(), job, |b| w.write(b))?;
+        w.finish()?;
+        rep.elapsed_s = rep.elapsed_s.max(0.0);
+        let json = serde_json::to_vec_pretty(&rep)
+            .map_err(|e| Error::invalid(format!("cannot write selection.json: {e}")))?;
+        write_file_atomically(&tmp.join("selection.json"), &json)?;
+        Ok(rep)
+    })
+}
+
+#[cfg(test)]
+mod tests;

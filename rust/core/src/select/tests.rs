@@ -1,0 +1,293 @@
+//! `select` against a sort-everything reference on adversarial inputs.
+
+use std::sync::atomic::AtomicBool;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::job::NoProgress;
+use crate::npy::write_npy;
+
+const SPECIAL: [f64; 9] = [
+    0.0,
+    -0.0,
+    1.0,
+    -1.0,
+    0.5,
+    2.0,
+    f64::INFINITY,
+    f64::NEG_INFINITY,
+    f64::NAN,
+];
+
+#[derive(Debug)]
+struct Case {
+    t: Vec<f64>,
+    r: Vec<f64>,
+    exclude: Vec<u64>,
+    spec: SelectSpec,
+}
+
+/// Plainly: value, eligibility, key; sort by (key desc, id asc); take k; sort ids.
+fn reference(c: &Case) -> (Vec<u64>, u64, u64, Option<(u64, u64)>) {
+    let n = c.t.len();
+    let sign = if c.spec.keep == Keep::Highest {
+        1.0
+    } else {
+        -1.0
+    };
+    let mut rows: Vec<(f64, u64, u64)> = Vec::new(); // (float key, random key, id)
+    let mut nan = 0;
+    for i in 0..n {
+        if c.exclude.contains(&(i as u64)) {
+            continue;
+        }
+        let v = match c.spec.by {
+            By::Diff => c.r[i] - c.t[i],
+            By::Teacher => c.t[i],
+            By::Reference => c.r[i],
+        };
+        if v.is_nan() {
+            nan += 1;
+            continue;
+        }
+        let fk = match c.spec.mode {
+            Mode::Gumbel { temperature, seed } => {
+                (sign * v + 0.0) / temperature + gumbel(rand_u64(seed, i as u64))
+            }
+            _ => sign * v + 0.0,
+        };
+        let rk = match c.spec.mode {
+            Mode::Random { seed } => rand_u64(seed, i as u64),
+            _ => 0,
+        };
+        rows.push((fk, rk, i as u64));
+    }
+    rows.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then(b.0.partial_cmp(&a.0).unwrap())
+            .then(a.2.cmp(&b.2))
+    });
+    let k = match c.spec.amount {
+        Amount::Ratio(r) => (r * (n - c.exclude.len()) as f64).floor() as u64,
+        Amount::Count(k) => k,
+    };
+    let kept = &rows[..(k as usize).min(rows.len())];
+    let ties = kept.last().map(|last| {
+        let same = |x: &(f64, u64, u64)| x.0 == last.0 && x.1 == last.1;
+        (
+            rows.iter().filter(|x| same(x)).count() as u64,
+            kept.iter().filter(|x| same(x)).count() as u64,
+        )
+    });
+    let mut ids: Vec<u64> = kept.iter().map(|x| x.2).collect();
+    ids.sort_unstable();
+    (ids, k, nan, ties)
+}
+
+fn run(c: &Case, tuning: Tuning) -> Result<(Vec<u64>, SelectionReport)> {
+    let d = tempfile::tempdir().unwrap();
+    write_npy(d.path().join("t.npy"), &c.t).unwrap();
+    write_npy(d.path().join("r.npy"), &c.r).unwrap();
+    write_npy(d.path().join("x.npy"), &c.exclude).unwrap();
+    let inputs = SelectInputs {
+        teacher: Some(ScoreSource::open_npy(&d.path().join("t.npy")).unwrap()),
+        reference: Some(ScoreSource::open_npy(&d.path().join("r.npy")).unwrap()),
+        exclude: Some(d.path().join("x.npy")),
+        num_instances: None,
+    };
+    select_ids(&inputs, &c.spec, tuning, &Job::default())
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (0usize..300).prop_flat_map(|n| {
+        let v = prop_oneof![
+            3 => prop::sample::select(SPECIAL.to_vec()),
+            1 => -3.0f64..3.0,
+        ];
+        (
+            prop::collection::vec(v.clone(), n),
+            prop::collection::vec(v, n),
+            prop::collection::btree_set(0..n.max(1) as u64, 0..=n / 3),
+            prop_oneof![Just(By::Diff), Just(By::Teacher), Just(By::Reference)],
+            prop_oneof![Just(Keep::Highest), Just(Keep::Lowest)],
+            prop_oneof![
+                Just(Mode::Top),
+                any::<u64>().prop_map(|seed| Mode::Random { seed }),
+                (prop::sample::select(vec![0.1, 1.0, 5.0]), any::<u64>())
+                    .prop_map(|(temperature, seed)| Mode::Gumbel { temperature, seed }),
+            ],
+            prop_oneof![
+                prop::sample::select(vec![0.0, 0.25, 0.5, 1.0]).prop_map(Amount::Ratio),
+                (0..n as u64 + 3).prop_map(Amount::Count),
+            ],
+        )
+            .prop_map(move |(t, r, ex, by, keep, mode, amount)| Case {
+                t,
+                r,
+                exclude: ex.into_iter().filter(|&x| (x as usize) < n).collect(),
+                spec: SelectSpec {
+                    by,
+                    keep,
+                    mode,
+                    amount,
+                },
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn equals_reference(c in case(), chunk in 1usize..40, cap in 1usize..20) {
+        let (want, k, nan, ties) = reference(&c);
+        for tuning in [Tuning::default(), Tuning { chunk, cap }] {
+            let (ids, rep) = run(&c, tuning).unwrap();
+            prop_assert_eq!(&ids, &want);
+            prop_assert_eq!(rep.k, k);
+            prop_assert_eq!(rep.num_selected, want.len() as u64);
+            prop_assert_eq!(rep.num_excluded, c.exclude.len() as u64);
+            prop_assert_eq!(rep.num_nan, nan);
+            match ties {
+                Some((at, kept)) => {
+                    prop_assert_eq!(rep.ties_at_threshold, at);
+                    prop_assert_eq!(rep.ties_kept, kept);
+                }
+                None => prop_assert_eq!(rep.ties_kept, 0),
+            }
+        }
+    }
+}
+
+#[test]
+fn all_equal_keys_beyond_cap_use_tie_counting() {
+    let n = 5000;
+    let c = Case {
+        t: vec![1.0; n],
+        r: vec![2.0; n],
+        exclude: vec![3, 4, 4000],
+        spec: SelectSpec {
+            by: By::Diff,
+            keep: Keep::Highest,
+            mode: Mode::Top,
+            amount: Amount::Count(1234),
+        },
+    };
+    let (ids, rep) = run(&c, Tuning { chunk: 7, cap: 10 }).unwrap();
+    assert_eq!(ids, reference(&c).0);
+    assert_eq!((rep.ties_at_threshold, rep.ties_kept), (4997, 1234));
+    assert_eq!(rep.threshold, Some(1.0));
+}
+
+#[test]
+fn interrupted_select_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    write_npy(d.path().join("t.npy"), &vec![0.5f64; 1000]).unwrap();
+    let inputs = SelectInputs {
+        teacher: Some(ScoreSource::open_npy(&d.path().join("t.npy")).unwrap()),
+        reference: None,
+        exclude: None,
+        num_instances: None,
+    };
+    let spec = SelectSpec {
+        by: By::Teacher,
+        keep: Keep::Lowest,
+        mode: Mode::Top,
+        amount: Amount::Ratio(0.5),
+    };
+    let cancel = AtomicBool::new(true);
+    let job = Job {
+        progress: &NoProgress,
+        cancel: &cancel,
+        threads: 1,
+    };
+    let out = d.path().join("sel");
+    assert!(matches!(
+        select(&inputs, &spec, &out, false, &job),
+        Err(Error::Interrupted)
+    ));
+    assert!(!out.exists());
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn input_errors_are_clear() {
+    let d = tempfile::tempdir().unwrap();
+    write_npy(d.path().join("t.npy"), &[0.0f64; 10]).unwrap();
+    write_npy(d.path().join("r.npy"), &[0.0f64; 11]).unwrap();
+    write_npy(d.path().join("x.npy"), &[2u64, 10]).unwrap();
+    let src = |f: &str| Some(ScoreSource::open_npy(&d.path().join(f)).unwrap());
+    let spec = |amount| SelectSpec {
+        by: By::Diff,
+        keep: Keep::Highest,
+        mode: Mode::Top,
+        amount,
+    };
+    let go = |inputs: &SelectInputs, s: SelectSpec| {
+        select_ids(inputs, &s, Tuning::default(), &Job::default())
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    let mism = SelectInputs {
+        teacher: src("t.npy"),
+        reference: src("r.npy"),
+        exclude: None,
+        num_instances: None,
+    };
+    let e = go(&mism, spec(Amount::Ratio(0.5)));
+    assert!(
+        e.contains("t.npy has 10") && e.contains("r.npy has 11"),
+        "{e}"
+    );
+    let ok = SelectInputs {
+        teacher: src("t.npy"),
+        reference: src("t.npy"),
+        exclude: Some(d.path().join("x.npy")),
+        num_instances: None,
+    };
+    let e = go(&ok, spec(Amount::Ratio(0.5)));
+    assert!(e.contains("x.npy") && e.contains("10"), "{e}");
+    let ok = SelectInputs {
+        exclude: None,
+        ..ok
+    };
+    assert!(go(&ok, spec(Amount::Ratio(1.5))).contains("ratio"));
+    let only_t = SelectInputs {
+        teacher: src("t.npy"),
+        reference: None,
+        exclude: None,
+        num_instances: None,
+    };
+    assert!(go(&only_t, spec(Amount::Count(1))).contains("reference"));
+    let g = SelectSpec {
+        mode: Mode::Gumbel {
+            temperature: 0.0,
+            seed: 0,
+        },
+        ..spec(Amount::Count(1))
+    };
+    assert!(go(&ok, g).contains("temperature"));
+}
+
+#[test]
+fn keys_round_trip_and_order() {
+    let xs = [
+        f64::NEG_INFINITY,
+        -2.0,
+        -1e-300,
+        -0.0,
+        0.0,
+        1e-300,
+        3.0,
+        f64::INFINITY,
+    ];
+    for w in xs.windows(2) {
+        assert!(order_key(w[0]) <= order_key(w[1]));
+    }
+    assert_eq!(order_key(-0.0), order_key(0.0));
+    for &x in &xs {
+        assert_eq!(key_value(order_key(x)), x + 0.0);
+    }
+}
