@@ -1,14 +1,16 @@
 """Stubs of the native module built from rust/python (checked by mypy.stubtest)."""
 
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import Self
 
 __version__: str
 
+@final
 class Dataset:
-    def __init__(self, path: str) -> None: ...
+    def __new__(cls, path: str) -> Self: ...
     def __len__(self) -> int: ...
     @property
     def num_tokens(self) -> int: ...
@@ -24,10 +26,11 @@ class Dataset:
     ) -> npt.NDArray[np.uint32]: ...
     def fingerprint(self) -> str: ...
 
+@final
 class DatasetWriter:
-    def __init__(
-        self, dir: str, name: str, dtype: str, max_shard_bytes: int | None = None
-    ) -> None: ...
+    def __new__(
+        cls, dir: str, name: str, dtype: str, max_shard_bytes: int | None = None
+    ) -> Self: ...
     def add_batch(self, tokens: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]) -> None: ...
     def finish(self) -> list[dict[str, Any]]: ...
 
@@ -60,7 +63,7 @@ def build(
     shuffle: bool = False,
     seed: int = 0,
     shard_size: int | None = None,
-    name: str = "refined",
+    name: str | None = None,
     overwrite: bool = False,
     threads: int = 0,
     progress: bool = False,

@@ -21,7 +21,9 @@ IdArray = npt.NDArray[np.integer[Any]]
 def _memmap(path: str, dtype: str, offset: int, count: int) -> npt.NDArray[Any]:
     # np.memmap refuses empty files and zero-length maps; an empty shard is still valid.
     if count == 0:
-        return np.empty(0, dtype=dtype)
+        empty = np.empty(0, dtype=dtype)
+        empty.flags.writeable = False
+        return empty
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,))
 
 

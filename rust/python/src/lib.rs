@@ -111,7 +111,7 @@ fn select(
 /// Build a refined dataset; returns build.json as a string.
 #[pyfunction]
 #[pyo3(signature = (*, data, selection, out, shuffle=false, seed=0, shard_size=None,
-    name="refined".to_string(), overwrite=false, threads=0, progress=false))]
+    name=None, overwrite=false, threads=0, progress=false))]
 #[allow(clippy::too_many_arguments)]
 fn build(
     py: Python<'_>,
@@ -121,11 +121,12 @@ fn build(
     shuffle: bool,
     seed: u64,
     shard_size: Option<u64>,
-    name: String,
+    name: Option<String>,
     overwrite: bool,
     threads: usize,
     progress: bool,
 ) -> PyResult<String> {
+    let name = name.unwrap_or_else(|| "refined".to_string());
     let args = BuildArgs {
         data,
         selection,

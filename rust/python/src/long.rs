@@ -28,10 +28,11 @@ pub fn run_long<T: Send>(
     let outcome = py.detach(|| {
         std::thread::scope(|s| {
             let (tx, rx) = mpsc::channel();
-            let worker = s.spawn(|| {
+            let (bar, cancel) = (&bar, &cancel);
+            let worker = s.spawn(move || {
                 let job = Job {
-                    progress: &bar,
-                    cancel: &cancel,
+                    progress: bar,
+                    cancel,
                     threads,
                 };
                 let r = work(&job);

@@ -122,6 +122,9 @@ proptest! {
     }
 }
 
+/// Edits the (idx, bin) bytes of a valid shard.
+type Edit = Box<dyn Fn(&mut Vec<u8>, &mut Vec<u8>)>;
+
 fn corrupt(edit: impl Fn(&mut Vec<u8>, &mut Vec<u8>)) -> String {
     let d = tempfile::tempdir().unwrap();
     let (mut idx, mut bin) = megatron_bytes(&[vec![1, 2, 3, 4, 5], vec![6, 7, 8]], TokenDType::U16);
@@ -136,7 +139,7 @@ fn corrupt(edit: impl Fn(&mut Vec<u8>, &mut Vec<u8>)) -> String {
 
 #[test]
 fn each_corruption_names_file_and_field() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>, &mut Vec<u8>)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         ("magic", Box::new(|i, _| i[0] = b'X')),
         ("version", Box::new(|i, _| i[9] = 2)),
         ("dtype", Box::new(|i, _| i[17] = 99)),
