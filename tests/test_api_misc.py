@@ -54,3 +54,16 @@ def test_ctrl_c_interrupts_a_native_call(tmp_path: Path) -> None:
     timer.join()
     assert not (tmp_path / "sel").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.npy", "t.npy"]
+
+
+def test_public_names_resolve_lazily() -> None:
+    import subprocess
+    import sys
+
+    assert set(miniplm.__all__) - {"__version__"} == set(miniplm._WHERE)
+    for name in miniplm.__all__:
+        assert getattr(miniplm, name) is not None
+    # The console script's import path does not load numpy.
+    code = "import sys, miniplm._sample; print('numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

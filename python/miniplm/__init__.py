@@ -3,17 +3,41 @@
 A teacher and a small reference LM score every instance of a corpus offline; the corpus
 is refined by keeping the instances where the teacher is most ahead of the reference
 (top-alpha by r = nll_ref - nll_teacher); students then pre-train on the refined corpus.
+
+Names are imported on first use (PEP 562), so `import miniplm` and the `miniplm-sample`
+console script start without loading numpy.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from miniplm import _core
-from miniplm.data import DatasetView, TokenDataset, write_dataset
-from miniplm.errors import FormatError, InputError, MiniplmError
-from miniplm.sampling import build, inspect, load_selection, select
-from miniplm.scores import load_scores, mean_nll, write_score_run
+
+if TYPE_CHECKING:
+    from miniplm.data import DatasetView, TokenDataset, write_dataset
+    from miniplm.errors import FormatError, InputError, MiniplmError
+    from miniplm.sampling import build, inspect, load_selection, select
+    from miniplm.scores import load_scores, mean_nll, write_score_run
 
 __version__: str = _core.__version__
+
+_WHERE = {
+    "DatasetView": "miniplm.data",
+    "TokenDataset": "miniplm.data",
+    "write_dataset": "miniplm.data",
+    "FormatError": "miniplm.errors",
+    "InputError": "miniplm.errors",
+    "MiniplmError": "miniplm.errors",
+    "build": "miniplm.sampling",
+    "inspect": "miniplm.sampling",
+    "load_selection": "miniplm.sampling",
+    "select": "miniplm.sampling",
+    "load_scores": "miniplm.scores",
+    "mean_nll": "miniplm.scores",
+    "write_score_run": "miniplm.scores",
+}
 
 __all__ = [
     "DatasetView",
@@ -31,3 +55,16 @@ __all__ = [
     "write_dataset",
     "write_score_run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'miniplm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -306,6 +306,27 @@ impl ScoreSource {
         }
     }
 
+    /// Mean NLLs of instances `[start, start + len)`: borrowed straight from a float64
+    /// array, else computed into `scratch`.
+    pub fn mean_nll_chunk<'a>(
+        &'a self,
+        start: u64,
+        len: usize,
+        scratch: &'a mut Vec<f64>,
+    ) -> Result<&'a [f64]> {
+        if let ScoreSource::MeanNll(a) = self {
+            if let Floats::F64(v) = a.floats()? {
+                let (s, e) = (start as usize, start as usize + len);
+                return v.get(s..e).ok_or_else(|| {
+                    Error::invalid(format!("scores [{s}, {e}) past {} instances", v.len()))
+                });
+            }
+        }
+        scratch.resize(len, 0.0);
+        self.mean_nll_into(start, scratch)?;
+        Ok(scratch)
+    }
+
     /// `out[j]` = mean NLL of instance `start + j` (NaN = no score).
     #[inline]
     pub fn mean_nll_into(&self, start: u64, out: &mut [f64]) -> Result<()> {

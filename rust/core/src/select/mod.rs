@@ -12,6 +12,7 @@
 //! output ids, and one count per chunk; never anything of length N.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -77,6 +78,8 @@ pub struct Tuning {
     pub chunk: usize,
     /// Most (key, id) candidates held at once (16 bytes each).
     pub cap: usize,
+    /// Ids per sampled block when guessing the threshold interval.
+    pub sample_block: u64,
 }
 
 impl Default for Tuning {
@@ -84,6 +87,7 @@ impl Default for Tuning {
         Tuning {
             chunk: 1 << 16,
             cap: 1 << 22,
+            sample_block: 1024,
         }
     }
 }
@@ -136,6 +140,8 @@ pub struct SelectionReport {
     pub score_stats: Option<ScoreStats>,
     pub histogram: Option<Histogram>,
     pub inputs: Inputs,
+    /// Full passes over the scores (2 when the sampled guess of the threshold held).
+    pub passes: usize,
     pub elapsed_s: f64,
 }
 
@@ -143,15 +149,13 @@ const BITS: u32 = 16;
 const BINS: usize = 1 << BITS;
 const HIST_BINS: usize = 64;
 
-/// Order-preserving map of a non-NaN float to u64 (-0.0 and +0.0 map alike).
+/// Order-preserving map of a non-NaN float to u64 (-0.0 and +0.0 map alike); branch-free
+/// so the key loops vectorise.
 #[inline]
 fn order_key(x: f64) -> u64 {
     let bits = (x + 0.0).to_bits();
-    if bits >> 63 == 1 {
-        !bits
-    } else {
-        bits | 1 << 63
-    }
+    let neg = ((bits as i64) >> 63) as u64;
+    bits ^ (neg | 1 << 63)
 }
 
 /// Inverse of `order_key`.
@@ -251,6 +255,8 @@ struct Plan<'a> {
     has_values: bool,
     exclude: Exclude,
     tuning: Tuning,
+    /// Full passes over the inputs so far.
+    passes: AtomicUsize,
 }
 
 impl Plan<'_> {
@@ -266,42 +272,50 @@ impl Plan<'_> {
     /// Fill `b` for ids `[start, end)`: value (NaN if none), eligibility, key.
     fn fill(&self, start: u64, end: u64, b: &mut Buf) -> Result<()> {
         let len = (end - start) as usize;
-        b.value.resize(len, f64::NAN);
-        b.key.resize(len, 0);
-        b.ok.resize(len, true);
+        let Buf {
+            t,
+            r,
+            value,
+            key,
+            ok,
+        } = b;
+        value.resize(len, f64::NAN);
+        key.resize(len, 0);
+        ok.resize(len, true);
         if self.has_values {
-            let need_t = self.spec.by != By::Reference;
-            let need_r = self.spec.by != By::Teacher;
-            if need_t {
-                b.t.resize(len, 0.0);
-                self.teacher
-                    .map_or(Ok(()), |s| s.mean_nll_into(start, &mut b.t))?;
-            }
-            if need_r {
-                b.r.resize(len, 0.0);
-                self.reference
-                    .map_or(Ok(()), |s| s.mean_nll_into(start, &mut b.r))?;
-            }
-            match self.spec.by {
-                By::Diff => {
-                    for ((v, &t), &r) in b.value.iter_mut().zip(&b.t).zip(&b.r) {
-                        *v = r - t;
+            // Scratch is only filled when a source cannot lend its memory directly.
+            let (mut ts, mut rs) = (std::mem::take(t), std::mem::take(r));
+            {
+                let tv = match (self.spec.by != By::Reference, self.teacher) {
+                    (true, Some(s)) => s.mean_nll_chunk(start, len, &mut ts)?,
+                    _ => &[][..],
+                };
+                let rv = match (self.spec.by != By::Teacher, self.reference) {
+                    (true, Some(s)) => s.mean_nll_chunk(start, len, &mut rs)?,
+                    _ => &[][..],
+                };
+                match self.spec.by {
+                    By::Diff => {
+                        for ((v, &a), &b) in value.iter_mut().zip(tv).zip(rv) {
+                            *v = b - a;
+                        }
                     }
+                    By::Teacher => value.copy_from_slice(tv),
+                    By::Reference => value.copy_from_slice(rv),
                 }
-                By::Teacher => b.value.copy_from_slice(&b.t),
-                By::Reference => b.value.copy_from_slice(&b.r),
             }
-            for (o, v) in b.ok.iter_mut().zip(&b.value) {
+            (*t, *r) = (ts, rs);
+            for (o, v) in ok.iter_mut().zip(value.iter()) {
                 *o = !v.is_nan();
             }
         } else {
-            b.ok.fill(true);
+            ok.fill(true);
         }
         let ex = self.exclude.ids();
         let lo = ex.partition_point(|&x| x < start);
         let hi = ex.partition_point(|&x| x < end);
         for &x in &ex[lo..hi] {
-            b.ok[(x - start) as usize] = false;
+            ok[(x - start) as usize] = false;
         }
         let sign = match self.spec.keep {
             Keep::Highest => 1.0,
@@ -309,18 +323,18 @@ impl Plan<'_> {
         };
         match self.spec.mode {
             Mode::Top => {
-                for (k, &v) in b.key.iter_mut().zip(&b.value) {
+                for (k, &v) in key.iter_mut().zip(value.iter()) {
                     *k = order_key(sign * v);
                 }
             }
             Mode::Gumbel { temperature, seed } => {
-                for (j, (k, &v)) in b.key.iter_mut().zip(&b.value).enumerate() {
+                for (j, (k, &v)) in key.iter_mut().zip(value.iter()).enumerate() {
                     let g = gumbel(rand_u64(seed, start + j as u64));
                     *k = order_key((sign * v + 0.0) / temperature + g);
                 }
             }
             Mode::Random { seed } => {
-                for (j, k) in b.key.iter_mut().enumerate() {
+                for (j, k) in key.iter_mut().enumerate() {
                     *k = rand_u64(seed, start + j as u64);
                 }
             }
@@ -338,6 +352,7 @@ impl Plan<'_> {
         merge: impl Fn(A, A) -> A + Sync + Send,
     ) -> Result<A> {
         job.progress.start(stage, self.n);
+        self.passes.fetch_add(1, Ordering::Relaxed);
         let r = (0..self.num_chunks())
             .into_par_iter()
             .try_fold(
@@ -369,6 +384,10 @@ struct PassA {
     max: f64,
     negative: u64,
     hist: Vec<u64>,
+    /// Keys above the guessed interval, keys inside it, and the candidates inside it.
+    above_hi: u64,
+    in_range: u64,
+    cands: Vec<(u64, u64)>,
 }
 
 impl PassA {
@@ -382,6 +401,9 @@ impl PassA {
             max: f64::NEG_INFINITY,
             negative: 0,
             hist: vec![0; BINS],
+            above_hi: 0,
+            in_range: 0,
+            cands: Vec::new(),
         }
     }
     fn merge(mut self, o: PassA) -> PassA {
@@ -393,6 +415,10 @@ impl PassA {
         self.max = self.max.max(o.max);
         self.negative += o.negative;
         self.hist.iter_mut().zip(o.hist).for_each(|(a, b)| *a += b);
+        self.above_hi += o.above_hi;
+        self.in_range += o.in_range;
+        let mut c = o.cands;
+        self.cands.append(&mut c);
         self
     }
 }
@@ -454,7 +480,7 @@ fn find_cut(plan: &Plan, job: &Job, first: &[u64], k: u64) -> Result<Cut> {
 
 /// Collect the bucket's candidates (they fit `cap`) and cut exactly among them.
 fn collect(plan: &Plan, job: &Job, prefix: u64, depth: u32, above: u64, k: u64) -> Result<Cut> {
-    let mut cands = plan.scan(
+    let cands = plan.scan(
         job,
         "select: collect",
         Vec::new,
@@ -470,16 +496,22 @@ fn collect(plan: &Plan, job: &Job, prefix: u64, depth: u32, above: u64, k: u64) 
             a
         },
     )?;
+    Ok(cut_from(cands, above, k))
+}
+
+/// The exact cut from every candidate key in a range that `above` larger keys precede
+/// and that holds the K-th key.
+fn cut_from(mut cands: Vec<(u64, u64)>, above: u64, k: u64) -> Cut {
     // Larger key first, then smaller id.
     cands.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let rank = (k - above - 1) as usize;
-    let (t, _) = cands[rank];
+    let (t, tie_cut) = cands[rank];
     let first_tie = cands.partition_point(|c| c.0 > t);
-    Ok(Cut {
+    Cut {
         t,
-        tie_cut: cands[rank].1,
+        tie_cut,
         need: (rank - first_tie + 1) as u64,
-    })
+    }
 }
 
 /// All 64 bits are fixed: the threshold is `t` and the `need`-th smallest id among the
@@ -539,6 +571,57 @@ fn tie_cut(plan: &Plan, job: &Job, t: u64, need: u64) -> Result<Cut> {
     ))
 }
 
+/// A key interval `[lo, hi]` that probably holds the K-th largest eligible key, from the
+/// keys of evenly spread blocks of ids, with a margin of 4 binomial standard deviations.
+/// Only a guess: pass A counts what lies above and inside it and falls back to radix
+/// narrowing when it missed, so a bad guess (sorted data, say) costs time, never exactness.
+fn guess_interval(plan: &Plan, k: u64) -> Result<Option<(u64, u64)>> {
+    let block = plan.tuning.sample_block;
+    let n = plan.n;
+    let blocks = (n / 256 / block).clamp(16, 1024);
+    if n < blocks * block * 4 {
+        return Ok(None); // small inputs: the radix passes cost next to nothing
+    }
+    let mut keys = Vec::with_capacity((blocks * block) as usize);
+    let mut buf = Buf::default();
+    for b in 0..blocks {
+        let s = b * (n / blocks);
+        plan.fill(s, s + block, &mut buf)?;
+        keys.extend(
+            buf.key
+                .iter()
+                .zip(&buf.ok)
+                .filter(|(_, &ok)| ok)
+                .map(|(&k, _)| k),
+        );
+    }
+    let m = keys.len() as f64;
+    if m < 8.0 {
+        return Ok(None);
+    }
+    let eligible = m / (blocks * block) as f64 * n as f64;
+    let p = k as f64 / eligible;
+    if p >= 1.0 {
+        return Ok(None);
+    }
+    keys.sort_unstable_by(|a, b| b.cmp(a));
+    let margin = 4.0 * (m * p * (1.0 - p)).sqrt() + 16.0;
+    let at = p * m;
+    let top = (at - margin).floor();
+    let bottom = (at + margin).ceil();
+    let hi = if top <= 0.0 {
+        u64::MAX
+    } else {
+        keys[top as usize]
+    };
+    let lo = if bottom >= m - 1.0 {
+        0
+    } else {
+        keys[bottom as usize]
+    };
+    Ok(Some((lo, hi)))
+}
+
 struct Emitted {
     ties: u64,
     hist: Vec<u64>,
@@ -559,6 +642,7 @@ fn emit(
         hist: vec![0; HIST_BINS],
     };
     job.progress.start("select: write", plan.n);
+    plan.passes.fetch_add(1, Ordering::Relaxed);
     let mut c0 = 0;
     while c0 < nchunks {
         job.check()?;
@@ -703,22 +787,37 @@ pub fn select_with(
         tuning: Tuning {
             chunk: tuning.chunk.max(1),
             cap: tuning.cap.max(1),
+            sample_block: tuning.sample_block.max(1),
         },
+        passes: AtomicUsize::new(0),
     };
     let k = match spec.amount {
         Amount::Ratio(r) => (r * (n - num_excluded) as f64).floor() as u64,
         Amount::Count(c) => c,
     };
     let (a, cut, emitted) = job.install(|| -> Result<_> {
+        let guess = guess_interval(&plan, k)?;
+        let (lo, hi) = guess.unwrap_or((1, 0)); // an empty interval when there is no guess
+        let held = AtomicUsize::new(0);
+        let cap = plan.tuning.cap;
         let a = plan.scan(
             job,
             "select: scan",
             PassA::new,
-            |acc, _, buf| {
-                for ((&key, &ok), &v) in buf.key.iter().zip(&buf.ok).zip(&buf.value) {
+            |acc, start, buf| {
+                let before = acc.cands.len();
+                for (j, ((&key, &ok), &v)) in
+                    buf.key.iter().zip(&buf.ok).zip(&buf.value).enumerate()
+                {
                     if ok {
                         acc.eligible += 1;
                         acc.hist[(key >> (64 - BITS)) as usize] += 1;
+                        if key > hi {
+                            acc.above_hi += 1;
+                        } else if key >= lo {
+                            acc.in_range += 1;
+                            acc.cands.push((key, start + j as u64));
+                        }
                         if v.is_finite() {
                             acc.finite += 1;
                             acc.sum += v;
@@ -728,12 +827,24 @@ pub fn select_with(
                         }
                     }
                 }
+                // Past the cap the guess is useless: drop candidates, keep counting.
+                let added = acc.cands.len() - before;
+                if held.fetch_add(added, Ordering::Relaxed) + added > cap {
+                    acc.cands = Vec::new();
+                }
             },
             PassA::merge,
         )?;
+        let mut a = a;
         let kept = k.min(a.eligible);
+        let guessed = guess.is_some()
+            && held.load(Ordering::Relaxed) <= cap
+            && a.above_hi < kept
+            && kept <= a.above_hi + a.in_range;
         let cut = if kept == 0 {
             None
+        } else if guessed {
+            Some(cut_from(std::mem::take(&mut a.cands), a.above_hi, kept))
         } else {
             Some(find_cut(&plan, job, &a.hist, kept)?)
         };
@@ -803,6 +914,7 @@ pub fn select_with(
             reference: info(&inputs.reference)?,
             exclude: exclude_info,
         },
+        passes: plan.passes.load(Ordering::Relaxed),
         elapsed_s: started.elapsed().as_secs_f64(),
     })
 }

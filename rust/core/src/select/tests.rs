@@ -38,8 +38,9 @@ fn reference(c: &Case) -> (Vec<u64>, u64, u64, Option<(u64, u64)>) {
     };
     let mut rows: Vec<(f64, u64, u64)> = Vec::new(); // (float key, random key, id)
     let mut nan = 0;
+    let excluded: std::collections::HashSet<u64> = c.exclude.iter().copied().collect();
     for i in 0..n {
-        if c.exclude.contains(&(i as u64)) {
+        if excluded.contains(&(i as u64)) {
             continue;
         }
         let v = match c.spec.by {
@@ -140,9 +141,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     #[test]
-    fn equals_reference(c in case(), chunk in 1usize..40, cap in 1usize..20) {
+    fn equals_reference(c in case(), chunk in 1usize..40, cap in 1usize..400, block in 1u64..5) {
         let (want, k, nan, ties) = reference(&c);
-        for tuning in [Tuning::default(), Tuning { chunk, cap }] {
+        let small = Tuning { chunk, cap, sample_block: block };
+        for tuning in [Tuning::default(), small] {
             let (ids, rep) = run(&c, tuning).unwrap();
             prop_assert_eq!(&ids, &want);
             prop_assert_eq!(rep.k, k);
@@ -174,10 +176,50 @@ fn all_equal_keys_beyond_cap_use_tie_counting() {
             amount: Amount::Count(1234),
         },
     };
-    let (ids, rep) = run(&c, Tuning { chunk: 7, cap: 10 }).unwrap();
+    let (ids, rep) = run(
+        &c,
+        Tuning {
+            chunk: 7,
+            cap: 10,
+            sample_block: 2,
+        },
+    )
+    .unwrap();
     assert_eq!(ids, reference(&c).0);
     assert_eq!((rep.ties_at_threshold, rep.ties_kept), (4997, 1234));
     assert_eq!(rep.threshold, Some(1.0));
+}
+
+#[test]
+fn sampled_guess_gives_two_passes_and_the_same_answer() {
+    let n = 300_000;
+    let t: Vec<f64> = (0..n)
+        .map(|i| (rand_u64(1, i) % 1000) as f64 / 7.0)
+        .collect();
+    let r: Vec<f64> = (0..n)
+        .map(|i| (rand_u64(2, i) % 1000) as f64 / 7.0)
+        .collect();
+    let c = Case {
+        t,
+        r,
+        exclude: (0..n).step_by(17).collect(),
+        spec: SelectSpec {
+            by: By::Diff,
+            keep: Keep::Highest,
+            mode: Mode::Top,
+            amount: Amount::Ratio(0.3),
+        },
+    };
+    let (ids, rep) = run(&c, Tuning::default()).unwrap();
+    assert_eq!(rep.passes, 2);
+    assert_eq!(ids, reference(&c).0);
+    // Sorted input defeats the block sample: still exact, with more passes.
+    let mut sorted = c;
+    sorted.t = vec![0.0; n as usize];
+    sorted.r = (0..n).map(|i| (i / 3) as f64).collect();
+    let (ids, rep) = run(&sorted, Tuning::default()).unwrap();
+    assert!(rep.passes > 2);
+    assert_eq!(ids, reference(&sorted).0);
 }
 
 #[test]
