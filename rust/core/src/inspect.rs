@@ -131,13 +131,33 @@ impl Acc {
     }
 }
 
-/// Bin of `v` among `bins` equal-width bins over `[min, max]` (the last bin closed).
-pub fn bin_of(v: f64, min: f64, max: f64, bins: usize) -> usize {
-    if max <= min {
-        return 0;
+/// Maps values to `bins` equal-width bins over `[min, max]` (the last bin closed), with
+/// the division done once.
+#[derive(Clone, Copy)]
+pub struct Binner {
+    min: f64,
+    scale: f64,
+    last: usize,
+}
+
+impl Binner {
+    pub fn new(min: f64, max: f64, bins: usize) -> Binner {
+        let scale = if max > min {
+            bins as f64 / (max - min)
+        } else {
+            0.0
+        };
+        Binner {
+            min,
+            scale,
+            last: bins - 1,
+        }
     }
-    let b = ((v - min) / (max - min) * bins as f64) as usize;
-    b.min(bins - 1)
+
+    #[inline]
+    pub fn bin(&self, v: f64) -> usize {
+        (((v - self.min) * self.scale) as usize).min(self.last)
+    }
 }
 
 /// Equal-width edges of `bins` bins from `min` to `max`.
@@ -250,13 +270,14 @@ fn inspect_scores(src: &ScoreSource, job: &Job) -> Result<ScoresInfo> {
     let histogram = match acc.summary() {
         Some(s) => {
             job.progress.start("inspect: histogram", src.len());
+            let binner = Binner::new(s.min, s.max, BINS);
             let counts = fold_scores(
                 src,
                 job,
                 || vec![0u64; BINS],
                 |mut h, v| {
                     if v.is_finite() {
-                        h[bin_of(v, s.min, s.max, BINS)] += 1;
+                        h[binner.bin(v)] += 1;
                     }
                     h
                 },

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::fsutil::{quick_fingerprint, write_dir_atomically, write_file_atomically};
-use crate::inspect::{bin_edges, bin_of, Histogram};
+use crate::inspect::{bin_edges, Binner, Histogram};
 use crate::job::Job;
 use crate::npy::{DType, Npy, NpyWriter};
 use crate::rng::rand_u64;
@@ -373,16 +373,84 @@ impl Plan<'_> {
     }
 }
 
-/// Counts and value statistics from pass A.
-#[derive(Clone)]
+/// Count, sum, min, max and negatives of finite eligible values, in 4 independent lanes
+/// so the loop has no serial dependency chain.
+#[derive(Clone, Copy)]
+struct Lanes {
+    n: [u64; 4],
+    sum: [f64; 4],
+    min: [f64; 4],
+    max: [f64; 4],
+    neg: [u64; 4],
+}
+
+impl Lanes {
+    const EMPTY: Lanes = Lanes {
+        n: [0; 4],
+        sum: [0.0; 4],
+        min: [f64::INFINITY; 4],
+        max: [f64::NEG_INFINITY; 4],
+        neg: [0; 4],
+    };
+
+    #[inline]
+    fn add(&mut self, l: usize, v: f64, ok: bool) {
+        let use_ = ok & v.is_finite();
+        self.n[l] += use_ as u64;
+        self.sum[l] += if use_ { v } else { 0.0 };
+        self.min[l] = if use_ & (v < self.min[l]) {
+            v
+        } else {
+            self.min[l]
+        };
+        self.max[l] = if use_ & (v > self.max[l]) {
+            v
+        } else {
+            self.max[l]
+        };
+        self.neg[l] += (use_ & (v < 0.0)) as u64;
+    }
+
+    fn add_all(&mut self, values: &[f64], ok: &[bool]) {
+        let (v4, o4) = (values.chunks_exact(4), ok.chunks_exact(4));
+        let (vr, or) = (v4.remainder(), o4.remainder());
+        for (v, o) in v4.zip(o4) {
+            for l in 0..4 {
+                self.add(l, v[l], o[l]);
+            }
+        }
+        for (&v, &o) in vr.iter().zip(or) {
+            self.add(0, v, o);
+        }
+    }
+
+    fn merge(mut self, o: Lanes) -> Lanes {
+        for l in 0..4 {
+            self.n[l] += o.n[l];
+            self.sum[l] += o.sum[l];
+            self.min[l] = self.min[l].min(o.min[l]);
+            self.max[l] = self.max[l].max(o.max[l]);
+            self.neg[l] += o.neg[l];
+        }
+        self
+    }
+
+    fn stats(&self) -> Option<ScoreStats> {
+        let n: u64 = self.n.iter().sum();
+        (n > 0).then(|| ScoreStats {
+            min: self.min.iter().copied().fold(f64::INFINITY, f64::min),
+            max: self.max.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            mean: self.sum.iter().sum::<f64>() / n as f64,
+            num_negative: self.neg.iter().sum(),
+        })
+    }
+}
+
+/// What pass A learns: counts, value statistics, the guessed interval's candidates, and
+/// (only without a guess) the histogram of the top 16 key bits.
 struct PassA {
     eligible: u64,
-    nan: u64,
-    finite: u64,
-    sum: f64,
-    min: f64,
-    max: f64,
-    negative: u64,
+    stats: Lanes,
     hist: Vec<u64>,
     /// Keys above the guessed interval, keys inside it, and the candidates inside it.
     above_hi: u64,
@@ -391,29 +459,20 @@ struct PassA {
 }
 
 impl PassA {
-    fn new() -> PassA {
+    fn new(with_hist: bool) -> PassA {
         PassA {
             eligible: 0,
-            nan: 0,
-            finite: 0,
-            sum: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            negative: 0,
-            hist: vec![0; BINS],
+            stats: Lanes::EMPTY,
+            hist: if with_hist { vec![0; BINS] } else { Vec::new() },
             above_hi: 0,
             in_range: 0,
             cands: Vec::new(),
         }
     }
+
     fn merge(mut self, o: PassA) -> PassA {
         self.eligible += o.eligible;
-        self.nan += o.nan;
-        self.finite += o.finite;
-        self.sum += o.sum;
-        self.min = self.min.min(o.min);
-        self.max = self.max.max(o.max);
-        self.negative += o.negative;
+        self.stats = self.stats.merge(o.stats);
         self.hist.iter_mut().zip(o.hist).for_each(|(a, b)| *a += b);
         self.above_hi += o.above_hi;
         self.in_range += o.in_range;
@@ -421,6 +480,24 @@ impl PassA {
         self.cands.append(&mut c);
         self
     }
+}
+
+/// Histogram of the top 16 bits of every eligible key (the start of radix narrowing).
+fn top_histogram(plan: &Plan, job: &Job) -> Result<Vec<u64>> {
+    plan.scan(
+        job,
+        "select: histogram",
+        || vec![0u64; BINS],
+        |h, _, buf| {
+            for (&key, &ok) in buf.key.iter().zip(&buf.ok) {
+                h[(key >> (64 - BITS)) as usize] += ok as u64;
+            }
+        },
+        |mut a, b| {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+            a
+        },
+    )
 }
 
 /// The exact cut: keep `key > t || (key == t && id <= tie_cut)`.
@@ -633,7 +710,7 @@ fn emit(
     job: &Job,
     cut: Option<Cut>,
     stats: Option<(f64, f64)>,
-    mut sink: impl FnMut(&[u64]) -> Result<()>,
+    mut sink: impl FnMut(Vec<u64>) -> Result<()>,
 ) -> Result<Emitted> {
     let per_batch = (rayon::current_num_threads() * 4) as u64;
     let nchunks = plan.num_chunks();
@@ -649,40 +726,39 @@ fn emit(
         let c1 = (c0 + per_batch).min(nchunks);
         let parts: Vec<(Vec<u64>, u64, Vec<u64>)> = (c0..c1)
             .into_par_iter()
-            .map(|c| {
+            .map_init(Buf::default, |buf, c| {
                 let (s, e) = plan.chunk_range(c);
-                let mut buf = Buf::default();
-                plan.fill(s, e, &mut buf)?;
-                let mut ids = Vec::new();
-                let mut ties = 0u64;
+                plan.fill(s, e, buf)?;
+                let binner = stats.map(|(lo, hi)| Binner::new(lo, hi, HIST_BINS));
                 let mut hist = vec![0u64; if stats.is_some() { HIST_BINS } else { 0 }];
-                for (j, ((&key, &ok), &v)) in
-                    buf.key.iter().zip(&buf.ok).zip(&buf.value).enumerate()
-                {
-                    if !ok {
-                        continue;
-                    }
-                    let id = s + j as u64;
-                    if let Some((lo, hi)) = stats {
-                        if v.is_finite() {
-                            hist[bin_of(v, lo, hi, HIST_BINS)] += 1;
+                if let Some(b) = &binner {
+                    for (&v, &ok) in buf.value.iter().zip(&buf.ok) {
+                        if ok & v.is_finite() {
+                            hist[b.bin(v)] += 1;
                         }
                     }
-                    if let Some(cut) = cut {
-                        if key == cut.t {
-                            ties += 1;
-                        }
-                        if key > cut.t || (key == cut.t && id <= cut.tie_cut) {
-                            ids.push(id);
-                        }
+                }
+                let mut ids: Vec<u64> = Vec::new();
+                let mut ties = 0u64;
+                if let Some(cut) = cut {
+                    // Branch-free: write every id, advance only past kept ones.
+                    ids.resize(buf.key.len(), 0);
+                    let mut m = 0usize;
+                    for (j, (&key, &ok)) in buf.key.iter().zip(&buf.ok).enumerate() {
+                        let id = s + j as u64;
+                        let tie = ok & (key == cut.t);
+                        ties += tie as u64;
+                        ids[m] = id;
+                        m += (ok & (key > cut.t) | tie & (id <= cut.tie_cut)) as usize;
                     }
+                    ids.truncate(m);
                 }
                 job.progress.inc(e - s);
                 Ok((ids, ties, hist))
             })
             .collect::<Result<_>>()?;
         for (ids, ties, hist) in parts {
-            sink(&ids)?;
+            sink(ids)?;
             total.ties += ties;
             total.hist.iter_mut().zip(hist).for_each(|(a, b)| *a += b);
         }
@@ -763,7 +839,7 @@ pub fn select_with(
     spec: &SelectSpec,
     tuning: Tuning,
     job: &Job,
-    sink: impl FnMut(&[u64]) -> Result<()> + Send,
+    sink: impl FnMut(Vec<u64>) -> Result<()> + Send,
 ) -> Result<SelectionReport> {
     let started = Instant::now();
     let n = check_inputs(inputs, spec)?;
@@ -800,32 +876,28 @@ pub fn select_with(
         let (lo, hi) = guess.unwrap_or((1, 0)); // an empty interval when there is no guess
         let held = AtomicUsize::new(0);
         let cap = plan.tuning.cap;
+        let with_hist = guess.is_none();
         let a = plan.scan(
             job,
             "select: scan",
-            PassA::new,
+            || PassA::new(with_hist),
             |acc, start, buf| {
                 let before = acc.cands.len();
-                for (j, ((&key, &ok), &v)) in
-                    buf.key.iter().zip(&buf.ok).zip(&buf.value).enumerate()
-                {
-                    if ok {
-                        acc.eligible += 1;
-                        acc.hist[(key >> (64 - BITS)) as usize] += 1;
-                        if key > hi {
-                            acc.above_hi += 1;
-                        } else if key >= lo {
-                            acc.in_range += 1;
-                            acc.cands.push((key, start + j as u64));
-                        }
-                        if v.is_finite() {
-                            acc.finite += 1;
-                            acc.sum += v;
-                            acc.min = acc.min.min(v);
-                            acc.max = acc.max.max(v);
-                            acc.negative += (v < 0.0) as u64;
-                        }
+                for (j, (&key, &ok)) in buf.key.iter().zip(&buf.ok).enumerate() {
+                    acc.eligible += ok as u64;
+                    acc.above_hi += (ok & (key > hi)) as u64;
+                    if ok & (key >= lo) & (key <= hi) {
+                        acc.in_range += 1;
+                        acc.cands.push((key, start + j as u64));
                     }
+                }
+                if with_hist {
+                    for (&key, &ok) in buf.key.iter().zip(&buf.ok) {
+                        acc.hist[(key >> (64 - BITS)) as usize] += ok as u64;
+                    }
+                }
+                if has_values {
+                    acc.stats.add_all(&buf.value, &buf.ok);
                 }
                 // Past the cap the guess is useless: drop candidates, keep counting.
                 let added = acc.cands.len() - before;
@@ -846,9 +918,15 @@ pub fn select_with(
         } else if guessed {
             Some(cut_from(std::mem::take(&mut a.cands), a.above_hi, kept))
         } else {
-            Some(find_cut(&plan, job, &a.hist, kept)?)
+            a.cands = Vec::new();
+            let hist = if with_hist {
+                std::mem::take(&mut a.hist)
+            } else {
+                top_histogram(&plan, job)?
+            };
+            Some(find_cut(&plan, job, &hist, kept)?)
         };
-        let stats = (has_values && a.finite > 0).then_some((a.min, a.max));
+        let stats = a.stats.stats().map(|s| (s.min, s.max));
         let emitted = emit(&plan, job, cut, stats, sink)?;
         Ok((a, cut, emitted))
     })??;
@@ -861,12 +939,7 @@ pub fn select_with(
         Mode::Random { .. } => c.t as f64 / 2f64.powi(64),
         _ => key_value(c.t),
     });
-    let stats = (has_values && a.finite > 0).then(|| ScoreStats {
-        min: a.min,
-        max: a.max,
-        mean: a.sum / a.finite as f64,
-        num_negative: a.negative,
-    });
+    let stats = a.stats.stats();
     let histogram = stats.as_ref().map(|s| Histogram {
         edges: bin_edges(s.min, s.max, HIST_BINS),
         counts: emitted.hist.clone(),
@@ -928,7 +1001,7 @@ pub fn select_ids(
 ) -> Result<(Vec<u64>, SelectionReport)> {
     let mut ids = Vec::new();
     let rep = select_with(inputs, spec, tuning, job, |b| {
-        ids.extend_from_slice(b);
+        ids.extend_from_slice(&b);
         Ok(())
     })?;
     Ok((ids, rep))
@@ -944,9 +1017,29 @@ pub fn select(
 ) -> Result<SelectionReport> {
     write_dir_atomically(out_dir, overwrite, |tmp| {
         let mut w = NpyWriter::<u64>::create(tmp.join("ids.npy"))?;
-        let mut rep = select_with(inputs, spec, Tuning::default(), job, |b| w.write(b))?;
-        w.finish()?;
-        rep.elapsed_s = rep.elapsed_s.max(0.0);
+        // A writer thread takes batches of ids so that writing overlaps the emit pass.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u64>>(4);
+        let rep = std::thread::scope(|scope| {
+            let writer = scope.spawn(move || -> Result<NpyWriter<u64>> {
+                for batch in rx {
+                    w.write(&batch)?;
+                }
+                Ok(w)
+            });
+            let rep = select_with(inputs, spec, Tuning::default(), job, |b| {
+                tx.send(b)
+                    .map_err(|_| Error::invalid("internal: the id writer stopped"))
+            });
+            drop(tx);
+            let w = writer
+                .join()
+                .map_err(|_| Error::invalid("internal: the id writer panicked"))?;
+            // A write error explains a stopped writer better than the send failure.
+            let w = w?;
+            let rep = rep?;
+            w.finish()?;
+            Ok::<_, Error>(rep)
+        })?;
         let json = serde_json::to_vec_pretty(&rep)
             .map_err(|e| Error::invalid(format!("cannot write selection.json: {e}")))?;
         write_file_atomically(&tmp.join("selection.json"), &json)?;
