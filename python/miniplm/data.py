@@ -4,7 +4,6 @@ and views through a selection without copying anything."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Union
@@ -13,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from miniplm import _core
+from miniplm._atomic import atomic_dir
 
 PathLike = Union[str, "os.PathLike[str]"]
 IdArray = npt.NDArray[np.integer[Any]]
@@ -177,12 +177,7 @@ def write_dataset(
     if dtype is None:
         dtype = "uint16" if vocab_size is not None and vocab_size <= 65536 else "int32"
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: output exists (pass overwrite=True to replace it)")
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out, overwrite) as tmp:
         writer = _core.DatasetWriter(os.fspath(tmp), name, dtype, max_shard_bytes)
         pending: list[npt.NDArray[np.int64]] = []
 
@@ -198,10 +193,4 @@ def write_dataset(
                 flush()
         flush()
         writer.finish()
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return TokenDataset(out)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from miniplm import _core
+from miniplm._atomic import atomic_dir
 from miniplm.data import PathLike
 from miniplm.errors import InputError
 
@@ -64,14 +64,9 @@ def write_score_run(
     if cnt.size and (cnt.min() < 0 or cnt.max() > np.iinfo(np.uint32).max):
         raise InputError("n_scored must lie in [0, 2**32)")
     cnt = cnt.astype(np.uint32)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: output exists (pass overwrite=True to replace it)")
     n = len(nll)
     step = max(1, part_size or n or 1)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out, overwrite) as tmp:
         parts = []
         for k, start in enumerate(range(0, n, step)):
             end = min(n, start + step)
@@ -92,10 +87,4 @@ def write_score_run(
             "parts": parts,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use miniplm_core::shards::Dataset;
+use miniplm_core::shards::{Dataset, GatherOut};
 use miniplm_core::Error;
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods,
@@ -19,17 +19,14 @@ pub struct PyDataset {
     path: PathBuf,
 }
 
-fn gather_into<T: numpy::Element + Copy + Send>(
+fn gather_into<T: numpy::Element + GatherOut + Send>(
     py: Python<'_>,
     data: &Dataset,
     ids: &[u64],
     out: &Bound<'_, PyArray2<T>>,
     pad: T,
     lengths: &mut [u32],
-) -> PyResult<()>
-where
-    Dataset: GatherInto<T>,
-{
+) -> PyResult<()> {
     let cols = out.shape()[1];
     let mut guard = out.readwrite();
     let slice = guard.as_slice_mut().map_err(|_| {
@@ -37,46 +34,8 @@ where
             "gather: out must be a C-contiguous 2-D array",
         ))
     })?;
-    py.detach(|| data.gather_into(ids, slice, cols, pad, lengths))
+    py.detach(|| data.gather(ids, slice, cols, pad, lengths))
         .map_err(to_py)
-}
-
-/// The element types `gather` can write (int64 for torch, int32 to halve the batch).
-pub trait GatherInto<T> {
-    fn gather_into(
-        &self,
-        ids: &[u64],
-        out: &mut [T],
-        cols: usize,
-        pad: T,
-        lengths: &mut [u32],
-    ) -> miniplm_core::Result<()>;
-}
-
-impl GatherInto<i64> for Dataset {
-    fn gather_into(
-        &self,
-        ids: &[u64],
-        out: &mut [i64],
-        cols: usize,
-        pad: i64,
-        lengths: &mut [u32],
-    ) -> miniplm_core::Result<()> {
-        self.gather(ids, out, cols, pad, lengths)
-    }
-}
-
-impl GatherInto<i32> for Dataset {
-    fn gather_into(
-        &self,
-        ids: &[u64],
-        out: &mut [i32],
-        cols: usize,
-        pad: i32,
-        lengths: &mut [u32],
-    ) -> miniplm_core::Result<()> {
-        self.gather(ids, out, cols, pad, lengths)
-    }
 }
 
 #[pymethods]
