@@ -1,0 +1,1 @@
+"""Text corpora to token shards: readers, tokenizers, packing (``miniplm tokenize``)."""

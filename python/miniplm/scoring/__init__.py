@@ -1,0 +1,1 @@
+"""Teacher / reference scoring of token shards into score runs (``miniplm score``)."""
