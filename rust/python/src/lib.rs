@@ -163,6 +163,13 @@ fn load_scores<'py>(py: Python<'py>, run_dir: PathBuf) -> PyResult<Bound<'py, Py
     PyTuple::new(py, [nll, n_scored.into_pyarray(py).into_any()])
 }
 
+/// A quick content fingerprint of a file (`xxh3:` of its size and 16 sampled 64 KiB
+/// blocks): what score runs and selections record to notice a changed input.
+#[pyfunction]
+fn file_fingerprint(py: Python<'_>, path: PathBuf) -> PyResult<String> {
+    run_long(py, 0, false, |_| miniplm_core::fsutil::quick_fingerprint(&path))
+}
+
 /// The `miniplm-sample` CLI; returns its exit code.
 #[pyfunction]
 fn sample_main(py: Python<'_>, argv: Vec<OsString>) -> PyResult<i32> {
@@ -179,5 +186,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(inspect, m)?)?;
     m.add_function(wrap_pyfunction!(load_scores, m)?)?;
     m.add_function(wrap_pyfunction!(sample_main, m)?)?;
+    m.add_function(wrap_pyfunction!(file_fingerprint, m)?)?;
     Ok(())
 }

@@ -1,0 +1,90 @@
+"""Per-instance next-token NLL without materialising the [batch, length, vocab] logits:
+the decoder's hidden states are taken once and the head + log-softmax run over chunks of
+the scored positions only (a 152k vocabulary x 1024 positions would be 600 MB of fp32
+logits per sequence)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from miniplm._deps import require
+from miniplm.errors import InputError
+
+torch = require("torch")
+
+# fp32 logits bytes one chunk may hold (plus the softmax temporaries of the same size).
+_LOGIT_BYTES = 256 << 20
+
+
+def default_chunk_tokens(vocab_size: int) -> int:
+    """Positions per head chunk so that a chunk's fp32 logits stay near 256 MiB."""
+    return max(16, _LOGIT_BYTES // (4 * max(1, vocab_size)))
+
+
+class ChunkedScorer:
+    """Scores padded batches with one causal LM: ``nll_sum`` (float64 accumulation of the
+    fp32 per-token NLL) and ``n_scored`` per row.
+
+    Position t of a row (predicting token t+1) is scored when t + 1 < length and the
+    *input* token at t is not ``ignore_id``. Batches are right-padded and run without an
+    attention mask: under causal attention a real position never sees a later (padding)
+    position, so padding cannot change a score, and the fused causal kernels apply."""
+
+    def __init__(self, model: Any, ignore_id: int | None, chunk_tokens: int | None = None):
+        self.model = model
+        self.decoder = model.get_decoder()
+        self.head = model.get_output_embeddings()
+        if self.decoder is None or self.decoder is model or self.head is None:
+            raise InputError(
+                f"{type(model).__name__}: cannot split into decoder and output head; "
+                "only standard causal LMs (Llama, Qwen2, Mistral, ...) are supported"
+            )
+        cfg = model.config
+        self.softcap = getattr(cfg, "final_logit_softcapping", None)
+        # Granite divides the logits by `logits_scaling`, Cohere multiplies by `logit_scale`.
+        self.scale = 1.0 / float(getattr(cfg, "logits_scaling", 1.0) or 1.0)
+        self.scale *= float(getattr(cfg, "logit_scale", 1.0) or 1.0)
+        self.ignore_id = ignore_id
+        self.vocab_size = int(self.head.weight.shape[0])
+        self.chunk_tokens = chunk_tokens or default_chunk_tokens(self.vocab_size)
+
+    def logits(self, hidden: Any) -> Any:
+        x = self.head(hidden).float()
+        if self.scale != 1.0:
+            x = x * self.scale
+        if self.softcap:
+            x = torch.tanh(x / self.softcap) * self.softcap
+        return x
+
+    def scored_mask(self, input_ids: Any, lengths: Any) -> Any:
+        """[B, T-1] bool: which positions are scored."""
+        inputs = input_ids[:, :-1]
+        pos = torch.arange(inputs.shape[1], device=inputs.device)
+        mask = pos[None, :] < (lengths[:, None] - 1)
+        if self.ignore_id is not None:
+            mask &= inputs != self.ignore_id
+        return mask
+
+    def score(self, input_ids: Any, lengths: Any) -> tuple[Any, Any]:
+        """``input_ids`` [B, T] int64 and ``lengths`` [B] on the model's device ->
+        (nll_sum [B] float64, n_scored [B] int64), on that device."""
+        with torch.inference_mode():
+            return self._score(input_ids, lengths)
+
+    def _score(self, input_ids: Any, lengths: Any) -> tuple[Any, Any]:
+        b = input_ids.shape[0]
+        dev = input_ids.device
+        nll_sum = torch.zeros(b, dtype=torch.float64, device=dev)
+        if input_ids.shape[1] < 2:
+            return nll_sum, torch.zeros(b, dtype=torch.int64, device=dev)
+        mask = self.scored_mask(input_ids, lengths)
+        n_scored = mask.sum(1)
+        hidden = self.decoder(input_ids=input_ids[:, :-1], use_cache=False).last_hidden_state
+        rows, cols = mask.nonzero(as_tuple=True)
+        targets = input_ids[:, 1:][rows, cols]
+        for s in range(0, rows.numel(), self.chunk_tokens):
+            e = s + self.chunk_tokens
+            logits = self.logits(hidden[rows[s:e], cols[s:e]])
+            nll = torch.logsumexp(logits, -1) - logits.gather(1, targets[s:e, None])[:, 0]
+            nll_sum.index_add_(0, rows[s:e], nll.double())
+        return nll_sum, n_scored

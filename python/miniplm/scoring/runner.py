@@ -1,0 +1,313 @@
+"""``miniplm score``: one pass over a token dataset with one or more causal LMs (sharing a
+tokenizer), writing one resumable score run per model.
+
+Work is split into parts of ``part_size`` instances (fixed by the dataset, not by the
+number of processes); under torchrun each rank takes a contiguous range of the parts not
+yet written and writes them itself: no scores travel between ranks. Inside a part,
+instances are scored longest first in batches of ``batch_size`` (little padding), and the
+part's state is checkpointed every ``checkpoint_interval`` seconds, so a killed job
+repeats at most that much work; batches are a pure function of the part, so a resumed run
+is bit-identical to an uninterrupted one."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from miniplm._deps import require
+from miniplm.data import PathLike, TokenDataset
+from miniplm.errors import InputError
+from miniplm.scoring.models import (
+    LoadedModel,
+    check_same_tokenizer,
+    load_model,
+    resolve_device,
+    resolve_dtype,
+)
+from miniplm.scoring.nll import ChunkedScorer
+from miniplm.scoring.run_dir import RunDir
+
+torch = require("torch")
+
+
+@dataclass
+class ScoreOptions:
+    batch_size: int = 16
+    part_size: int = 1 << 16
+    device: str = "auto"
+    dtype: str = "auto"
+    ignore_id: int | None = None
+    chunk_tokens: int | None = None
+    checkpoint_interval: float = 300.0
+    trust_remote_code: bool = False
+    allow_tokenizer_mismatch: bool = False
+    attn_implementation: str | None = None
+    overwrite: bool = False
+    progress: bool | None = None  # None: on a terminal only
+
+    def check(self) -> None:
+        for name in ("batch_size", "part_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.chunk_tokens is not None and self.chunk_tokens < 1:
+            raise InputError("--chunk-tokens must be at least 1")
+        if self.checkpoint_interval < 0:
+            raise InputError("--checkpoint-interval must be >= 0 seconds")
+
+
+class _Dist:
+    """Rank, world size and barriers; a no-op outside torchrun."""
+
+    def __init__(self, device: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.owned = False
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if device.startswith("cuda") else "gloo"
+            # Ranks finish their shares at different times: wait long at the last barrier.
+            torch.distributed.init_process_group(backend, timeout=datetime.timedelta(hours=48))
+            self.owned = True
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.owned:
+            torch.distributed.destroy_process_group()
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    if not enabled:
+        return None
+    return tqdm(
+        total=total, unit="tok", unit_scale=True, dynamic_ncols=True, file=sys.stderr, desc="score"
+    )
+
+
+def score(
+    models: list[str],
+    data: PathLike,
+    outs: list[PathLike],
+    options: ScoreOptions | None = None,
+) -> list[dict[str, Any]]:
+    """Score every instance of ``data`` with each model, writing run ``outs[i]`` for
+    ``models[i]``; resumes runs left unfinished. Returns each run's summary."""
+    opt = options or ScoreOptions()
+    opt.check()
+    if not models or len(models) != len(outs):
+        raise InputError(
+            f"give one --out per --model (got {len(models)} models and {len(outs)} outputs)"
+        )
+    if len({os.path.abspath(o) for o in outs}) != len(outs):
+        raise InputError("two models write to the same --out")
+    device = resolve_device(opt.device)
+    dtype = resolve_dtype(opt.dtype, device)
+    dist = _Dist(device)
+    try:
+        return _score(models, os.fspath(data), [Path(o) for o in outs], opt, device, dtype, dist)
+    finally:
+        dist.close()
+
+
+def _header(
+    m: LoadedModel, ds: TokenDataset, opt: ScoreOptions, device: str, dtype: Any, chunk: int
+) -> dict[str, Any]:
+    settings = {
+        "ignore_id": m.ignore_id,
+        "ignore_id_from": m.ignore_id_from,
+        "dtype": str(dtype).removeprefix("torch."),
+        "device_type": device.split(":")[0],
+        "batch_size": opt.batch_size,
+        "part_size": opt.part_size,
+        "chunk_tokens": chunk,
+        "attn_implementation": getattr(m.model.config, "_attn_implementation", None),
+    }
+    return {
+        "num_instances": len(ds),
+        "normalization": "mean_nll_per_scored_token",
+        "model": m.describe(),
+        "tokenizer": None if m.tokenizer_vocab is None else f"{len(m.tokenizer_vocab)} entries",
+        "dataset": {"path": os.path.abspath(ds.path), "fingerprint": ds.fingerprint()},
+        "settings": settings,
+    }
+
+
+def _score(
+    models: list[str],
+    data: str,
+    outs: list[Path],
+    opt: ScoreOptions,
+    device: str,
+    dtype: Any,
+    dist: _Dist,
+) -> list[dict[str, Any]]:
+    t0 = time.perf_counter()
+    ds = TokenDataset(data)
+    lengths = ds.lengths()
+    loaded = [
+        load_model(
+            m,
+            device=device,
+            dtype=dtype,
+            ignore_id=opt.ignore_id,
+            trust_remote_code=opt.trust_remote_code,
+            attn_implementation=opt.attn_implementation,
+        )
+        for m in models
+    ]
+    if not opt.allow_tokenizer_mismatch:
+        check_same_tokenizer(loaded, data)
+    longest = int(lengths.max()) if len(lengths) else 0
+    for m in loaded:
+        if m.max_positions is not None and longest - 1 > m.max_positions:
+            raise InputError(
+                f"{m.spec}: the dataset has instances of {longest} tokens, "
+                f"longer than the model's {m.max_positions} positions + 1"
+            )
+    scorers = [ChunkedScorer(m.model, m.ignore_id, opt.chunk_tokens) for m in loaded]
+    runs = [
+        RunDir(out, _header(m, ds, opt, device, dtype, s.chunk_tokens), opt.part_size)
+        for out, m, s in zip(outs, loaded, scorers)
+    ]
+    if dist.rank == 0:
+        for r in runs:
+            r.prepare(opt.overwrite)
+    dist.barrier()
+    parts = runs[0].parts
+    pending = [k for k in range(len(parts)) if not all(r.is_done(k) for r in runs)]
+    # Everyone has listed the pending parts before anyone can write one.
+    dist.barrier()
+    mine = pending[
+        dist.rank * len(pending) // dist.world : (dist.rank + 1) * len(pending) // dist.world
+    ]
+    show = opt.progress if opt.progress is not None else sys.stderr.isatty()
+    bar = _progress_bar(
+        sum(int(lengths[parts[k][1] : parts[k][2]].sum()) for k in mine), show and dist.rank == 0
+    )
+    worker = _PartScorer(ds, lengths, scorers, opt, device)
+    for k in mine:
+        worker.run_part(k, parts[k][1], parts[k][2], runs, bar)
+    if bar is not None:
+        bar.close()
+    dist.barrier()
+    summaries = []
+    elapsed = time.perf_counter() - t0
+    for r, m in zip(runs, loaded):
+        total, count = r.totals()
+        summary = {
+            "instances": len(ds),
+            "scored_tokens": count,
+            "mean_nll": total / count if count else None,
+            "elapsed_s": round(elapsed, 3),
+            "world_size": dist.world,
+        }
+        if dist.rank == 0:
+            r.finish(summary)
+        summaries.append({"model": m.spec, "out": str(r.path), **summary})
+    dist.barrier()
+    return summaries
+
+
+class _PartScorer:
+    def __init__(
+        self,
+        ds: TokenDataset,
+        lengths: npt.NDArray[Any],
+        scorers: list[ChunkedScorer],
+        opt: ScoreOptions,
+        device: str,
+    ):
+        self.ds = ds
+        self.lengths = lengths
+        self.scorers = scorers
+        self.opt = opt
+        self.device = torch.device(device)
+        self.vocab = min(s.vocab_size for s in scorers)
+        self.pin = self.device.type == "cuda"
+
+    def batches(self, start: int, end: int) -> list[npt.NDArray[np.int64]]:
+        """Local indices of the part's batches: longest first, ties by id (stable)."""
+        order = np.argsort(-self.lengths[start:end].astype(np.int64), kind="stable")
+        bs = self.opt.batch_size
+        return [order[i : i + bs] for i in range(0, len(order), bs)]
+
+    def run_part(self, k: int, start: int, end: int, runs: list[RunDir], bar: Any) -> None:
+        todo = [i for i, r in enumerate(runs) if not r.is_done(k)]
+        states = {i: runs[i].load_state(k) for i in todo}
+        # Results stay on the device until a checkpoint: no host sync per batch, so the
+        # next batch is gathered while the device still works on this one.
+        acc = {
+            i: (
+                torch.from_numpy(st.nll_sum).to(self.device),
+                torch.from_numpy(st.n_scored.astype(np.int64)).to(self.device),
+            )
+            for i, st in states.items()
+        }
+
+        def sync(i: int) -> None:
+            states[i].nll_sum[:] = acc[i][0].cpu().numpy()
+            states[i].n_scored[:] = acc[i][1].cpu().numpy()
+
+        last = time.monotonic()
+        for local in self.batches(start, end):
+            need = [i for i in todo if not states[i].done[local[0]]]
+            ntok = int(self.lengths[start + local].sum())
+            if need:
+                self._score_batch(start, local, need, acc)
+                for i in need:
+                    states[i].done[local] = True
+            if bar is not None:
+                bar.update(ntok)
+            if need and (
+                self.opt.checkpoint_interval == 0
+                or time.monotonic() - last >= self.opt.checkpoint_interval
+            ):
+                for i in need:
+                    sync(i)
+                    runs[i].save_checkpoint(k, states[i])
+                last = time.monotonic()
+        for i in todo:
+            sync(i)
+            runs[i].write_part(k, states[i])
+
+    def _score_batch(
+        self,
+        start: int,
+        local: npt.NDArray[np.int64],
+        need: list[int],
+        acc: dict[int, tuple[Any, Any]],
+    ) -> None:
+        gid = start + local
+        width = max(1, int(self.lengths[gid].max()))
+        batch, lens = self.ds.gather(gid.astype(np.uint64), width, pad_id=0)
+        top = int(batch.max()) if batch.size else 0
+        if top >= self.vocab:
+            raise InputError(
+                f"{self.ds.path}: instance tokens reach id {top}, outside the "
+                f"model vocabulary of {self.vocab}: wrong tokenizer?"
+            )
+        host = [
+            torch.from_numpy(batch),
+            torch.from_numpy(lens.astype(np.int64)),
+            torch.from_numpy(local),
+        ]
+        if self.pin:
+            host = [t.pin_memory() for t in host]
+        x, n, idx = (t.to(self.device, non_blocking=True) for t in host)
+        for i in need:
+            nll, cnt = self.scorers[i].score(x, n)
+            acc[i][0][idx] = nll
+            acc[i][1][idx] = cnt

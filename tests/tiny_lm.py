@@ -1,0 +1,101 @@
+"""Tiny random causal LMs and token datasets for tests (nothing is downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+import miniplm
+
+VOCAB = 97
+EOS = 3
+
+
+def make_model(
+    out: Path,
+    arch: str = "llama",
+    seed: int = 0,
+    vocab: int = VOCAB,
+    hidden: int = 32,
+    layers: int = 2,
+    pad_token_id: int | None = None,
+    **extra: Any,
+) -> Path:
+    """Save a random ``arch`` model (safetensors) to ``out`` and return ``out``."""
+    torch.manual_seed(seed)
+    common: dict[str, Any] = dict(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        eos_token_id=EOS,
+        bos_token_id=1,
+        pad_token_id=pad_token_id,
+        **extra,
+    )
+    model: PreTrainedModel
+    if arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    elif arch == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(tie_word_embeddings=True, **common))
+    else:
+        raise ValueError(arch)
+    # Wider weights than the init's 0.02 so the NLLs differ clearly between instances.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3)
+    model.save_pretrained(out)
+    return out
+
+
+def make_dataset(
+    out: Path, n: int = 40, max_len: int = 40, seed: int = 0, vocab: int = VOCAB, eos_every: int = 7
+) -> list[np.ndarray]:
+    """Instances of mixed lengths (0 .. max_len) with EOS tokens inside them."""
+    rng = np.random.default_rng(seed)
+    seqs = []
+    for _ in range(n):
+        s = rng.integers(4, vocab, int(rng.integers(0, max_len + 1)))
+        s[rng.random(len(s)) < 1.0 / eos_every] = EOS
+        seqs.append(s)
+    miniplm.write_dataset(out, seqs, vocab_size=vocab, overwrite=True)
+    return seqs
+
+
+def reference_scores(
+    model_dir: Path, seqs: list[np.ndarray], ignore_id: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The plain computation: each instance alone, the whole model in float64, full
+    log-softmax, positions whose input token is ``ignore_id`` left out."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir).double().eval()
+    nll = np.zeros(len(seqs))
+    cnt = np.zeros(len(seqs), np.int64)
+    with torch.no_grad():
+        for i, s in enumerate(seqs):
+            if len(s) < 2:
+                continue
+            x = torch.tensor(s[None, :-1].astype(np.int64))
+            logp = torch.log_softmax(model(x).logits[0], -1)
+            y = torch.tensor(s[1:].astype(np.int64))
+            tok = -logp[torch.arange(len(y)), y]
+            keep = torch.ones(len(y), dtype=torch.bool)
+            if ignore_id is not None:
+                keep = x[0] != ignore_id
+            nll[i] = float(tok[keep].sum())
+            cnt[i] = int(keep.sum())
+    return nll, cnt
