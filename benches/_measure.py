@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ class Measure:
     wall_s: float
     peak_rss_mb: float
     peak_anon_mb: float
+    stdout: str = ""
 
 
 def _status(pid: int) -> tuple[int, int]:
@@ -33,20 +35,25 @@ def _status(pid: int) -> tuple[int, int]:
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> Measure:
-    t0 = time.perf_counter()
-    p = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
-    )
-    peak_rss = peak_anon = 0
-    while p.poll() is None:
-        rss, anon = _status(p.pid)
-        peak_rss, peak_anon = max(peak_rss, rss), max(peak_anon, anon)
-        time.sleep(0.005)
-    wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        err = p.stderr.read().decode() if p.stderr else ""
-        sys.exit(f"benchmark command failed ({p.returncode}): {' '.join(cmd)}\n{err}")
-    return Measure(wall, peak_rss / 1024, peak_anon / 1024)
+    """Run ``cmd``, polling its memory; its output goes to temporary files (a pipe left
+    unread while polling could fill up and stall the child)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, **(env or {})})
+        peak_rss = peak_anon = 0
+        while p.poll() is None:
+            rss, anon = _status(p.pid)
+            peak_rss, peak_anon = max(peak_rss, rss), max(peak_anon, anon)
+            time.sleep(0.005)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        if p.returncode != 0:
+            sys.exit(
+                f"benchmark command failed ({p.returncode}): {' '.join(cmd)}\n"
+                + err.read().decode(errors="replace")
+            )
+        return Measure(wall, peak_rss / 1024, peak_anon / 1024, out.read().decode())
 
 
 def python(code: str, *args: str) -> list[str]:

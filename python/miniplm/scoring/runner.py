@@ -155,6 +155,9 @@ def _score(
     dist: _Dist,
 ) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
+    show = opt.progress if opt.progress is not None else sys.stderr.isatty()
+    if not show or dist.rank != 0:
+        require("transformers").utils.logging.disable_progress_bar()
     ds = TokenDataset(data)
     lengths = ds.lengths()
     loaded = [
@@ -193,15 +196,18 @@ def _score(
     mine = pending[
         dist.rank * len(pending) // dist.world : (dist.rank + 1) * len(pending) // dist.world
     ]
-    show = opt.progress if opt.progress is not None else sys.stderr.isatty()
     bar = _progress_bar(
         sum(int(lengths[parts[k][1] : parts[k][2]].sum()) for k in mine), show and dist.rank == 0
     )
     worker = _PartScorer(ds, lengths, scorers, opt, device)
+    t_loop = time.perf_counter()
     for k in mine:
         worker.run_part(k, parts[k][1], parts[k][2], runs, bar)
     if bar is not None:
         bar.close()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    scoring_s = time.perf_counter() - t_loop
     dist.barrier()
     summaries = []
     elapsed = time.perf_counter() - t0
@@ -212,6 +218,7 @@ def _score(
             "scored_tokens": count,
             "mean_nll": total / count if count else None,
             "elapsed_s": round(elapsed, 3),
+            "scoring_s": round(scoring_s, 3),
             "world_size": dist.world,
         }
         if dist.rank == 0:

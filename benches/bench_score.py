@@ -1,0 +1,185 @@
+"""Scoring throughput: `miniplm score` beside the plain Hugging Face loop of the original
+MiniPLM code (fp16 model on GPU / fp32 on CPU, full fp32 logits, cross-entropy with
+reduction none, batch 16, corpus order), same model, same data, same run.
+
+    python benches/bench_score.py                       # CPU: a small random Llama
+    python benches/bench_score.py --model smollm2       # the real SmolLM2-135M (GGUF)
+    python benches/bench_score.py --model 1b --seq-len 1024 --n 512   # GPU: ~1.1B Llama
+
+Prints tokens/s, peak memory (process RSS; GPU: torch peak allocated) and, on CUDA, MFU
+with forward FLOPs = 2 x parameters x tokens against the GPU's dense bf16 peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+import miniplm
+
+from _measure import python, run, table
+
+# Shared by both children: load the model, time only the scoring loop.
+COMMON = """
+import json, sys, time, numpy as np, torch, miniplm
+model_spec, data, out, device, dtype, batch = sys.argv[1:7]
+batch = int(batch)
+def peak():
+    return torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0
+def sync():
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+"""
+
+PLAIN = (
+    COMMON
+    + """
+from miniplm.scoring.models import split_spec
+from transformers import AutoModelForCausalLM
+d, g = split_spec(model_spec)
+kw = {"gguf_file": g} if g else {}
+dt = torch.float16 if device.startswith("cuda") else torch.float32
+model = AutoModelForCausalLM.from_pretrained(d, dtype=dt, **kw).to(device).eval()
+pad = model.config.pad_token_id if model.config.pad_token_id is not None else model.config.eos_token_id
+pad = pad[0] if isinstance(pad, list) else pad
+ds = miniplm.TokenDataset(data)
+lengths = ds.lengths()
+nll_out = np.zeros(len(ds))
+sync(); t0 = time.perf_counter(); tokens = 0
+with torch.no_grad():
+    for s in range(0, len(ds), batch):
+        ids = np.arange(s, min(len(ds), s + batch), dtype=np.uint64)
+        width = int(lengths[s:s + batch].max())
+        x, n = ds.gather(ids, width, pad_id=pad)
+        x = torch.from_numpy(x).to(device)
+        n = torch.from_numpy(n.astype(np.int64)).to(device)
+        inp, lab = x[:, :-1], x[:, 1:]
+        att = (torch.arange(width - 1, device=device)[None] < (n[:, None] - 1)).long()
+        logits = model(input_ids=inp, attention_mask=att).logits.float()
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), lab.reshape(-1), reduction="none"
+        ).view(lab.shape)
+        mask = (inp != pad) & att.bool()
+        nll_out[s:s + len(ids)] = (loss * mask).sum(1).double().cpu().numpy()
+        tokens += int(n.sum())
+sync(); dt_s = time.perf_counter() - t0
+params = sum(p.numel() for p in model.parameters())
+print(json.dumps({"tokens": tokens, "seconds": dt_s, "peak_gpu_mb": peak(), "params": params}))
+"""
+)
+
+OURS = (
+    COMMON
+    + """
+from miniplm.scoring.runner import ScoreOptions, score
+opt = ScoreOptions(batch_size=batch, device=device, dtype=dtype, progress=False, overwrite=True,
+                   checkpoint_interval=1e9)
+s = score([model_spec], data, [out], opt)[0]  # scoring_s: the scoring loop, without loading
+print(json.dumps({"tokens": int(miniplm.TokenDataset(data).num_tokens), "seconds": s["scoring_s"],
+                  "peak_gpu_mb": peak(), "params": None}))
+"""
+)
+
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def make_model(kind: str, root: Path, vocab: int) -> tuple[str, int]:
+    if kind == "smollm2":
+        from miniplm.bundled import smollm2_gguf
+
+        return str(smollm2_gguf()), 49152
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    sizes = {
+        "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4),
+        "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16),
+    }[kind]
+    heads = sizes["hidden_size"] // 64
+    d = root / f"model-{kind}"
+    if not d.exists():
+        torch.manual_seed(0)
+        cfg = LlamaConfig(
+            vocab_size=vocab,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            max_position_embeddings=4096,
+            eos_token_id=2,
+            **sizes,
+        )
+        LlamaForCausalLM(cfg).save_pretrained(d)
+    return str(d), vocab
+
+
+def make_data(d: Path, n: int, seq_len: int, vocab: int) -> None:
+    # A packed corpus: most instances full (L+1), a tail of shorter end-of-source chunks.
+    rng = np.random.default_rng(0)
+    lens = np.where(rng.random(n) < 0.85, seq_len + 1, rng.integers(2, seq_len + 1, n))
+    miniplm.write_dataset(
+        d, (rng.integers(3, vocab, m) for m in lens), vocab_size=vocab, overwrite=True
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="small", choices=["small", "smollm2", "1b"])
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--n", type=int, default=96)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dir", default="/tmp/miniplm-bench-score")
+    args = ap.parse_args()
+    import torch
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    root = Path(args.dir)
+    root.mkdir(parents=True, exist_ok=True)
+    spec, vocab = make_model(args.model, root, 32000)
+    data = root / f"data-{args.model}-{args.seq_len}-{args.n}"
+    if not data.exists():
+        make_data(data, args.n, args.seq_len, vocab)
+    argv = [spec, str(data), str(root / "run"), device, "auto", str(args.batch_size)]
+    plain = run(python(PLAIN, *argv))
+    ours = run(python(OURS, *argv))
+    rows = []
+    gpu = torch.cuda.get_device_name() if device.startswith("cuda") else ""
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
+    params = json.loads(plain.stdout.strip().splitlines()[-1])["params"]
+    res = {}
+    for name, m in (("plain HF loop", plain), ("miniplm score", ours)):
+        r = json.loads(m.stdout.strip().splitlines()[-1])
+        tps = r["tokens"] / r["seconds"]
+        res[name] = tps
+        mfu = f"{100 * 2 * params * tps / (peak * 1e12):.1f}%" if peak else "-"
+        rows.append(
+            [
+                name,
+                f"{r['tokens']}",
+                f"{r['seconds']:.2f}",
+                f"{tps:,.0f}",
+                mfu,
+                f"{m.peak_anon_mb:.0f}",
+                f"{r['peak_gpu_mb']:.0f}" if gpu else "-",
+            ]
+        )
+    print(
+        f"score: {args.model} ({params / 1e6:.1f}M params), {args.n} instances of <= "
+        f"{args.seq_len + 1} tokens, batch {args.batch_size}, {device} {gpu}".rstrip()
+    )
+    print(
+        table(
+            ["", "tokens", "seconds", "tokens/s", "MFU", "peak RSS MB (anon)", "peak GPU MB"], rows
+        )
+    )
+    print(f"speed-up: {res['miniplm score'] / res['plain HF loop']:.2f}x")
+    shutil.rmtree(root / "run", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
