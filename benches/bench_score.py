@@ -44,7 +44,8 @@ d, g = split_spec(model_spec)
 kw = {"gguf_file": g} if g else {}
 dt = torch.float16 if device.startswith("cuda") else torch.float32
 model = AutoModelForCausalLM.from_pretrained(d, dtype=dt, **kw).to(device).eval()
-pad = model.config.pad_token_id if model.config.pad_token_id is not None else model.config.eos_token_id
+cfg = model.config
+pad = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
 pad = pad[0] if isinstance(pad, list) else pad
 ds = miniplm.TokenDataset(data)
 lengths = ds.lengths()
