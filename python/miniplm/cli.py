@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from miniplm.errors import MiniplmError
 
 # Stage modules, in pipeline order.
-_STAGES = ("miniplm.corpus.cli", "miniplm.scoring.cli")
+_STAGES = ("miniplm.corpus.cli", "miniplm.scoring.cli", "miniplm.training.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

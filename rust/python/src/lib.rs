@@ -167,7 +167,9 @@ fn load_scores<'py>(py: Python<'py>, run_dir: PathBuf) -> PyResult<Bound<'py, Py
 /// blocks): what score runs and selections record to notice a changed input.
 #[pyfunction]
 fn file_fingerprint(py: Python<'_>, path: PathBuf) -> PyResult<String> {
-    run_long(py, 0, false, |_| miniplm_core::fsutil::quick_fingerprint(&path))
+    run_long(py, 0, false, |_| {
+        miniplm_core::fsutil::quick_fingerprint(&path)
+    })
 }
 
 /// The `miniplm-sample` CLI; returns its exit code.

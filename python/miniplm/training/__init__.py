@@ -1,0 +1,2 @@
+"""Pre-training reference and student LMs on token shards (``miniplm train``), with the
+Vanilla KD baseline."""

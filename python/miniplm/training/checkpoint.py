@@ -1,0 +1,135 @@
+"""Training checkpoints that a killed job can resume from exactly.
+
+``OUT/checkpoints/step-XXXXXXXX/``: ``model.safetensors`` (full fp32 weights),
+``optimizer.pt`` (full optimizer state, loaded with ``weights_only=True``), ``rng.pt``
+(torch CPU / CUDA generator states) and ``state.json`` (step, data position, scheduler,
+the run's settings). A checkpoint is written under a temporary name by rank 0, fsynced and
+renamed; the newest complete one wins. The state-dict API of ``torch.distributed.checkpoint``
+gathers full tensors from plain, DDP and FSDP2 models alike."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from miniplm._deps import require
+from miniplm.errors import InputError
+
+torch = require("torch")
+dcp_sd = require("torch.distributed.checkpoint.state_dict")
+safetensors_torch = require("safetensors.torch")
+
+_STEP = re.compile(r"^step-(\d{8})$")
+
+
+def _options(rank0_only_load: bool = False) -> Any:
+    return dcp_sd.StateDictOptions(
+        full_state_dict=True, cpu_offload=True, broadcast_from_rank0=rank0_only_load
+    )
+
+
+def _fsync_tree(d: Path) -> None:
+    for f in d.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def full_model_state(model: Any) -> dict[str, Any]:
+    """Full (gathered, CPU) state dict; collective under FSDP: call on every rank."""
+    state: dict[str, Any] = dcp_sd.get_model_state_dict(model, options=_options())
+    return state
+
+
+def _dedupe_tied(state: dict[str, Any]) -> dict[str, Any]:
+    """safetensors refuses two names for one storage (tied embeddings): keep the first."""
+    seen: set[int] = set()
+    out = {}
+    for k, v in state.items():
+        if v.numel() and v.data_ptr() in seen:
+            continue
+        seen.add(v.data_ptr())
+        out[k] = v.contiguous()
+    return out
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    model: Any,
+    optimizer: Any,
+    state: dict[str, Any],
+    rank: int,
+    keep: int,
+) -> Path | None:
+    """Write ``root/step-XXXXXXXX`` (rank 0 writes; every rank must call: gathering full
+    state is collective under FSDP). Keeps the newest ``keep`` checkpoints."""
+    model_state = full_model_state(model)
+    optim_state = dcp_sd.get_optimizer_state_dict(model, optimizer, options=_options())
+    if rank != 0:
+        return None
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:08d}"
+    tmp = root / f".step-{step:08d}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    safetensors_torch.save_file(_dedupe_tied(model_state), str(tmp / "model.safetensors"))
+    torch.save(optim_state, tmp / "optimizer.pt")
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    torch.save(rng, tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=1))
+    _fsync_tree(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        (p for p in root.iterdir() if _STEP.match(p.name) and (p / "state.json").is_file()),
+        key=lambda p: p.name,
+    )
+
+
+def load_checkpoint(path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
+    """Restore weights, optimizer and RNG states (on every rank); returns state.json."""
+    try:
+        state: dict[str, Any] = json.loads((path / "state.json").read_text())
+        weights = safetensors_torch.load_file(str(path / "model.safetensors"))
+        optim_state = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
+        rng = torch.load(path / "rng.pt", weights_only=True)
+    except (OSError, ValueError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: unreadable checkpoint ({e})") from e
+    expected = set(full_model_state(model))
+    missing = expected - set(weights)
+    # A tied head is stored once: fill the other name from the same tensor.
+    for k in list(missing):
+        tail = "lm_head.weight"
+        alias = k[: -len(tail)] + "model.embed_tokens.weight" if k.endswith(tail) else None
+        if alias and alias in weights:
+            weights[k] = weights[alias]
+            missing.discard(k)
+    if missing:
+        raise InputError(f"{path}: checkpoint lacks {sorted(missing)[:3]}: another model?")
+    dcp_sd.set_model_state_dict(model, weights, options=_options())
+    dcp_sd.set_optimizer_state_dict(model, optimizer, optim_state, options=_options())
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+    return state

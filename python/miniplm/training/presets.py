@@ -1,0 +1,81 @@
+"""Model shapes: the MiniPLM paper's Qwen2-architecture students and reference model,
+plus tiny presets that train on a CPU in seconds; and building a config from them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from miniplm._deps import require
+from miniplm.errors import InputError
+
+# hidden, ffn, layers, heads (head dim = hidden / heads; 1.2B: 1536 / 16 = 96).
+PRESETS: dict[str, tuple[int, int, int, int]] = {
+    "tiny": (64, 176, 2, 4),
+    "mini": (128, 352, 4, 4),
+    "small": (256, 704, 6, 8),
+    "ref-104M": (512, 1408, 8, 8),
+    "200M": (768, 2112, 12, 12),
+    "300M": (768, 2112, 18, 12),
+    "500M": (1024, 2816, 24, 16),
+    "1.2B": (1536, 4224, 24, 16),
+}
+ARCHS = ("qwen2", "llama")
+
+
+def preset_config(
+    name: str,
+    vocab_size: int,
+    arch: str = "qwen2",
+    max_positions: int = 4096,
+    eos_token_id: int | None = None,
+) -> Any:
+    """A transformers config for preset ``name``: tied embeddings, RoPE theta 1e6, full
+    multi-head attention (as in the paper), ``arch`` family."""
+    if name not in PRESETS:
+        raise InputError(f"--preset {name!r}: unknown (known: {', '.join(PRESETS)})")
+    if arch not in ARCHS:
+        raise InputError(f"--arch {arch!r}: unknown (known: {', '.join(ARCHS)})")
+    hidden, ffn, layers, heads = PRESETS[name]
+    transformers = require("transformers")
+    cls = transformers.Qwen2Config if arch == "qwen2" else transformers.LlamaConfig
+    return cls(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=ffn,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        rope_theta=1e6,
+        tie_word_embeddings=True,
+        eos_token_id=eos_token_id,
+        bos_token_id=eos_token_id,
+        pad_token_id=None,
+    )
+
+
+def load_config(path: str) -> Any:
+    """An HF config from a json file or a model directory (no remote code)."""
+    transformers = require("transformers")
+    p = Path(path)
+    if p.is_file():
+        try:
+            d = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(f"{p}: not a JSON config ({e})") from e
+        model_type = d.get("model_type")
+        if not model_type:
+            raise InputError(f"{p}: config has no model_type")
+        return transformers.AutoConfig.for_model(**d)
+    if p.is_dir():
+        return transformers.AutoConfig.from_pretrained(str(p))
+    raise FileNotFoundError(f"{path}: no such model config (a json file or directory)")
+
+
+def count_parameters(model: Any, non_embedding: bool = False) -> int:
+    n = sum(p.numel() for p in model.parameters())
+    if non_embedding:
+        n -= model.get_input_embeddings().weight.numel()
+    return int(n)

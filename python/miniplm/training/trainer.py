@@ -1,0 +1,624 @@
+"""``miniplm train``: pre-train a causal LM on token shards (optionally through a
+selection), with the paper's optimiser defaults, exact resume, DDP / FSDP2 under
+torchrun, and the Vanilla KD baseline.
+
+Every rank derives the same global batch from the global sample index (``SampleOrder``)
+and takes its slice: no data loader state to save, and a resumed run reads exactly what
+the uninterrupted one would have read. The loss of a step is the sum over the global
+batch's target tokens divided by their number, so it does not depend on how the batch is
+split into ranks and micro-batches."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from miniplm._deps import require
+from miniplm.data import DatasetView, TokenDataset
+from miniplm.errors import InputError
+from miniplm.scoring.models import check_same_tokenizer, load_model
+from miniplm.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from miniplm.training.losses import DEFAULT_CHUNK, chunked_losses
+from miniplm.training.presets import count_parameters, load_config, preset_config
+from miniplm.training.stream import SampleOrder
+
+torch = require("torch")
+transformers = require("transformers")
+
+# Dense bf16 peak TFLOP/s per GPU, for MFU.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "L40S": 362.0}
+
+
+@dataclass
+class TrainOptions:
+    data: str
+    out: str
+    selection: str | None = None
+    preset: str | None = None
+    model_config: str | None = None
+    init_from: str | None = None
+    arch: str = "qwen2"
+    vocab_size: int | None = None
+    seq_len: int = 1024
+    epochs: float | None = None
+    max_steps: int | None = None
+    shuffle: bool = True
+    seed: int = 0
+    lr: float = 6e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 2000
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    clip: float = 1.0
+    micro_batch_size: int = 8
+    global_batch_size: int = 512
+    device: str = "auto"
+    compile: bool = False
+    grad_checkpointing: bool = False
+    fsdp: bool = False
+    loss_chunk: int = DEFAULT_CHUNK
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    resume: bool = False
+    overwrite: bool = False
+    kd_teacher: str | None = None
+    kd_ratio: float = 0.5
+    tensorboard: bool = False
+    progress: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if (self.preset is None) + (self.model_config is None) + (self.init_from is None) != 2:
+            raise InputError("give exactly one of --preset, --model-config, --init-from")
+        if (self.epochs is None) == (self.max_steps is None):
+            raise InputError("give exactly one of --epochs and --max-steps")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise InputError("--max-steps must be at least 1")
+        if self.epochs is not None and self.epochs <= 0:
+            raise InputError("--epochs must be positive")
+        for name in (
+            "seq_len",
+            "micro_batch_size",
+            "global_batch_size",
+            "save_every",
+            "log_every",
+            "loss_chunk",
+        ):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0.0 <= self.kd_ratio <= 1.0:
+            raise InputError("--kd-ratio must lie in [0, 1]")
+        if self.lr <= 0 or self.warmup_steps < 0:
+            raise InputError("--lr must be positive and --warmup-steps >= 0")
+
+
+class LMWithLoss(torch.nn.Module):  # type: ignore[misc,name-defined]
+    """The student and its loss as one module, so DDP / FSDP see the whole forward."""
+
+    def __init__(self, model: Any, chunk: int):
+        super().__init__()
+        self.model = model
+        self.chunk = chunk
+
+    def forward(
+        self,
+        input_ids: Any,
+        rows: Any,
+        cols: Any,
+        targets: Any,
+        teacher_hidden: Any = None,
+        teacher_head: Any = None,
+    ) -> tuple[Any, Any]:
+        hidden = self.model.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state
+        head = self.model.get_output_embeddings().weight
+        return chunked_losses(
+            hidden[rows, cols], head, targets, teacher_hidden, teacher_head, chunk=self.chunk
+        )
+
+
+def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Multiplier of the peak lr: linear warmup, then cosine down to ``min_ratio``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class _Dist:
+    def __init__(self, device: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local = int(os.environ.get("LOCAL_RANK", "0"))
+        self.owned = False
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+            self.owned = True
+
+    def all_sum(self, values: list[float], device: Any) -> list[float]:
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(t)
+        return [float(x) for x in t.tolist()]
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.owned:
+            torch.distributed.destroy_process_group()
+
+
+def _device(opt: TrainOptions, dist: _Dist) -> str:
+    if opt.device == "auto":
+        return f"cuda:{dist.local}" if torch.cuda.is_available() else "cpu"
+    if opt.device == "cuda":
+        return f"cuda:{dist.local}"
+    return opt.device
+
+
+def _dataset_meta(data: str) -> tuple[int | None, str | None, int | None, Path | None]:
+    """(vocab size, eos token, eos id, tokenizer.json) from a tokenized corpus, if known."""
+    d = Path(data) if Path(data).is_dir() else Path(data).parent
+    meta = d / "tokenize.json"
+    tok = d / "tokenizer.json"
+    vocab = eos = eos_id = None
+    if meta.is_file():
+        info = json.loads(meta.read_text()).get("tokenizer", {})
+        vocab, eos, eos_id = info.get("vocab_size"), info.get("eos_token"), info.get("eos_id")
+    if vocab is None and tok.is_file():
+        vocab = require("tokenizers").Tokenizer.from_file(str(tok)).get_vocab_size(True)
+    return vocab, eos, eos_id, tok if tok.is_file() else None
+
+
+def _build_model(
+    opt: TrainOptions, vocab: int | None, eos_id: int | None, teacher_vocab: int | None
+) -> Any:
+    if opt.init_from:
+        return transformers.AutoModelForCausalLM.from_pretrained(opt.init_from, dtype=torch.float32)
+    want = opt.vocab_size or teacher_vocab or vocab
+    if opt.preset:
+        if want is None:
+            raise InputError(
+                f"{opt.data}: vocabulary size unknown (no tokenize.json or "
+                "tokenizer.json beside the data): pass --vocab-size"
+            )
+        cfg = preset_config(opt.preset, want, opt.arch, max(4096, opt.seq_len + 1), eos_id)
+    else:
+        assert opt.model_config is not None
+        cfg = load_config(opt.model_config)
+        if opt.vocab_size:
+            cfg.vocab_size = opt.vocab_size
+    return transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+
+
+def _flops_per_token(model: Any, seq_len: int) -> float:
+    """Training FLOPs per token: 6 x (weights used in matmuls) + attention scores."""
+    cfg = model.config
+    n = count_parameters(model)
+    if not getattr(cfg, "tie_word_embeddings", False):
+        n -= model.get_input_embeddings().weight.numel()
+    attention = 12.0 * int(cfg.num_hidden_layers) * int(cfg.hidden_size) * seq_len
+    return 6.0 * n + attention
+
+
+def _peak_flops(device: str) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name(torch.device(device))
+    tf = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    return None if tf is None else tf * 1e12
+
+
+def train(opt: TrainOptions) -> dict[str, Any]:
+    """Run (or resume) a training job; returns the final summary."""
+    opt.check()
+    dist = _Dist(opt.device)
+    try:
+        return _Trainer(opt, dist).run()
+    finally:
+        dist.close()
+
+
+class _Trainer:
+    def __init__(self, opt: TrainOptions, dist: _Dist):
+        self.opt, self.dist = opt, dist
+        self.device = _device(opt, dist)
+        self.out = Path(opt.out)
+        self.gpu = self.device.startswith("cuda")
+        if self.gpu:
+            torch.cuda.set_device(torch.device(self.device))
+
+    # ---- set-up -------------------------------------------------------------------
+    def _prepare_out(self) -> None:
+        """An existing output is continued with --resume, replaced with --overwrite, and
+        refused otherwise."""
+        if self.dist.rank == 0:
+            if self.out.exists() and any(self.out.iterdir()):
+                if self.opt.overwrite:
+                    shutil.rmtree(self.out)
+                elif not self.opt.resume:
+                    raise FileExistsError(
+                        f"{self.out}: output exists (pass --resume to continue it, or --overwrite)"
+                    )
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.dist.barrier()
+
+    def _source(self) -> TokenDataset | DatasetView:
+        ds = TokenDataset(self.opt.data)
+        src: TokenDataset | DatasetView = (
+            ds.select(self.opt.selection) if self.opt.selection else ds
+        )
+        if len(src) == 0:
+            raise InputError(f"{self.opt.data}: nothing to train on (0 instances)")
+        return src
+
+    def run(self) -> dict[str, Any]:
+        opt, dist = self.opt, self.dist
+        self._prepare_out()
+        torch.manual_seed(opt.seed)
+        src = self._source()
+        vocab, eos_tok, eos_id, tok_file = _dataset_meta(opt.data)
+        teacher = None
+        if opt.kd_teacher:
+            dt = torch.bfloat16 if self.gpu else torch.float32
+            teacher = load_model(opt.kd_teacher, device=self.device, dtype=dt)
+            check_same_tokenizer([teacher], opt.data)
+        model = _build_model(opt, vocab, eos_id, teacher.vocab_size if teacher else None)
+        if (
+            teacher is not None
+            and teacher.vocab_size != model.get_output_embeddings().weight.shape[0]
+        ):
+            raise InputError(
+                f"--kd-teacher {opt.kd_teacher}: vocabulary of {teacher.vocab_size} but the "
+                f"student has {model.get_output_embeddings().weight.shape[0]}: Vanilla KD "
+                "needs one tokenizer and one vocabulary"
+            )
+        if opt.grad_checkpointing:
+            model.gradient_checkpointing_enable()
+        model.to(self.device)
+        # Wrap before the optimizer exists: FSDP2 replaces the parameters by sharded ones.
+        wrapped = self._parallel(LMWithLoss(model, opt.loss_chunk))
+        params = list(wrapped.parameters())
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": [p for p in params if p.dim() >= 2], "weight_decay": opt.weight_decay},
+                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            ],
+            lr=opt.lr,
+            betas=opt.betas,
+            eps=opt.eps,
+            fused=self.gpu or None,
+        )
+        world_batch = opt.micro_batch_size * dist.world
+        if opt.global_batch_size % world_batch:
+            raise InputError(
+                f"--global-batch-size {opt.global_batch_size} is not a multiple of "
+                f"--micro-batch-size x ranks = {world_batch}"
+            )
+        accum = opt.global_batch_size // world_batch
+        if opt.max_steps is not None:
+            total = opt.max_steps
+        else:
+            assert opt.epochs is not None
+            total = math.ceil(opt.epochs * len(src) / opt.global_batch_size)
+        state: dict[str, Any] = {"step": 0, "samples": 0, "tokens": 0}
+        settings = self._settings(len(src), total, accum)
+        ckpts = list_checkpoints(self.out / "checkpoints")
+        if opt.resume and ckpts:
+            saved = json.loads((ckpts[-1] / "state.json").read_text())
+            if saved.get("settings") != settings:
+                raise InputError(
+                    f"{ckpts[-1]}: refusing to resume with other settings: "
+                    + _diff(saved.get("settings", {}), settings)
+                )
+            state = load_checkpoint(ckpts[-1], wrapped, optimizer)["progress"]
+        core = wrapped  # checkpoints read the uncompiled module's names
+        if opt.compile:
+            wrapped = torch.compile(wrapped)
+        fpt = _flops_per_token(model, opt.seq_len)
+        peak = _peak_flops(self.device)
+        n_params = count_parameters(model)
+        if dist.rank == 0:
+            self._write_run_info(settings, n_params, teacher)
+            if teacher is not None:
+                self._kd_hint(n_params, teacher, total)
+        log = _MetricsLog(self.out, state["step"], dist.rank == 0, opt.tensorboard)
+        order = SampleOrder(len(src), opt.seed, opt.shuffle)
+        lengths = _source_lengths(src)
+        bar = _bar(
+            total,
+            state["step"],
+            dist.rank == 0 and (opt.progress if opt.progress is not None else sys.stderr.isatty()),
+        )
+        t_last, tok_last = time.perf_counter(), state["tokens"]
+        t0 = time.perf_counter()
+        last_loss = float("nan")
+        while state["step"] < total:
+            step = state["step"]
+            lr = opt.lr * cosine_lr(step, total, opt.warmup_steps, opt.min_lr_ratio)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            idx = order.take(state["samples"], opt.global_batch_size)
+            width = opt.seq_len + 1
+            targets_all = int(np.minimum(lengths[idx], width).clip(min=1).sum() - len(idx))
+            if targets_all == 0:
+                raise InputError(
+                    f"{opt.data}: a batch has no token to predict (instances of length < 2)"
+                )
+            mine = idx[
+                dist.rank * opt.micro_batch_size * accum : (dist.rank + 1)
+                * opt.micro_batch_size
+                * accum
+            ]
+            ce_sum = kd_sum = 0.0
+            for m in range(accum):
+                micro = mine[m * opt.micro_batch_size : (m + 1) * opt.micro_batch_size]
+                sync = m == accum - 1
+                with self._no_sync(wrapped, sync):
+                    ce, kd = self._micro_step(wrapped, src, micro, width, teacher, targets_all)
+                ce_sum += ce
+                kd_sum += kd
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), opt.clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state = {
+                "step": step + 1,
+                "samples": state["samples"] + opt.global_batch_size,
+                "tokens": state["tokens"] + targets_all,
+            }
+            if state["step"] % opt.log_every == 0 or state["step"] == total:
+                ce_g, kd_g = dist.all_sum([ce_sum, kd_sum], self.device)
+                now = time.perf_counter()
+                tps = (state["tokens"] - tok_last) / max(1e-9, now - t_last)
+                t_last, tok_last = now, state["tokens"]
+                rec: dict[str, Any] = {
+                    "step": state["step"],
+                    "loss": ce_g / targets_all,
+                    "lr": lr,
+                    "tokens": state["tokens"],
+                    "tokens_per_s": tps,
+                    "grad_norm": float(grad_norm),
+                    "elapsed_s": now - t0,
+                }
+                if teacher is not None:
+                    rec["kd_loss"] = kd_g / targets_all
+                    rec["total_loss"] = (
+                        (1 - opt.kd_ratio) * ce_g + opt.kd_ratio * kd_g
+                    ) / targets_all
+                if peak:
+                    rec["mfu"] = fpt * tps / (peak * dist.world)
+                log.write(rec)
+                last_loss = rec["loss"]
+                if bar is not None:
+                    bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tps:,.0f}")
+            if bar is not None:
+                bar.update(1)
+            if state["step"] % opt.save_every == 0 or state["step"] == total:
+                save_checkpoint(
+                    self.out / "checkpoints",
+                    state["step"],
+                    core,
+                    optimizer,
+                    {"progress": state, "settings": settings},
+                    dist.rank,
+                    opt.keep_checkpoints,
+                )
+                dist.barrier()
+        if bar is not None:
+            bar.close()
+        log.close()
+        self._save_final(core, model, tok_file, eos_tok)
+        summary = {
+            "steps": state["step"],
+            "tokens": state["tokens"],
+            "final_loss": last_loss,
+            "parameters": n_params,
+            "elapsed_s": time.perf_counter() - t0,
+            "final": str(self.out / "final"),
+        }
+        if dist.rank == 0:
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+    # ---- pieces -----------------------------------------------------------------
+    def _settings(self, n: int, total: int, accum: int) -> dict[str, Any]:
+        """What must not change across a resume (else the curve would not continue)."""
+        o = asdict(self.opt)
+        for k in (
+            "out",
+            "resume",
+            "overwrite",
+            "progress",
+            "save_every",
+            "keep_checkpoints",
+            "log_every",
+            "tensorboard",
+            "device",
+            "compile",
+            "extra",
+        ):
+            o.pop(k)
+        o["betas"] = list(o["betas"])
+        o.update(num_instances=n, total_steps=total, world_size=self.dist.world, accumulation=accum)
+        return o
+
+    def _parallel(self, wrapped: Any) -> Any:
+        if self.dist.world == 1:
+            return wrapped
+        if self.opt.fsdp:
+            fully_shard = require("torch.distributed.fsdp").fully_shard
+            for layer in wrapped.model.get_decoder().layers:
+                fully_shard(layer)
+            return fully_shard(wrapped)
+        ddp = torch.nn.parallel.DistributedDataParallel
+        return ddp(wrapped, device_ids=[torch.device(self.device).index] if self.gpu else None)
+
+    def _no_sync(self, wrapped: Any, sync: bool) -> Any:
+        if sync or self.dist.world == 1:
+            return contextlib.nullcontext()
+        if hasattr(wrapped, "no_sync"):
+            return wrapped.no_sync()
+        if hasattr(wrapped, "set_requires_gradient_sync"):  # FSDP2
+            wrapped.set_requires_gradient_sync(False)
+            return _Resync(wrapped)
+        return contextlib.nullcontext()
+
+    def _micro_step(
+        self,
+        wrapped: Any,
+        src: Any,
+        micro: npt.NDArray[np.int64],
+        width: int,
+        teacher: Any,
+        denom: int,
+    ) -> tuple[float, float]:
+        x, lens = src.gather(micro, width, pad_id=0)
+        x = torch.from_numpy(x).to(self.device, non_blocking=True)
+        n = torch.from_numpy(lens.astype(np.int64)).to(self.device, non_blocking=True)
+        inputs = x[:, :-1]
+        valid = torch.arange(width - 1, device=x.device)[None, :] < (n[:, None] - 1)
+        rows, cols = valid.nonzero(as_tuple=True)
+        targets = x[:, 1:][rows, cols]
+        t_hidden = t_head = None
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.gpu else contextlib.nullcontext()
+        with amp:
+            if teacher is not None:
+                with torch.no_grad():
+                    th = teacher.model.get_decoder()(input_ids=inputs, use_cache=False)
+                    t_hidden = th.last_hidden_state[rows, cols]
+                    t_head = teacher.model.get_output_embeddings().weight
+            ce, kd = wrapped(inputs, rows, cols, targets, t_hidden, t_head)
+        r = self.opt.kd_ratio if teacher is not None else 0.0
+        # DDP and FSDP average gradients over ranks; each rank holds its share of the
+        # global token sum, so scale by the world size to get the global mean's gradient.
+        loss = ((1.0 - r) * ce + r * kd) * (self.dist.world / denom)
+        loss.backward()
+        return float(ce.detach()), float(kd.detach())
+
+    def _write_run_info(self, settings: dict[str, Any], n_params: int, teacher: Any) -> None:
+        info = {
+            "settings": settings,
+            "parameters": n_params,
+            "teacher": teacher.describe() if teacher is not None else None,
+        }
+        (self.out / "run.json").write_text(json.dumps(info, indent=1))
+
+    def _kd_hint(self, n_stu: int, teacher: Any, total: int) -> None:
+        n_tch = teacher.describe()["num_parameters"]
+        match = int(total * 3 * n_stu / (3 * n_stu + n_tch))
+        print(
+            f"Vanilla KD costs (6 N_stu + 2 N_tch) FLOPs per token: to match the training "
+            f"FLOPs of MiniPLM over {total} steps, train KD for {match} steps "
+            f"(= 3 N_stu T / (3 N_stu + N_tch), N_stu {n_stu / 1e6:.1f}M, "
+            f"N_tch {n_tch / 1e6:.1f}M)",
+            file=sys.stderr,
+        )
+
+    def _save_final(
+        self, wrapped: Any, model: Any, tok_file: Path | None, eos_tok: str | None
+    ) -> None:
+        from miniplm.training.checkpoint import full_model_state
+
+        state = full_model_state(wrapped)
+        if self.dist.rank == 0:
+            final = self.out / "final"
+            tmp = self.out / f".final.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            inner = {k.removeprefix("model."): v for k, v in state.items()}
+            model.save_pretrained(tmp, state_dict=inner)
+            if tok_file is not None:
+                fast = transformers.PreTrainedTokenizerFast(
+                    tokenizer_file=str(tok_file), eos_token=eos_tok, pad_token=eos_tok
+                )
+                fast.save_pretrained(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        self.dist.barrier()
+
+
+class _Resync:
+    def __init__(self, wrapped: Any):
+        self.wrapped = wrapped
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self.wrapped.set_requires_gradient_sync(True)
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any]) -> str:
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys)
+
+
+def _source_lengths(src: TokenDataset | DatasetView) -> npt.NDArray[np.int64]:
+    if isinstance(src, DatasetView):
+        return src.base.lengths()[src.ids.astype(np.int64)].astype(np.int64)
+    return src.lengths().astype(np.int64)
+
+
+def _bar(total: int, initial: int, enabled: bool | None) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr, desc="train"
+    )
+
+
+class _MetricsLog:
+    """``metrics.jsonl`` (one object per logged step); on resume, lines past the resumed
+    step are dropped so the file is the curve of one uninterrupted run."""
+
+    def __init__(self, out: Path, step: int, active: bool, tensorboard: bool):
+        self.active = active
+        self.path = out / "metrics.jsonl"
+        self.tb = None
+        if not active:
+            return
+        if self.path.exists():
+            keep = [
+                ln
+                for ln in self.path.read_text().splitlines()
+                if ln.strip() and json.loads(ln)["step"] <= step
+            ]
+            self.path.write_text("".join(ln + "\n" for ln in keep))
+        self.f = open(self.path, "a")  # noqa: SIM115 (kept open across steps)
+        if tensorboard:
+            sw = require("torch.utils.tensorboard", extra="tensorboard").SummaryWriter
+            self.tb = sw(str(out / "tensorboard"), purge_step=step + 1)
+
+    def write(self, rec: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        self.f.write(json.dumps(rec) + "\n")
+        self.f.flush()
+        if self.tb is not None:
+            for k, v in rec.items():
+                if k != "step":
+                    self.tb.add_scalar(f"train/{k}", v, rec["step"])
+
+    def close(self) -> None:
+        if self.active:
+            self.f.close()
+            if self.tb is not None:
+                self.tb.close()

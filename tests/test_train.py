@@ -1,0 +1,307 @@
+"""`miniplm train`: a tiny model learns a patterned corpus (with and without a selection),
+the final model reloads in transformers with the same loss, kill + resume equals an
+uninterrupted run, DDP over 2 ranks equals 1 process, Vanilla KD's loss equals its formula
+and its chunked form, and the schedule / data order are what they claim."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import miniplm
+from miniplm.cli import main as cli_main
+from miniplm.errors import InputError
+from miniplm.training.losses import chunked_losses, plain_losses
+from miniplm.training.stream import SampleOrder
+from miniplm.training.trainer import TrainOptions, cosine_lr, train
+
+from tiny_lm import make_model
+
+VOCAB = 50
+
+
+def patterned(out: Path, n: int = 200, seed: int = 0) -> list[np.ndarray]:
+    """Arithmetic progressions mod 46 (+4): learnable, far from uniform."""
+    rng = np.random.default_rng(seed)
+    seqs = []
+    for _ in range(n):
+        a, d = rng.integers(4, 50), rng.integers(1, 5)
+        seqs.append((a + d * np.arange(rng.integers(20, 34))) % 46 + 4)
+    miniplm.write_dataset(out, seqs, vocab_size=VOCAB, overwrite=True)
+    return seqs
+
+
+def _opts(data: Path, out: Path, **kw: object) -> TrainOptions:
+    base: dict[str, object] = dict(
+        data=str(data),
+        out=str(out),
+        preset="tiny",
+        vocab_size=VOCAB,
+        seq_len=32,
+        max_steps=30,
+        micro_batch_size=8,
+        global_batch_size=16,
+        lr=3e-3,
+        warmup_steps=3,
+        log_every=1,
+        save_every=10,
+        device="cpu",
+        progress=False,
+    )
+    base.update(kw)
+    return TrainOptions(**base)  # type: ignore[arg-type]
+
+
+def _curve(out: Path, key: str = "loss") -> list[float]:
+    return [json.loads(ln)[key] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tiny_model_learns_and_reloads_in_transformers(tmp_path: Path) -> None:
+    seqs = patterned(tmp_path / "d")
+    summary = train(_opts(tmp_path / "d", tmp_path / "run"))
+    loss = _curve(tmp_path / "run")
+    assert len(loss) == 30 and summary["steps"] == 30
+    assert loss[-1] < loss[0] - 1.0, loss  # from ~ln(50) = 3.9 to well below
+    rec = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert set(rec) >= {"step", "loss", "lr", "tokens", "tokens_per_s"}
+    assert rec["tokens"] == summary["tokens"] > 0
+    # The final model is a plain HF checkpoint with the training loss.
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final").eval()
+    x = torch.tensor(np.stack([s[:20] for s in seqs[:16]]).astype(np.int64))
+    with torch.no_grad():
+        hf = model(input_ids=x, labels=x).loss.item()
+        hidden = model.get_decoder()(input_ids=x[:, :-1]).last_hidden_state.reshape(-1, 64)
+        ce, _ = chunked_losses(
+            hidden, model.get_output_embeddings().weight, x[:, 1:].reshape(-1), chunk=7
+        )
+    assert abs(hf - ce.item() / hidden.shape[0]) < 1e-5
+    assert hf < 3.0
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000030"
+    assert (ckpt / "model.safetensors").is_file() and (ckpt / "optimizer.pt").is_file()
+
+
+def test_training_through_a_selection_reads_only_selected(tmp_path: Path) -> None:
+    patterned(tmp_path / "d", n=100)
+    ids = np.arange(0, 100, 4, dtype=np.uint64)
+    sel = tmp_path / "sel"
+    sel.mkdir()
+    np.save(sel / "ids.npy", ids)
+    (sel / "selection.json").write_text(json.dumps({"format": "miniplm.selection"}))
+    summary = train(
+        _opts(
+            tmp_path / "d",
+            tmp_path / "run",
+            selection=str(sel),
+            max_steps=None,
+            epochs=2.0,
+            global_batch_size=10,
+            micro_batch_size=5,
+        )
+    )
+    assert summary["steps"] == 5  # 2 epochs x 25 instances / 10
+    ds = miniplm.TokenDataset(tmp_path / "d")
+    targets = sum(len(ds[int(i)]) - 1 for i in ids)
+    assert summary["tokens"] == 2 * targets  # each selected instance read exactly twice
+    assert _curve(tmp_path / "run")[-1] < _curve(tmp_path / "run")[0]
+
+
+def test_kill_and_resume_equals_uninterrupted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    patterned(tmp_path / "d", n=300)
+    args = [
+        "train",
+        "--preset",
+        "mini",
+        "--vocab-size",
+        str(VOCAB),
+        "--data",
+        str(tmp_path / "d"),
+        "--seq-len",
+        "32",
+        "--max-steps",
+        "40",
+        "--micro-batch-size",
+        "16",
+        "--global-batch-size",
+        "32",
+        "--lr",
+        "2e-3",
+        "--warmup-steps",
+        "4",
+        "--log-every",
+        "1",
+        "--save-every",
+        "5",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    full = tmp_path / "full"
+    cli_main([*args, "--out", str(full)])
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "miniplm", *args, "--out", str(run)], stdout=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run / "checkpoints" / "step-00000015").is_dir():
+            break
+        time.sleep(0.002)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "final").exists()
+    assert cli_main([*args, "--out", str(run)]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert cli_main([*args, "--out", str(run), "--resume"]) == 0
+    assert _curve(run) == _curve(full)  # bit-identical losses, no duplicated steps
+    a = AutoModelForCausalLM.from_pretrained(full / "final").state_dict()
+    b = AutoModelForCausalLM.from_pretrained(run / "final").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert cli_main([*args, "--lr", "1e-3", "--out", str(run), "--resume"]) == 2
+    assert "refusing to resume with other settings: lr" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_ranks_equal_one_process(tmp_path: Path, mode: str) -> None:
+    patterned(tmp_path / "d", n=64)
+    args = [
+        "train",
+        "--preset",
+        "tiny",
+        "--vocab-size",
+        str(VOCAB),
+        "--data",
+        str(tmp_path / "d"),
+        "--seq-len",
+        "32",
+        "--max-steps",
+        "6",
+        "--micro-batch-size",
+        "4",
+        "--global-batch-size",
+        "16",
+        "--lr",
+        "3e-3",
+        "--warmup-steps",
+        "2",
+        "--log-every",
+        "1",
+        "--save-every",
+        "3",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    extra = ["--fsdp"] if mode == "fsdp" else []
+    subprocess.run(
+        [
+            "torchrun",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "miniplm",
+            *args,
+            *extra,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        check=True,
+        env=env,
+    )
+    cli_main([*args, "--out", str(tmp_path / "one")])
+    np.testing.assert_allclose(_curve(tmp_path / "two"), _curve(tmp_path / "one"), rtol=1e-4)
+    assert (tmp_path / "two" / "final" / "model.safetensors").is_file()
+
+
+def test_kd_losses_equal_formula_and_chunking() -> None:
+    g = torch.Generator().manual_seed(0)
+    n, d, v = 37, 8, 11
+    h = torch.randn(n, d, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(v, d, generator=g, dtype=torch.float64, requires_grad=True)
+    th = torch.randn(n, 6, generator=g, dtype=torch.float64)
+    tw = torch.randn(v, 6, generator=g, dtype=torch.float64)
+    y = torch.randint(0, v, (n,), generator=g)
+    # The formula, written out: CE = -log q[y]; KD = -sum_v p_v log q_v.
+    q = torch.exp(h @ w.T) / torch.exp(h @ w.T).sum(1, keepdim=True)
+    p = torch.exp(th @ tw.T) / torch.exp(th @ tw.T).sum(1, keepdim=True)
+    ce_f = -torch.log(q[torch.arange(n), y]).sum()
+    kd_f = -(p * torch.log(q)).sum()
+    ce_p, kd_p = plain_losses(h @ w.T, y, th @ tw.T)
+    assert torch.allclose(ce_p, ce_f) and torch.allclose(kd_p, kd_f)
+    grads = []
+    for chunk in (n, 5, 1):
+        ce_c, kd_c = chunked_losses(h, w, y, th, tw, chunk=chunk)
+        assert abs(ce_c.item() - ce_f.item()) < 1e-4 and abs(kd_c.item() - kd_f.item()) < 1e-4
+        (0.5 * ce_c + 0.5 * kd_c).backward()
+        grads.append((h.grad.clone(), w.grad.clone()))  # type: ignore[union-attr]
+        h.grad = w.grad = None
+    (0.5 * ce_f + 0.5 * kd_f).backward()
+    for gh, gw in grads:
+        assert torch.allclose(gh.double(), h.grad, atol=1e-4)  # type: ignore[arg-type]
+        assert torch.allclose(gw.double(), w.grad, atol=1e-4)  # type: ignore[arg-type]
+    assert kd_f > 0 and ce_f > 0
+
+
+def test_vanilla_kd_trains_and_checks_the_teacher(tmp_path: Path) -> None:
+    patterned(tmp_path / "d")
+    teacher = make_model(tmp_path / "teacher", vocab=VOCAB)
+    summary = train(
+        _opts(
+            tmp_path / "d",
+            tmp_path / "kd",
+            kd_teacher=str(teacher),
+            kd_ratio=0.5,
+            max_steps=10,
+            vocab_size=None,
+        )
+    )
+    rec = json.loads((tmp_path / "kd" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["total_loss"] == pytest.approx(0.5 * rec["loss"] + 0.5 * rec["kd_loss"])
+    assert summary["steps"] == 10
+    run = json.loads((tmp_path / "kd" / "run.json").read_text())
+    assert run["teacher"]["path"] == str(teacher)
+    bad = make_model(tmp_path / "bad", vocab=VOCAB + 3)
+    with pytest.raises(InputError, match="one vocabulary"):
+        train(_opts(tmp_path / "d", tmp_path / "kd2", kd_teacher=str(bad), max_steps=2))
+
+
+def test_schedule_order_and_options() -> None:
+    lrs = [cosine_lr(s, 100, 10, 0.1) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert cosine_lr(100, 100, 10, 0.1) == pytest.approx(0.1)
+    order = SampleOrder(7, seed=3, shuffle=True)
+    e0, e1 = order.take(0, 7), order.take(7, 7)
+    assert sorted(e0) == list(range(7)) and sorted(e1) == list(range(7))
+    assert not np.array_equal(e0, e1)
+    np.testing.assert_array_equal(order.take(5, 6), np.concatenate([e0[5:], e1[:4]]))
+    np.testing.assert_array_equal(SampleOrder(7, 3, True).take(5, 6), order.take(5, 6))
+    np.testing.assert_array_equal(SampleOrder(4, 0, False).take(2, 5), [2, 3, 0, 1, 2])
+    with pytest.raises(InputError, match="exactly one of --preset"):
+        TrainOptions(data="d", out="o", max_steps=1).check()
+
+
+def test_bad_options_are_refused(tmp_path: Path) -> None:
+    patterned(tmp_path / "d", n=20)
+    with pytest.raises(InputError, match="not a multiple"):
+        train(_opts(tmp_path / "d", tmp_path / "a", micro_batch_size=3, global_batch_size=8))
+    with pytest.raises(InputError, match="exactly one of --epochs"):
+        train(_opts(tmp_path / "d", tmp_path / "b", epochs=1.0))
+    with pytest.raises(InputError, match="vocabulary size unknown"):
+        train(_opts(tmp_path / "d", tmp_path / "c", vocab_size=None))
