@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM
 import miniplm
 from miniplm.cli import main as cli_main
 from miniplm.errors import InputError
-from miniplm.training.losses import chunked_losses, plain_losses
+from miniplm.training.losses import head_losses, plain_losses
 from miniplm.training.stream import SampleOrder
 from miniplm.training.trainer import TrainOptions, cosine_lr, train
 
@@ -82,7 +82,7 @@ def test_tiny_model_learns_and_reloads_in_transformers(tmp_path: Path) -> None:
     with torch.no_grad():
         hf = model(input_ids=x, labels=x).loss.item()
         hidden = model.get_decoder()(input_ids=x[:, :-1]).last_hidden_state.reshape(-1, 64)
-        ce, _ = chunked_losses(
+        _, ce, _ = head_losses(
             hidden, model.get_output_embeddings().weight, x[:, 1:].reshape(-1), chunk=7
         )
     assert abs(hf - ce.item() / hidden.shape[0]) < 1e-5
@@ -246,16 +246,36 @@ def test_kd_losses_equal_formula_and_chunking() -> None:
     assert torch.allclose(ce_p, ce_f) and torch.allclose(kd_p, kd_f)
     grads = []
     for chunk in (n, 5, 1):
-        ce_c, kd_c = chunked_losses(h, w, y, th, tw, chunk=chunk)
+        loss, ce_c, kd_c = head_losses(h, w, y, th, tw, kd_ratio=0.3, chunk=chunk)
         assert abs(ce_c.item() - ce_f.item()) < 1e-4 and abs(kd_c.item() - kd_f.item()) < 1e-4
-        (0.5 * ce_c + 0.5 * kd_c).backward()
+        assert abs(loss.item() - (0.7 * ce_f + 0.3 * kd_f).item()) < 1e-4
+        (2.0 * loss).backward()  # the upstream gradient scales the fused one
         grads.append((h.grad.clone(), w.grad.clone()))  # type: ignore[union-attr]
         h.grad = w.grad = None
-    (0.5 * ce_f + 0.5 * kd_f).backward()
+    (2.0 * (0.7 * ce_f + 0.3 * kd_f)).backward()
     for gh, gw in grads:
         assert torch.allclose(gh.double(), h.grad, atol=1e-4)  # type: ignore[arg-type]
         assert torch.allclose(gw.double(), w.grad, atol=1e-4)  # type: ignore[arg-type]
     assert kd_f > 0 and ce_f > 0
+
+
+def test_fused_ce_gradient_equals_autograd() -> None:
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(23, 6, generator=g, requires_grad=True)
+    w = torch.randn(13, 6, generator=g, requires_grad=True)
+    y = torch.randint(0, 13, (23,), generator=g)
+    ref = torch.nn.functional.cross_entropy(h @ w.T, y, reduction="sum")
+    ref.backward()
+    gh, gw = h.grad.clone(), w.grad.clone()  # type: ignore[union-attr]
+    h.grad = w.grad = None
+    loss, ce, kd = head_losses(h, w, y, chunk=4)
+    assert not ce.requires_grad and kd.item() == 0.0
+    assert torch.allclose(loss, ref, atol=1e-4) and torch.allclose(ce, ref, atol=1e-4)
+    loss.backward()
+    assert torch.allclose(h.grad, gh, atol=1e-5) and torch.allclose(w.grad, gw, atol=1e-5)  # type: ignore[arg-type]
+    with torch.no_grad():
+        loss_ng, _, _ = head_losses(h, w, y, chunk=5)
+    assert not loss_ng.requires_grad and torch.allclose(loss_ng, ref, atol=1e-4)
 
 
 def test_vanilla_kd_trains_and_checks_the_teacher(tmp_path: Path) -> None:

@@ -1,12 +1,16 @@
 """Language-modelling and Vanilla-KD losses computed from hidden states in chunks of
-positions, each chunk under activation checkpointing: neither the student's nor the
-teacher's [B, L, V] logits ever exist in fp32 (a 152k vocabulary makes that 600 MB per
-sequence); backward recomputes one chunk's logits at a time.
+positions, with the head's gradient made in the same pass (the "fused linear
+cross-entropy" of Liger-Kernel): neither the student's nor the teacher's [N, V] logits
+ever exist whole (a 152k vocabulary makes them 600 MB per 1024-token sequence in fp32),
+and backward does not recompute any logits (activation checkpointing of the head would
+run its matmul a second time, which is a third of a small model's FLOPs).
 
-For the positions of one chunk, with student logits s and teacher logits t (fp32):
-  ce = logsumexp(s) - s[target]                      (cross-entropy with the data)
-  kd = -sum_v softmax(t)_v * log_softmax(s)_v         (CE(p_teacher, q_student), T = 1)
-and the step loss is ((1 - r) * sum ce + r * sum kd) / tokens."""
+For the positions of one chunk, with student logits s and teacher logits t (fp32),
+q = softmax(s), p = softmax(t):
+  ce = logsumexp(s) - s[target]          d ce / ds = q - onehot(target)
+  kd = -sum_v p_v log q_v                d kd / ds = q - p      (CE(p_teacher, q_student), T = 1)
+and the loss is (1 - r) * sum ce + r * sum kd; its gradient w.r.t. the hidden states and
+the head weight is accumulated chunk by chunk in the forward and scaled in backward."""
 
 from __future__ import annotations
 
@@ -15,52 +19,118 @@ from typing import Any
 from miniplm._deps import require
 
 torch = require("torch")
-checkpoint = require("torch.utils.checkpoint").checkpoint
 
 DEFAULT_CHUNK = 1024
 
 
-def _chunk_terms(
-    h: Any, targets: Any, head_w: Any, t_h: Any | None, t_head_w: Any | None
-) -> tuple[Any, Any]:
-    s = torch.nn.functional.linear(h, head_w).float()
+def _compute_dtype(t: Any) -> Any:
+    """The matmul dtype: autocast's when it is on for the tensor's device, else the
+    tensor's own (autocast does not reach the explicit casts and in-place adds below)."""
+    kind = t.device.type
+    if torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return t.dtype
+
+
+def _chunk(
+    h: Any, y: Any, w: Any, t_h: Any | None, t_w: Any | None, r: float, want_grad: bool
+) -> tuple[Any, Any, Any | None]:
+    """Sums of ce and kd over one chunk, and d loss / d logits when ``want_grad``."""
+    s = (h @ w.to(h.dtype).T).float()
     logz = torch.logsumexp(s, -1)
-    ce = (logz - s.gather(1, targets[:, None])[:, 0]).sum()
-    if t_h is None:
-        return ce, torch.zeros((), device=s.device)
-    # Teacher logits are made here (and remade in backward) rather than passed in, so
-    # checkpointing does not keep every chunk's [chunk, V] teacher logits alive.
-    with torch.no_grad():
-        p = torch.softmax(torch.nn.functional.linear(t_h, t_head_w).float(), -1)
-    kd = -(p * (s - logz[:, None])).sum()
-    return ce, kd
+    ce = (logz - s.gather(1, y[:, None])[:, 0]).sum()
+    kd = torch.zeros((), device=s.device)
+    p = None
+    if t_h is not None:
+        assert t_w is not None
+        p = torch.softmax((t_h @ t_w.to(t_h.dtype).T).float(), -1)
+        kd = -(p * (s - logz[:, None])).sum()
+    if not want_grad:
+        return ce, kd, None
+    g = torch.softmax(s, -1)  # (1 - r)(q - onehot) + r (q - p) = q - (1 - r) onehot - r p
+    g.scatter_add_(1, y[:, None], torch.full_like(g[:, :1], -(1.0 - r)))
+    if p is not None and r:
+        g.sub_(p, alpha=r)
+    return ce, kd, g
 
 
-def chunked_losses(
+class _FusedHeadLoss(torch.autograd.Function):  # type: ignore[misc,name-defined]
+    @staticmethod
+    def forward(
+        ctx: Any,
+        hidden: Any,
+        head_w: Any,
+        targets: Any,
+        t_hidden: Any | None,
+        t_head_w: Any | None,
+        r: float,
+        chunk: int,
+        want: bool,
+    ) -> tuple[Any, Any, Any]:
+        cd = _compute_dtype(hidden)
+        w = head_w.to(cd)
+        t_w = None if t_head_w is None else t_head_w.to(_compute_dtype(t_hidden))
+        ce_t = torch.zeros((), device=hidden.device)
+        kd_t = torch.zeros((), device=hidden.device)
+        gh = torch.empty(hidden.shape, dtype=cd, device=hidden.device) if want else None
+        gw = torch.zeros(head_w.shape, dtype=torch.float32, device=head_w.device) if want else None
+        for a in range(0, hidden.shape[0], chunk):
+            h = hidden[a : a + chunk].to(cd)
+            t_h = None
+            if t_hidden is not None:
+                t_h = t_hidden[a : a + chunk].to(_compute_dtype(t_hidden))
+            ce, kd, g = _chunk(h, targets[a : a + chunk], w, t_h, t_w, r, want)
+            ce_t += ce
+            kd_t += kd
+            if g is not None:
+                assert gh is not None and gw is not None
+                gd = g.to(cd)
+                gh[a : a + chunk] = gd @ w
+                gw += gd.T @ h
+        ctx.save_for_backward(gh, gw)
+        ctx.dtypes = (hidden.dtype, head_w.dtype)
+        ctx.mark_non_differentiable(ce_t, kd_t)
+        return (1.0 - r) * ce_t + r * kd_t, ce_t, kd_t
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Any, *_: Any) -> tuple[Any, ...]:
+        gh, gw = ctx.saved_tensors
+        h_dtype, w_dtype = ctx.dtypes
+        d_h = None if gh is None else (gh.float() * grad_loss).to(h_dtype)
+        d_w = None if gw is None else (gw * grad_loss).to(w_dtype)
+        return d_h, d_w, None, None, None, None, None, None
+
+
+def head_losses(
     hidden: Any,
     head_weight: Any,
     targets: Any,
     teacher_hidden: Any | None = None,
     teacher_head_weight: Any | None = None,
+    *,
+    kd_ratio: float = 0.0,
     chunk: int = DEFAULT_CHUNK,
-    recompute: bool = True,
-) -> tuple[Any, Any]:
-    """Sum of CE and sum of KD over the rows of ``hidden`` [N, d] (the selected
-    positions), ``targets`` [N]. ``teacher_hidden`` [N, d_t] and ``teacher_head_weight``
-    [V, d_t] give the KD term (no gradient flows into the teacher)."""
-    ce_total = hidden.new_zeros((), dtype=torch.float32)
-    kd_total = hidden.new_zeros((), dtype=torch.float32)
-    for s in range(0, hidden.shape[0], chunk):
-        e = s + chunk
-        t_h = None if teacher_hidden is None else teacher_hidden[s:e]
-        args = (hidden[s:e], targets[s:e], head_weight, t_h, teacher_head_weight)
-        if recompute and torch.is_grad_enabled():
-            ce, kd = checkpoint(_chunk_terms, *args, use_reentrant=False)
-        else:
-            ce, kd = _chunk_terms(*args)
-        ce_total = ce_total + ce
-        kd_total = kd_total + kd
-    return ce_total, kd_total
+) -> tuple[Any, Any, Any]:
+    """``(loss, ce, kd)`` over the rows of ``hidden`` [N, d] (the selected positions) with
+    ``targets`` [N]: ``ce`` and ``kd`` are sums (not differentiable), ``loss = (1 -
+    kd_ratio) * ce + kd_ratio * kd`` carries the gradient. ``teacher_hidden`` [N, d_t]
+    and ``teacher_head_weight`` [V, d_t] give the KD term (no gradient reaches them)."""
+    if teacher_hidden is not None:
+        assert teacher_head_weight is not None
+        teacher_hidden = teacher_hidden.detach()
+        teacher_head_weight = teacher_head_weight.detach()
+    want = torch.is_grad_enabled() and (hidden.requires_grad or head_weight.requires_grad)
+    out: tuple[Any, Any, Any] = _FusedHeadLoss.apply(
+        hidden,
+        head_weight,
+        targets,
+        teacher_hidden,
+        teacher_head_weight,
+        float(kd_ratio),
+        chunk,
+        want,
+    )
+    return out
 
 
 def plain_losses(logits: Any, targets: Any, teacher_logits: Any | None = None) -> tuple[Any, Any]:

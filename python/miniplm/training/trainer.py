@@ -29,7 +29,7 @@ from miniplm.data import DatasetView, TokenDataset
 from miniplm.errors import InputError
 from miniplm.scoring.models import check_same_tokenizer, load_model
 from miniplm.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from miniplm.training.losses import DEFAULT_CHUNK, chunked_losses
+from miniplm.training.losses import DEFAULT_CHUNK, head_losses
 from miniplm.training.presets import count_parameters, load_config, preset_config
 from miniplm.training.stream import SampleOrder
 
@@ -108,10 +108,11 @@ class TrainOptions:
 class LMWithLoss(torch.nn.Module):  # type: ignore[misc,name-defined]
     """The student and its loss as one module, so DDP / FSDP see the whole forward."""
 
-    def __init__(self, model: Any, chunk: int):
+    def __init__(self, model: Any, chunk: int, kd_ratio: float = 0.0):
         super().__init__()
         self.model = model
         self.chunk = chunk
+        self.kd_ratio = kd_ratio
 
     def forward(
         self,
@@ -121,11 +122,18 @@ class LMWithLoss(torch.nn.Module):  # type: ignore[misc,name-defined]
         targets: Any,
         teacher_hidden: Any = None,
         teacher_head: Any = None,
-    ) -> tuple[Any, Any]:
+    ) -> tuple[Any, Any, Any]:
         hidden = self.model.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state
         head = self.model.get_output_embeddings().weight
-        return chunked_losses(
-            hidden[rows, cols], head, targets, teacher_hidden, teacher_head, chunk=self.chunk
+        kd_ratio = self.kd_ratio if teacher_hidden is not None else 0.0
+        return head_losses(
+            hidden[rows, cols],
+            head,
+            targets,
+            teacher_hidden,
+            teacher_head,
+            kd_ratio=kd_ratio,
+            chunk=self.chunk,
         )
 
 
@@ -293,7 +301,7 @@ class _Trainer:
             model.gradient_checkpointing_enable()
         model.to(self.device)
         # Wrap before the optimizer exists: FSDP2 replaces the parameters by sharded ones.
-        wrapped = self._parallel(LMWithLoss(model, opt.loss_chunk))
+        wrapped = self._parallel(LMWithLoss(model, opt.loss_chunk, opt.kd_ratio))
         params = list(wrapped.parameters())
         optimizer = torch.optim.AdamW(
             [
@@ -503,12 +511,10 @@ class _Trainer:
                     th = teacher.model.get_decoder()(input_ids=inputs, use_cache=False)
                     t_hidden = th.last_hidden_state[rows, cols]
                     t_head = teacher.model.get_output_embeddings().weight
-            ce, kd = wrapped(inputs, rows, cols, targets, t_hidden, t_head)
-        r = self.opt.kd_ratio if teacher is not None else 0.0
+            loss, ce, kd = wrapped(inputs, rows, cols, targets, t_hidden, t_head)
         # DDP and FSDP average gradients over ranks; each rank holds its share of the
         # global token sum, so scale by the world size to get the global mean's gradient.
-        loss = ((1.0 - r) * ce + r * kd) * (self.dist.world / denom)
-        loss.backward()
+        (loss * (self.dist.world / denom)).backward()
         return float(ce.detach()), float(kd.detach())
 
     def _write_run_info(self, settings: dict[str, Any], n_params: int, teacher: Any) -> None:
