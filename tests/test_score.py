@@ -265,3 +265,38 @@ def test_gguf_teacher_scores_english_well(tmp_path: Path) -> None:
     assert man["settings"]["ignore_id_from"] == "tokenizer pad token"
     assert man["model"]["fingerprint"].startswith("sha256:")
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_skip_ids_leave_instances_unscored_and_others_unchanged(tmp_path: Path) -> None:
+    model = make_model(tmp_path / "m")
+    make_dataset(tmp_path / "data", n=24, max_len=30)
+    full = _run(model, tmp_path / "data", tmp_path / "full", batch_size=4, part_size=8)
+    skip = np.array([0, 3, 8, 9, 10, 11, 12, 13, 14, 15, 23], dtype=np.uint64)  # part 1 whole
+    np.save(tmp_path / "skip.npy", skip)
+    got = _run(
+        model,
+        tmp_path / "data",
+        tmp_path / "skip",
+        batch_size=4,
+        part_size=8,
+        skip_ids=str(tmp_path / "skip.npy"),
+    )
+    keep = np.setdiff1d(np.arange(24), skip.astype(np.int64))
+    assert (got["n_scored"][skip.astype(np.int64)] == 0).all()
+    assert (got["nll_sum"][skip.astype(np.int64)] == 0).all()
+    np.testing.assert_array_equal(got["n_scored"][keep], full["n_scored"][keep])
+    np.testing.assert_allclose(got["nll_sum"][keep], full["nll_sum"][keep], rtol=1e-5)
+    man = json.loads((tmp_path / "skip" / "manifest.json").read_text())
+    assert man["settings"]["skip_ids"]["count"] == len(skip)
+    # A resume with another skip list is refused: the settings differ.
+    np.save(tmp_path / "skip2.npy", skip[:3])
+    with pytest.raises(InputError):
+        score(
+            [str(model)],
+            tmp_path / "data",
+            [tmp_path / "skip"],
+            _opts(batch_size=4, part_size=8, skip_ids=str(tmp_path / "skip2.npy")),
+        )
+    np.save(tmp_path / "bad.npy", np.array([99]))
+    with pytest.raises(InputError, match=r"bad\.npy"):
+        _run(model, tmp_path / "data", tmp_path / "x", skip_ids=str(tmp_path / "bad.npy"))

@@ -76,6 +76,12 @@ def register(sub: Any) -> None:
         action="store_true",
         help="score even if the model's tokenizer differs from the dataset's",
     )
+    p.add_argument(
+        "--skip-ids",
+        metavar="IDS.npy",
+        help="instance ids not to score (n_scored 0, so never selected): e.g. the reference "
+        "model's training slice D_ref, which selection excludes anyway",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing runs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -95,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         trust_remote_code=args.trust_remote_code,
         allow_tokenizer_mismatch=args.allow_tokenizer_mismatch,
         attn_implementation=args.attn_implementation,
+        skip_ids=args.skip_ids,
         overwrite=args.overwrite,
         progress=False if args.quiet else None,
     )

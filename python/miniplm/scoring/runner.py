@@ -50,6 +50,7 @@ class ScoreOptions:
     trust_remote_code: bool = False
     allow_tokenizer_mismatch: bool = False
     attn_implementation: str | None = None
+    skip_ids: str | None = None  # .npy of instance ids left unscored (n_scored 0)
     overwrite: bool = False
     progress: bool | None = None  # None: on a terminal only
 
@@ -122,8 +123,42 @@ def score(
         dist.close()
 
 
+def _skip_mask(opt: ScoreOptions, n: int) -> tuple[npt.NDArray[np.bool_], dict[str, Any] | None]:
+    """Instances not to score (``--skip-ids``: e.g. D_ref and a held-out slice, which
+    selection excludes anyway), as a mask, and what the manifest records of them."""
+    skip = np.zeros(n, dtype=bool)
+    if opt.skip_ids is None:
+        return skip, None
+    from miniplm import _core
+
+    try:
+        ids = np.load(opt.skip_ids, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"--skip-ids {opt.skip_ids}: not a readable .npy array ({e})") from e
+    if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
+        raise InputError(f"--skip-ids {opt.skip_ids}: expected 1-D integer ids, got {ids.dtype}")
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n):
+        raise InputError(
+            f"--skip-ids {opt.skip_ids}: ids range over [{int(ids.min())}, {int(ids.max())}] "
+            f"but the dataset has {n} instances"
+        )
+    skip[ids.astype(np.int64)] = True
+    info = {
+        "path": os.path.abspath(opt.skip_ids),
+        "fingerprint": _core.file_fingerprint(opt.skip_ids),
+        "count": int(skip.sum()),
+    }
+    return skip, info
+
+
 def _header(
-    m: LoadedModel, ds: TokenDataset, opt: ScoreOptions, device: str, dtype: Any, chunk: int
+    m: LoadedModel,
+    ds: TokenDataset,
+    opt: ScoreOptions,
+    device: str,
+    dtype: Any,
+    chunk: int,
+    skip: dict[str, Any] | None,
 ) -> dict[str, Any]:
     settings = {
         "ignore_id": m.ignore_id,
@@ -134,6 +169,7 @@ def _header(
         "part_size": opt.part_size,
         "chunk_tokens": chunk,
         "attn_implementation": getattr(m.model.config, "_attn_implementation", None),
+        "skip_ids": skip,
     }
     return {
         "num_instances": len(ds),
@@ -160,6 +196,7 @@ def _score(
         require("transformers").utils.logging.disable_progress_bar()
     ds = TokenDataset(data)
     lengths = ds.lengths()
+    skip, skip_info = _skip_mask(opt, len(ds))
     loaded = [
         load_model(
             m,
@@ -182,7 +219,7 @@ def _score(
             )
     scorers = [ChunkedScorer(m.model, m.ignore_id, opt.chunk_tokens) for m in loaded]
     runs = [
-        RunDir(out, _header(m, ds, opt, device, dtype, s.chunk_tokens), opt.part_size)
+        RunDir(out, _header(m, ds, opt, device, dtype, s.chunk_tokens, skip_info), opt.part_size)
         for out, m, s in zip(outs, loaded, scorers)
     ]
     if dist.rank == 0:
@@ -196,10 +233,12 @@ def _score(
     mine = pending[
         dist.rank * len(pending) // dist.world : (dist.rank + 1) * len(pending) // dist.world
     ]
+    todo_tokens = np.where(skip, 0, lengths)
     bar = _progress_bar(
-        sum(int(lengths[parts[k][1] : parts[k][2]].sum()) for k in mine), show and dist.rank == 0
+        sum(int(todo_tokens[parts[k][1] : parts[k][2]].sum()) for k in mine),
+        show and dist.rank == 0,
     )
-    worker = _PartScorer(ds, lengths, scorers, opt, device)
+    worker = _PartScorer(ds, lengths, skip, scorers, opt, device)
     t_loop = time.perf_counter()
     for k in mine:
         worker.run_part(k, parts[k][1], parts[k][2], runs, bar)
@@ -233,12 +272,14 @@ class _PartScorer:
         self,
         ds: TokenDataset,
         lengths: npt.NDArray[Any],
+        skip: npt.NDArray[np.bool_],
         scorers: list[ChunkedScorer],
         opt: ScoreOptions,
         device: str,
     ):
         self.ds = ds
         self.lengths = lengths
+        self.skip = skip
         self.scorers = scorers
         self.opt = opt
         self.device = torch.device(device)
@@ -246,8 +287,10 @@ class _PartScorer:
         self.pin = self.device.type == "cuda"
 
     def batches(self, start: int, end: int) -> list[npt.NDArray[np.int64]]:
-        """Local indices of the part's batches: longest first, ties by id (stable)."""
+        """Local indices of the part's batches: longest first, ties by id (stable); the
+        skipped instances are in none (they keep nll_sum 0, n_scored 0)."""
         order = np.argsort(-self.lengths[start:end].astype(np.int64), kind="stable")
+        order = order[~self.skip[start + order]]
         bs = self.opt.batch_size
         return [order[i : i + bs] for i in range(0, len(order), bs)]
 
