@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from miniplm.errors import MiniplmError
 
 # Stage modules, in pipeline order.
-_STAGES = ("miniplm.corpus.cli", "miniplm.scoring.cli", "miniplm.training.cli")
+_STAGES = (
+    "miniplm.corpus.cli",
+    "miniplm.scoring.cli",
+    "miniplm.training.cli",
+    "miniplm.evaluation.cli",
+    "miniplm.pipeline.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,149 @@
+"""``miniplm eval``: held-out loss / perplexity on token shards, zero-shot multiple choice
+from local jsonl files, and lm-evaluation-harness tasks, for one model.
+
+Importing this package is cheap: torch and friends load when ``evaluate`` runs."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from miniplm.errors import InputError
+
+if TYPE_CHECKING:
+    from miniplm.data import PathLike
+    from miniplm.evaluation.model import ModelLike
+
+__all__ = ["evaluate"]
+
+
+def _task_name(path: str, taken: dict[str, Any]) -> str:
+    name = Path(path).stem
+    if name in taken:
+        name = os.path.abspath(path)
+    return name
+
+
+def evaluate(
+    model: ModelLike,
+    *,
+    data: PathLike | None = None,
+    mc_files: Sequence[PathLike] = (),
+    tasks: Sequence[str] = (),
+    include_path: PathLike | None = None,
+    batch_size: int = 16,
+    device: str = "auto",
+    dtype: str | None = None,
+    max_instances: int | None = None,
+    seq_len: int | None = None,
+    selection: PathLike | None = None,
+    tokenizer: Any = None,
+    num_fewshot: int = 0,
+    limit: int | float | None = None,
+    ignore_id: int | None = None,
+    trust_remote_code: bool = False,
+    allow_tokenizer_mismatch: bool = False,
+    out: PathLike | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate ``model`` (an HF model directory, a .gguf file, or an already-loaded
+    ``(model, tokenizer)`` pair, used on its own device and dtype) and return the results
+    (also written to ``out`` as JSON when given):
+
+    - ``data``: held-out token dataset -> ``results["heldout"]`` with the token-weighted
+      ``mean_nll = sum(nll_sum) / sum(n_scored)`` and ``perplexity = exp(mean_nll)``,
+      scored exactly as ``miniplm score`` does (``selection`` / ``max_instances`` limit
+      the instances, ``seq_len`` cuts them to ``seq_len + 1`` tokens);
+    - ``mc_files``: local jsonl multiple-choice tasks, scored like lm-eval;
+    - ``tasks``: lm-evaluation-harness task names (``include_path``: local task YAMLs);
+
+    and ``results["average"]``: the mean over tasks of acc_norm where a task reports
+    it, else acc. ``tokenizer`` (a path or a tokenizer object) replaces the model's own
+    for the text tasks."""
+    from miniplm.evaluation.model import load_eval_model
+    from miniplm.evaluation.report import average, write_json
+
+    task_list = [t.strip() for item in tasks for t in str(item).split(",") if t.strip()]
+    if data is None and not mc_files and not task_list:
+        raise InputError("nothing to evaluate: give --data, --mc-file or --tasks")
+    if selection is not None and data is None:
+        raise InputError("--selection needs --data")
+    if num_fewshot < 0:
+        raise InputError("--num-fewshot must be >= 0")
+    if task_list:
+        from miniplm._deps import require
+
+        require("lm_eval", "eval")  # before spending time on loading the model
+    t0 = time.perf_counter()
+    em = load_eval_model(
+        model,
+        device=device,
+        dtype=dtype,
+        tokenizer=tokenizer,
+        need_tokenizer=bool(mc_files or task_list),
+        data=None if data is None else os.fspath(data),
+        ignore_id=ignore_id,
+        trust_remote_code=trust_remote_code,
+    )
+    results: dict[str, Any] = {
+        "model": em.describe(),
+        "inputs": {
+            "data": None if data is None else os.path.abspath(data),
+            "selection": None if selection is None else os.path.abspath(selection),
+            "max_instances": max_instances,
+            "mc_files": [os.path.abspath(f) for f in mc_files],
+            "tasks": task_list,
+            "include_path": None if include_path is None else os.path.abspath(include_path),
+        },
+        "settings": {
+            "batch_size": batch_size,
+            "seq_len": seq_len,
+            "num_fewshot": num_fewshot,
+            "limit": limit,
+        },
+        "heldout": None,
+        "tasks": {},
+        "average": None,
+    }
+    if data is not None:
+        from miniplm.evaluation.heldout import heldout_nll
+
+        results["heldout"] = heldout_nll(
+            em,
+            data,
+            batch_size=batch_size,
+            selection=selection,
+            max_instances=max_instances,
+            seq_len=seq_len,
+            allow_tokenizer_mismatch=allow_tokenizer_mismatch,
+            progress=progress,
+        )
+    task_results: dict[str, dict[str, Any]] = results["tasks"]
+    if mc_files:
+        from miniplm.evaluation.multiple_choice import evaluate_mc_file
+
+        for f in mc_files:
+            name = _task_name(os.fspath(f), task_results)
+            task_results[name] = evaluate_mc_file(em, f, batch_size=batch_size, seq_len=seq_len)
+    if task_list:
+        from miniplm.evaluation.harness import run_harness
+
+        harness = run_harness(
+            em,
+            task_list,
+            include_path=include_path,
+            batch_size=batch_size,
+            num_fewshot=num_fewshot,
+            limit=limit,
+            seq_len=seq_len,
+        )
+        for name, r in harness.items():
+            task_results[name if name not in task_results else f"lm-eval:{name}"] = r
+    results["average"] = average(task_results)
+    results["elapsed_s"] = round(time.perf_counter() - t0, 3)
+    if out is not None:
+        write_json(out, results)
+    return results
