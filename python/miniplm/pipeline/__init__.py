@@ -1,0 +1,1 @@
+"""``miniplm run``: the whole pipeline with stage skipping, report and plots."""

@@ -1,0 +1,300 @@
+"""The configuration of ``miniplm run``: presets, TOML loading, validation up front.
+
+A config is a TOML file whose tables mirror :class:`RunConfig`; any key left out takes
+the value of the chosen preset (``default`` unless ``--preset``). Unknown keys, wrong
+types and impossible values are refused before any work starts, naming the key."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from miniplm.errors import InputError
+
+BASELINES = ("random", "kd", "ppl")
+
+
+@dataclass
+class CorpusSpec:
+    inputs: list[str] = field(default_factory=list)  # empty: the bundled default corpus
+    max_bytes: int = 0  # bundled corpus only: cap on its size (0: all of it)
+    text_field: str = "text"
+    source_field: str = "source"
+    seq_len: int = 256
+    packing: str = "boundary"
+    reference_fraction: float = 0.1
+    heldout_fraction: float = 0.05
+
+
+@dataclass
+class TokenizerSpec:
+    path: str = ""  # default: the teacher's tokenizer
+    train_bpe_vocab: int = 0  # > 0: train a byte-level BPE of this size on the corpus
+
+
+@dataclass
+class TrainSpec:
+    preset: str = "tiny"
+    arch: str = "qwen2"
+    epochs: float = 1.0
+    lr: float = 1e-3
+    warmup_steps: int = 10
+    micro_batch_size: int = 8
+    global_batch_size: int = 32
+
+
+@dataclass
+class TeacherSpec:
+    model: str = "smollm2"  # "smollm2" (the bundled GGUF), an HF directory or a .gguf file
+    train: TrainSpec | None = None  # train a teacher here instead (smoke tests)
+    batch_size: int = 16  # scoring batch
+
+
+@dataclass
+class SelectionSpec:
+    alpha: float = 0.5
+    baselines: list[str] = field(default_factory=lambda: ["random"])
+
+
+@dataclass
+class StudentSpec(TrainSpec):
+    kd_ratio: float = 0.5
+
+
+@dataclass
+class EvalSpec:
+    mc_files: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
+    include_path: str = ""
+    batch_size: int = 16
+    max_instances: int = 0
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    device: str = "auto"
+    nproc_per_node: int = 1
+    corpus: CorpusSpec = field(default_factory=CorpusSpec)
+    tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
+    teacher: TeacherSpec = field(default_factory=TeacherSpec)
+    reference: TrainSpec = field(default_factory=TrainSpec)
+    selection: SelectionSpec = field(default_factory=SelectionSpec)
+    students: StudentSpec = field(default_factory=StudentSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Presets are partial configs over the dataclass defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The embedded demo: real SmolLM2-135M teacher, bundled corpus, about 10 min on 2 cores.
+    "default": {
+        "corpus": {"max_bytes": 1_200_000, "seq_len": 128, "reference_fraction": 0.1},
+        "teacher": {"model": "smollm2", "batch_size": 16},
+        "reference": {
+            "preset": "tiny",
+            "epochs": 3.0,
+            "lr": 2e-3,
+            "global_batch_size": 32,
+            "micro_batch_size": 16,
+        },
+        "selection": {"alpha": 0.5, "baselines": ["random", "ppl"]},
+        "students": {
+            "preset": "tiny",
+            "epochs": 3.0,
+            "lr": 2e-3,
+            "global_batch_size": 32,
+            "micro_batch_size": 16,
+        },
+    },
+    # The whole pipeline with tiny random models, in under a minute on 2 cores (CI).
+    "smoke": {
+        "corpus": {"max_bytes": 150_000, "seq_len": 64, "reference_fraction": 0.2},
+        "tokenizer": {"train_bpe_vocab": 512},
+        "teacher": {
+            "model": "",
+            "train": {"preset": "tiny", "epochs": 1.0, "lr": 3e-3, "global_batch_size": 16},
+            "batch_size": 32,
+        },
+        "reference": {"preset": "tiny", "epochs": 1.0, "lr": 3e-3, "global_batch_size": 16},
+        "selection": {"alpha": 0.5, "baselines": ["random", "kd", "ppl"]},
+        "students": {"preset": "tiny", "epochs": 1.0, "lr": 3e-3, "global_batch_size": 16},
+    },
+    # A GPU: the whole bundled corpus at L = 1024, paper-shaped reference and student.
+    "demo-gpu": {
+        "device": "cuda",
+        "corpus": {"max_bytes": 0, "seq_len": 1024, "reference_fraction": 0.1},
+        "teacher": {"model": "smollm2", "batch_size": 32},
+        "reference": {
+            "preset": "small",
+            "epochs": 4.0,
+            "lr": 1e-3,
+            "warmup_steps": 20,
+            "micro_batch_size": 16,
+            "global_batch_size": 64,
+        },
+        "selection": {"alpha": 0.5, "baselines": ["random", "kd", "ppl"]},
+        "students": {
+            "preset": "ref-104M",
+            "epochs": 4.0,
+            "lr": 6e-4,
+            "warmup_steps": 20,
+            "micro_batch_size": 16,
+            "global_batch_size": 64,
+        },
+    },
+}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _build(cls: Any, data: dict[str, Any], where: str) -> Any:
+    """Dataclass ``cls`` from ``data``, refusing unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a table, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InputError(
+            f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(fields)})"
+        )
+    kw: dict[str, Any] = {}
+    defaults = cls()
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        default = getattr(defaults, name)
+        if dataclasses.is_dataclass(default) or name == "train":
+            sub = TrainSpec if name == "train" else type(default)
+            kw[name] = None if value is None else _build(sub, value, key)
+            continue
+        want = type(default)
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(default, list):
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise InputError(f"{key}: expected a list of strings, got {value!r}")
+        elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise InputError(f"{key}: expected {want.__name__}, got {value!r}")
+        kw[name] = value
+    return cls(**kw)
+
+
+def _check_train(t: TrainSpec, where: str) -> None:
+    from miniplm.training.presets import ARCHS
+    from miniplm.training.presets import PRESETS as MODEL_PRESETS
+
+    if t.preset not in MODEL_PRESETS:
+        raise InputError(
+            f"{where}.preset: unknown {t.preset!r} (known: {', '.join(MODEL_PRESETS)})"
+        )
+    if t.arch not in ARCHS:
+        raise InputError(f"{where}.arch: unknown {t.arch!r} (known: {', '.join(ARCHS)})")
+    if t.epochs <= 0 or t.lr <= 0 or t.warmup_steps < 0:
+        raise InputError(f"{where}: epochs and lr must be positive, warmup_steps >= 0")
+    if t.micro_batch_size < 1 or t.global_batch_size % t.micro_batch_size:
+        raise InputError(
+            f"{where}: global_batch_size {t.global_batch_size} must be a multiple of "
+            f"micro_batch_size {t.micro_batch_size}"
+        )
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    c = cfg.corpus
+    if c.seq_len < 8:
+        raise InputError("corpus.seq_len must be at least 8")
+    if c.packing not in ("boundary", "fixed"):
+        raise InputError(f"corpus.packing: {c.packing!r} is not 'boundary' or 'fixed'")
+    if not 0 < c.reference_fraction < 1 or not 0 < c.heldout_fraction < 1:
+        raise InputError("corpus.reference_fraction and heldout_fraction must lie in (0, 1)")
+    if c.reference_fraction + c.heldout_fraction >= 0.9:
+        raise InputError("corpus.reference_fraction + heldout_fraction leave too little to select")
+    for p in c.inputs:
+        if not Path(p).exists():
+            raise InputError(f"corpus.inputs: {p} does not exist")
+    if c.max_bytes < 0:
+        raise InputError("corpus.max_bytes must be >= 0")
+    t = cfg.teacher
+    if (t.train is None) == (not t.model):
+        raise InputError("teacher: give exactly one of teacher.model and [teacher.train]")
+    if t.model and t.model != "smollm2" and not Path(t.model.split("::")[0]).exists():
+        raise InputError(f"teacher.model: {t.model} does not exist")
+    if t.train is not None:
+        _check_train(t.train, "teacher.train")
+        if not cfg.tokenizer.path and not cfg.tokenizer.train_bpe_vocab:
+            raise InputError(
+                "a teacher trained here needs tokenizer.path or tokenizer.train_bpe_vocab"
+            )
+    if t.batch_size < 1:
+        raise InputError("teacher.batch_size must be at least 1")
+    if cfg.tokenizer.train_bpe_vocab and cfg.tokenizer.path:
+        raise InputError("tokenizer: give path or train_bpe_vocab, not both")
+    if cfg.tokenizer.train_bpe_vocab and t.model:
+        raise InputError("tokenizer.train_bpe_vocab: a pretrained teacher brings its own tokenizer")
+    if cfg.tokenizer.path and not Path(cfg.tokenizer.path).exists():
+        raise InputError(f"tokenizer.path: {cfg.tokenizer.path} does not exist")
+    _check_train(cfg.reference, "reference")
+    _check_train(cfg.students, "students")
+    if not 0 < cfg.selection.alpha < 1:
+        raise InputError("selection.alpha must lie in (0, 1)")
+    bad = sorted(set(cfg.selection.baselines) - set(BASELINES))
+    if bad:
+        raise InputError(f"selection.baselines: unknown {bad} (known: {', '.join(BASELINES)})")
+    if not 0 <= cfg.students.kd_ratio <= 1:
+        raise InputError("students.kd_ratio must lie in [0, 1]")
+    for f in cfg.eval.mc_files:
+        if not Path(f).is_file():
+            raise InputError(f"eval.mc_files: {f} does not exist")
+    if cfg.nproc_per_node < 1:
+        raise InputError("nproc_per_node must be at least 1")
+    return cfg
+
+
+def load_config(path: str | None, preset: str | None = None) -> RunConfig:
+    """The preset (``default`` unless named) overlaid with the TOML file, validated."""
+    name = preset or "default"
+    if name not in PRESETS:
+        raise InputError(f"--preset {name!r}: unknown (known: {', '.join(PRESETS)})")
+    data = copy.deepcopy(PRESETS[name])
+    if path is not None:
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
+        try:
+            over = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"{path}: not valid TOML ({e})") from e
+        if "preset" in over:
+            raise InputError(f"{path}: give the preset with --preset, not in the file")
+        # A teacher given by the file replaces the preset's way of making one.
+        if "teacher" in over and ("model" in over["teacher"] or "train" in over["teacher"]):
+            data.setdefault("teacher", {}).pop("model", None)
+            data["teacher"].pop("train", None)
+            data["teacher"].setdefault("model", "")
+        data = _merge(data, over)
+    try:
+        cfg = _build(RunConfig, data, "")
+    except InputError as e:
+        raise InputError(f"{path or 'preset ' + name}: {e}") from None
+    return validate(cfg)
+
+
+def dump(cfg: RunConfig) -> str:
+    return json.dumps(cfg.to_dict(), indent=1, sort_keys=True)

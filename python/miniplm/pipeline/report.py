@@ -1,0 +1,275 @@
+"""``DIR/report.md`` and its PNG plots: the students side by side, the selection's
+statistics, per-source keep rates and the decoded extremes of r."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from miniplm.pipeline.stages import Context, student_variants, teacher_path
+
+LABELS = {
+    "miniplm": "MiniPLM (Difference Sampling)",
+    "random": "uniform random subset (w/o KD)",
+    "kd": "Vanilla KD (random subset + online teacher)",
+    "ppl": "perplexity filtering (lowest teacher NLL)",
+    "reference": "reference LM (trained on D_ref)",
+}
+
+
+def _params(model_dir: str) -> int:
+    from safetensors import safe_open
+
+    n = 0
+    for f in Path(model_dir).glob("*.safetensors"):
+        with safe_open(str(f), "np") as st:
+            for k in st.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                n += int(np.prod(st.get_slice(k).get_shape()))
+    return n
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def _sci(x: float) -> str:
+    return f"{x:.2e}"
+
+
+def _r_values(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+    """r = nll_ref - nll_teacher per scored instance, and the ids it belongs to."""
+    import miniplm
+
+    sc = ctx.out("score")
+    t, r = miniplm.load_scores(sc["teacher"]), miniplm.load_scores(sc["reference"])
+    ok = (t["n_scored"] > 0) & (r["n_scored"] > 0)
+    ids = np.flatnonzero(ok)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = r["nll_sum"][ok] / r["n_scored"][ok] - t["nll_sum"][ok] / t["n_scored"][ok]
+    return ids, diff
+
+
+def _plots(ctx: Context, out: Path, ids: np.ndarray, r: np.ndarray, thr: float | None) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    data = Path(ctx.out("data")["dataset"])
+    sources = np.load(data / "sources.npy").astype(np.int64)
+    names = ctx.out("data")["sources"]
+    sel_ids = np.load(Path(ctx.out("select")["miniplm"]) / "ids.npy").astype(np.int64)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins: Any = np.linspace(float(np.nanmin(r)), float(np.nanmax(r)), 50) if len(r) else 10
+    src = sources[ids]
+    for k, name in enumerate(names):
+        m = src == k
+        if m.any():
+            ax.hist(r[m], bins=bins, alpha=0.55, label=name)
+    if thr is not None:
+        ax.axvline(thr, color="k", linestyle="--", label=f"threshold {thr:.3f}")
+    ax.set_xlabel("r = NLL_ref - NLL_teacher (per token)")
+    ax.set_ylabel("instances")
+    ax.set_title("Difference scores by source")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "r_histogram.png", dpi=110)
+    plt.close(fig)
+    made.append("r_histogram.png")
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    rates = _keep_rates(sources, ids, sel_ids, len(names))
+    ax.bar(range(len(names)), [x if x is not None else 0 for x in rates])
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("kept / eligible")
+    ax.set_ylim(0, 1)
+    ax.axhline(ctx.cfg.selection.alpha, color="k", linestyle=":", label="alpha")
+    ax.set_title("Keep rate per source")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "keep_rate_by_source.png", dpi=110)
+    plt.close(fig)
+    made.append("keep_rate_by_source.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for v in student_variants(ctx.cfg):
+        run = Path(ctx.out(f"student-{v}")["run"])
+        recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        ax.plot([x["tokens"] for x in recs], [x["loss"] for x in recs], label=LABELS[v])
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("training loss (CE on its own data)")
+    ax.set_title("Students' training curves")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "loss_curves.png", dpi=110)
+    plt.close(fig)
+    made.append("loss_curves.png")
+    return made
+
+
+def _keep_rates(
+    sources: np.ndarray, eligible: np.ndarray, kept: np.ndarray, n: int
+) -> list[float | None]:
+    e = np.bincount(sources[eligible], minlength=n)
+    k = np.bincount(sources[kept], minlength=n)
+    return [float(k[i] / e[i]) if e[i] else None for i in range(n)]
+
+
+def _examples(ctx: Context, ids: np.ndarray, r: np.ndarray, per: int = 1) -> list[str]:
+    """The highest- and lowest-r instance of every source, decoded."""
+    from tokenizers import Tokenizer
+
+    from miniplm import TokenDataset
+
+    data = Path(ctx.out("data")["dataset"])
+    tok = Tokenizer.from_file(str(data / "tokenizer.json"))
+    ds = TokenDataset(data)
+    sources = np.load(data / "sources.npy").astype(np.int64)
+    names = ctx.out("data")["sources"]
+    lines = []
+    for k, name in enumerate(names):
+        m = sources[ids] == k
+        if not m.any():
+            continue
+        order = np.argsort(r[m], kind="stable")
+        for label, pick in (("highest r", order[::-1][:per]), ("lowest r", order[:per])):
+            for j in pick:
+                i = int(ids[m][j])
+                text = tok.decode([int(t) for t in ds[i]][:120]).replace("\n", " ").strip()
+                text = text.replace("|", "\\|")[:300]
+                lines.append(f"| {name} | {label} | {r[m][j]:.3f} | {i} | {text} |")
+    return lines
+
+
+def report_stage(out: Path, ctx: Context) -> dict[str, Any]:
+    """Plots into the stage folder, ``report.md`` beside the stage folders."""
+    path = write_report(ctx, out)
+    return {"report": str(path)}
+
+
+def write_report(ctx: Context, out: Path) -> Path:
+    cfg, root = ctx.cfg, ctx.root
+    results = json.loads(Path(ctx.out("eval")["results"]).read_text())
+    sel = ctx.out("select")["report"]
+    ids, r = _r_values(ctx)
+    thr = sel.get("threshold")
+    plots = _plots(ctx, out, ids, r, thr)
+
+    # FLOPs: training 6 N T; the KD teacher's forward 2 N_tch T; offline scoring 2 N T for
+    # teacher and reference over the scored tokens, plus the reference's own training.
+    n_t = _params(teacher_path(ctx))
+    ref = ctx.out("reference")
+    n_ref = _params(ref["model"])
+    scored = int(ctx.out("score")["summaries"][0]["scored_tokens"])
+    offline = 2.0 * (n_t + n_ref) * scored + 6.0 * n_ref * int(ref["tokens"])
+    rows = []
+    for v in student_variants(cfg):
+        st = ctx.out(f"student-{v}")
+        n_s = _params(st["model"])
+        train_flops = 6.0 * n_s * int(st["tokens"])
+        if v == "kd":
+            train_flops += 2.0 * n_t * int(st["tokens"])
+        total = train_flops + (offline if v == "miniplm" else 0.0)
+        res = results[v]
+        h, hc = res["heldout"]["heldout"], res["heldout_clean"]["heldout"]
+        acc = res["tasks"]["average"] if "tasks" in res else None
+        rows.append(
+            f"| {LABELS[v]} | {_fmt(h.get('mean_nll'))} | {_fmt(h.get('perplexity'), 2)} | "
+            f"{_fmt(hc.get('mean_nll'))} | {_fmt(acc)} | {st['tokens']} | {st['steps']} | "
+            f"{st['elapsed_s']:.0f} | {_sci(train_flops)} | {_sci(total)} |"
+        )
+    hr = results["reference"]["heldout"]["heldout"]
+    n_sources = len(ctx.out("data")["sources"])
+    data = Path(ctx.out("data")["dataset"])
+    sources = np.load(data / "sources.npy").astype(np.int64)
+    kept = np.load(Path(ctx.out("select")["miniplm"]) / "ids.npy").astype(np.int64)
+    rates = _keep_rates(sources, ids, kept, n_sources)
+    names = ctx.out("data")["sources"]
+    counts = ctx.out("data")["counts"]
+    per_source = counts.get("per_source", {})
+    src_rows = []
+    for i in range(n_sources):
+        mine = sources[ids] == i
+        mean_r = float(np.mean(r[mine])) if mine.any() else None
+        src_rows.append(
+            f"| {names[i]} | {per_source.get(names[i], {}).get('instances', 'n/a')} | "
+            f"{int(mine.sum())} | {int((sources[kept] == i).sum())} | "
+            f"{_fmt(rates[i], 3)} | {_fmt(mean_r, 3)} |"
+        )
+    neg = float((r < 0).mean()) if len(r) else float("nan")
+    split = ctx.out("split")["counts"]
+    teacher_name = (
+        cfg.teacher.model
+        or f"trained here (preset {cfg.teacher.train.preset if cfg.teacher.train else '?'})"
+    )
+    md = [
+        "# MiniPLM run report",
+        "",
+        f"Teacher: `{teacher_name}` ({n_t / 1e6:.1f}M parameters); reference: preset "
+        f"`{cfg.reference.preset}` ({n_ref / 1e6:.1f}M) trained on D_ref = {split['ref']} "
+        f"instances; students: preset `{cfg.students.preset}`, equal steps and batch "
+        f"(so equal instances) for every student. Corpus: {counts.get('instances')} "
+        f"instances of <= {cfg.corpus.seq_len + 1} tokens ({counts.get('tokens')} tokens); "
+        f"held-out: {split['heldout']} instances ({split['heldout_clean']} without the "
+        "noise sources), never trained on or selected.",
+        "",
+        "## Students",
+        "",
+        "| student | held-out NLL | held-out ppl | held-out NLL, no noise | zero-shot acc | "
+        "training tokens | steps | wall s | training FLOPs | FLOPs incl. offline |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Reference LM on the same held-out data: NLL {_fmt(hr.get('mean_nll'))}. "
+        "`FLOPs incl. offline` adds, for MiniPLM, the teacher and reference scoring passes "
+        f"(2 N T over {scored} scored tokens each) and the reference's training "
+        f"({_sci(offline)} in all), which the paper leaves out; it is paid once for any "
+        "number of students. Held-out NLL is per token, on instances of the same corpus; "
+        "`no noise` drops the labelled noise sources, i.e. the text a user wants modelled.",
+        "",
+        "## Selection",
+        "",
+        f"alpha {cfg.selection.alpha}: K = {sel['k']} of {sel['num_eligible']} eligible "
+        f"instances (excluded: {sel['num_excluded']} = D_ref + held-out; NaN: "
+        f"{sel['num_nan']}); threshold r >= {_fmt(thr)}; ties at threshold "
+        f"{sel['ties_at_threshold']}. Share of instances with r < 0 (the reference is "
+        f"ahead of the teacher): {neg:.1%}.",
+        "",
+        "| source | instances | eligible | kept | keep rate | mean r |",
+        "|---|---|---|---|---|---|",
+        *src_rows,
+        "",
+        *[f"![{p}]({out.name}/{p})" for p in plots],
+        "",
+        "## Highest- and lowest-scored instances per source (decoded, first 120 tokens)",
+        "",
+        "| source | which | r | id | text |",
+        "|---|---|---|---|---|",
+        *_examples(ctx, ids, r),
+        "",
+        "## Stage times",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+        *[
+            f"| {name} | {meta.get('elapsed_s', 0):.1f} |"
+            for name, meta in ctx.done.items()
+            if name != "report"
+        ],
+        "",
+    ]
+    path = root / "report.md"
+    tmp = root / ".report.md.tmp"
+    tmp.write_text("\n".join(md))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,30 @@
+"""``miniplm run``: the whole MiniPLM pipeline, stage by stage (see stages.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from miniplm.pipeline.config import RunConfig, dump
+from miniplm.pipeline.report import report_stage
+from miniplm.pipeline.stages import Context, Stage, build_stages, run_stage
+
+
+def run_pipeline(cfg: RunConfig, out: str | os.PathLike[str], *, quiet: bool = False) -> Context:
+    """Run (or continue) the pipeline into ``out``; returns the context with the stages
+    that ran and the ones skipped; the report is ``out/report.md``."""
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / ".config.json.tmp"
+    tmp.write_text(dump(cfg))
+    tmp.replace(root / "config.json")  # the resolved config, beside the results
+    ctx = Context(cfg=cfg, root=root, quiet=quiet)
+    stages = build_stages(cfg)
+    reads = tuple(s.name for s in stages)
+    stages.append(Stage("report", reads, {"version": 1}, report_stage))
+    for stage in stages:
+        run_stage(stage, ctx)
+    summary = {"ran": ctx.ran, "skipped": ctx.skipped, "report": str(root / "report.md")}
+    (root / "run.json").write_text(json.dumps(summary, indent=1))
+    return ctx

@@ -1,0 +1,499 @@
+"""The stages of ``miniplm run``, each writing into its own folder under the run dir.
+
+A stage is skipped when its ``stage.json`` says it completed with the same key: a hash
+of its settings and of the completion stamps of the stages it reads. A stage whose key
+changed is redone from scratch (and so are the stages after it, whose keys include its
+new stamp); a stage interrupted mid-way (same key, not complete) is run again and picks
+up where it stopped through its own resume support (training checkpoints, score parts)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from miniplm.pipeline.config import RunConfig, TrainSpec
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+@dataclass
+class Stage:
+    name: str
+    reads: tuple[str, ...]
+    params: dict[str, Any]
+    fn: Callable[[Path, Context], dict[str, Any]]
+
+
+@dataclass
+class Context:
+    cfg: RunConfig
+    root: Path
+    quiet: bool = False
+    done: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> its stage.json
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def out(self, stage: str) -> dict[str, Any]:
+        outputs: dict[str, Any] = self.done[stage]["outputs"]
+        return outputs
+
+    def log(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"[miniplm run] {msg}", file=sys.stderr, flush=True)
+
+
+def stage_key(stage: Stage, ctx: Context) -> str:
+    blob = {
+        "stage": stage.name,
+        "params": stage.params,
+        "reads": {r: ctx.done[r]["stamp"] for r in stage.reads},
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_stage(stage: Stage, ctx: Context) -> None:
+    sdir = ctx.root / stage.name
+    meta_path = sdir / "stage.json"
+    key = stage_key(stage, ctx)
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    if meta is not None and meta.get("key") == key and meta.get("complete"):
+        ctx.done[stage.name] = meta
+        ctx.skipped.append(stage.name)
+        ctx.log(f"{stage.name}: complete, inputs unchanged: skipped")
+        return
+    if sdir.exists() and (meta is None or meta.get("key") != key):
+        shutil.rmtree(sdir)  # other inputs (or no record of them): start over
+    resuming = sdir.exists()
+    sdir.mkdir(parents=True, exist_ok=True)
+    _write_json(meta_path, {"key": key, "complete": False, "params": stage.params})
+    ctx.log(f"{stage.name}: {'resuming' if resuming else 'running'}")
+    t0 = time.perf_counter()
+    outputs = stage.fn(sdir, ctx)
+    meta = {
+        "key": key,
+        "complete": True,
+        "stamp": uuid.uuid4().hex,
+        "params": stage.params,
+        "elapsed_s": round(time.perf_counter() - t0, 3),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "outputs": outputs,
+    }
+    _write_json(meta_path, meta)
+    ctx.done[stage.name] = meta
+    ctx.ran.append(stage.name)
+    ctx.log(f"{stage.name}: done in {meta['elapsed_s']:.1f} s")
+
+
+# ---- helpers ------------------------------------------------------------------------
+def _torchrun(ctx: Context, args: list[str]) -> None:
+    """Run a ``miniplm`` subcommand under torchrun with ``nproc_per_node`` processes."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={ctx.cfg.nproc_per_node}",
+        "-m",
+        "miniplm",
+        *args,
+    ]
+    ctx.log("$ " + " ".join(cmd))
+    subprocess.run(cmd, check=True)
+
+
+def _write_ids(d: Path, ids: np.ndarray, what: str) -> str:
+    """A selection-shaped folder (``ids.npy`` + ``selection.json``) for ``ids``."""
+    d.mkdir(parents=True, exist_ok=True)
+    np.save(d / "ids.npy", np.sort(ids).astype(np.uint64))
+    _write_json(d / "selection.json", {"format": "miniplm.selection", "what": what, "k": len(ids)})
+    return str(d)
+
+
+def _train(
+    ctx: Context,
+    spec: TrainSpec,
+    out: Path,
+    selection: str,
+    *,
+    max_steps: int | None = None,
+    kd_teacher: str | None = None,
+    kd_ratio: float = 0.5,
+) -> dict[str, Any]:
+    from miniplm.training.trainer import TrainOptions, train
+
+    cfg = ctx.cfg
+    data = ctx.out("data")["dataset"]
+    opt = TrainOptions(
+        data=data,
+        out=str(out / "run"),
+        selection=selection,
+        preset=spec.preset,
+        arch=spec.arch,
+        seq_len=cfg.corpus.seq_len,
+        epochs=None if max_steps else spec.epochs,
+        max_steps=max_steps,
+        seed=cfg.seed,
+        lr=spec.lr,
+        warmup_steps=spec.warmup_steps,
+        micro_batch_size=spec.micro_batch_size,
+        global_batch_size=spec.global_batch_size,
+        device=cfg.device,
+        log_every=1,
+        save_every=50,
+        resume=True,
+        kd_teacher=kd_teacher,
+        kd_ratio=kd_ratio,
+        progress=False if ctx.quiet else None,
+    )
+    if cfg.nproc_per_node > 1:
+        args = ["train", "--data", data, "--selection", selection, "--preset", spec.preset]
+        args += ["--arch", spec.arch, "--seq-len", str(cfg.corpus.seq_len), "--seed", str(cfg.seed)]
+        args += ["--max-steps", str(max_steps)] if max_steps else ["--epochs", str(spec.epochs)]
+        args += ["--lr", str(spec.lr), "--warmup-steps", str(spec.warmup_steps)]
+        args += ["--micro-batch-size", str(spec.micro_batch_size)]
+        args += ["--global-batch-size", str(spec.global_batch_size), "--device", cfg.device]
+        args += ["--log-every", "1", "--save-every", "50", "--resume", "--out", opt.out]
+        if kd_teacher:
+            args += ["--kd-teacher", kd_teacher, "--kd-ratio", str(kd_ratio)]
+        _torchrun(ctx, args)
+        summary: dict[str, Any] = json.loads((out / "run" / "summary.json").read_text())
+    else:
+        summary = train(opt)
+    return {"model": str(out / "run" / "final"), "run": str(out / "run"), **summary}
+
+
+# ---- stage bodies ---------------------------------------------------------------------
+def text_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
+    from miniplm.default_corpus import write_default_corpus
+
+    c = ctx.cfg.corpus
+    path = write_default_corpus(sdir, seed=ctx.cfg.seed, max_bytes=c.max_bytes or None)
+    return {"inputs": [str(path)]}
+
+
+def teacher_model_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
+    model = ctx.cfg.teacher.model
+    if model == "smollm2":
+        from miniplm.bundled import smollm2_checkpoint
+
+        model = str(smollm2_checkpoint())
+    return {"model": model}
+
+
+def tokenizer_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
+    cfg = ctx.cfg
+    if cfg.tokenizer.path:
+        return {"tokenizer": cfg.tokenizer.path}
+    if cfg.tokenizer.train_bpe_vocab:
+        return {"tokenizer": train_bpe(ctx.out("text")["inputs"], sdir, cfg)}
+    return {"tokenizer": ctx.out("teacher_model")["model"]}
+
+
+def train_bpe(inputs: list[str], sdir: Path, cfg: RunConfig) -> str:
+    """A byte-level BPE of ``train_bpe_vocab`` entries trained on the corpus (jsonl)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    def texts() -> Any:
+        for f in inputs:
+            with open(f, encoding="utf-8") as fh:
+                for line in fh:
+                    yield json.loads(line)[cfg.corpus.text_field]
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.tokenizer.train_bpe_vocab,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts(), trainer)
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tok, eos_token="<|endoftext|>"
+    )
+    out = sdir / "tokenizer"
+    fast.save_pretrained(out)
+    return str(out)
+
+
+def data_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
+    from miniplm.corpus.tokenize import tokenize_corpus
+
+    cfg, c = ctx.cfg, ctx.cfg.corpus
+    inputs = c.inputs or ctx.out("text")["inputs"]
+    dataset = sdir / "corpus"
+    info = tokenize_corpus(
+        inputs,
+        dataset,
+        ctx.out("tokenizer")["tokenizer"],
+        seq_len=c.seq_len,
+        packing=c.packing,
+        text_field=c.text_field,
+        source_field=c.source_field or None,
+        reference_fraction=c.reference_fraction,
+        seed=cfg.seed,
+        overwrite=True,
+        progress=False if ctx.quiet else None,
+    )
+    return {"dataset": str(dataset), "counts": info["counts"], "sources": info["sources"]}
+
+
+def split_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
+    """D_ref (drawn by tokenize), a held-out slice of the rest, and what selection
+    excludes (both); ``heldout-clean`` drops the labelled noise sources."""
+    from miniplm import TokenDataset
+
+    cfg = ctx.cfg
+    data = Path(ctx.out("data")["dataset"])
+    n = len(TokenDataset(data))
+    ref = np.load(data / "ref_ids.npy").astype(np.int64)
+    rest = np.setdiff1d(np.arange(n), ref)
+    rng = np.random.default_rng([cfg.seed, 1])
+    k = max(1, int(cfg.corpus.heldout_fraction * n))
+    heldout = np.sort(rng.choice(rest, size=min(k, len(rest)), replace=False))
+    sources = np.load(data / "sources.npy").astype(np.int64)
+    names = ctx.out("data")["sources"]
+    noisy = np.array([str(s).startswith("noise-") for s in names], dtype=bool)
+    clean = heldout[~noisy[sources[heldout]]] if len(names) else heldout
+    exclude = np.union1d(ref, heldout)
+    np.save(sdir / "exclude.npy", exclude.astype(np.uint64))
+    return {
+        "instances": n,
+        "ref": _write_ids(sdir / "ref", ref, "reference training slice D_ref"),
+        "heldout": _write_ids(sdir / "heldout", heldout, "held-out evaluation slice"),
+        "heldout_clean": _write_ids(sdir / "heldout-clean", clean, "held-out, noise removed"),
+        "pool": _write_ids(sdir / "pool", np.setdiff1d(np.arange(n), heldout), "all but held-out"),
+        "exclude": str(sdir / "exclude.npy"),
+        "counts": {"ref": len(ref), "heldout": len(heldout), "heldout_clean": len(clean)},
+    }
+
+
+def teacher_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
+    """A teacher trained here on everything but the held-out slice (smoke runs)."""
+    spec = ctx.cfg.teacher.train
+    assert spec is not None
+    return _train(ctx, spec, sdir, ctx.out("split")["pool"])
+
+
+def reference_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
+    return _train(ctx, ctx.cfg.reference, sdir, ctx.out("split")["ref"])
+
+
+def teacher_path(ctx: Context) -> str:
+    if "teacher" in ctx.done:
+        return str(ctx.out("teacher")["model"])
+    return str(ctx.out("teacher_model")["model"])
+
+
+def score_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
+    """Teacher and reference in one pass over D - D_ref - held-out."""
+    from miniplm.scoring.runner import ScoreOptions, score
+
+    cfg = ctx.cfg
+    models = [teacher_path(ctx), ctx.out("reference")["model"]]
+    outs: list[str | os.PathLike[str]] = [str(sdir / "teacher"), str(sdir / "reference")]
+    data = ctx.out("data")["dataset"]
+    skip = ctx.out("split")["exclude"]
+    bs = cfg.teacher.batch_size
+    if cfg.nproc_per_node > 1:
+        args = ["score", "--data", data, "--skip-ids", skip, "--batch-size", str(bs)]
+        args += ["--device", cfg.device, "--quiet"]
+        for m, o in zip(models, outs):
+            args += ["--model", m, "--out", o]
+        _torchrun(ctx, args)
+        summaries = [json.loads((Path(o) / "manifest.json").read_text())["summary"] for o in outs]
+    else:
+        opt = ScoreOptions(
+            batch_size=bs,
+            device=cfg.device,
+            skip_ids=skip,
+            progress=False if ctx.quiet else None,
+        )
+        summaries = score(models, data, outs, opt)
+    return {"teacher": outs[0], "reference": outs[1], "summaries": summaries}
+
+
+def select_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
+    """Difference Sampling, and the baselines of equal size."""
+    import miniplm
+
+    cfg = ctx.cfg
+    sc, split = ctx.out("score"), ctx.out("split")
+    ex = split["exclude"]
+    main = miniplm.select(
+        sdir / "miniplm",
+        teacher=sc["teacher"],
+        reference=sc["reference"],
+        ratio=cfg.selection.alpha,
+        exclude=ex,
+        overwrite=True,
+    )
+    k = int(main["num_selected"])
+    out = {"miniplm": str(sdir / "miniplm"), "k": k, "report": main}
+    if "random" in cfg.selection.baselines or "kd" in cfg.selection.baselines:
+        data = ctx.out("data")["dataset"]
+        miniplm.select(
+            sdir / "random",
+            random=True,
+            count=k,
+            exclude=ex,
+            data=data,
+            seed=cfg.seed,
+            overwrite=True,
+        )
+        out["random"] = str(sdir / "random")
+    if "ppl" in cfg.selection.baselines:
+        # Perplexity filtering: keep the instances the teacher finds most likely.
+        miniplm.select(
+            sdir / "ppl",
+            by="teacher",
+            keep="lowest",
+            teacher=sc["teacher"],
+            count=k,
+            exclude=ex,
+            overwrite=True,
+        )
+        out["ppl"] = str(sdir / "ppl")
+    return out
+
+
+def student_variants(cfg: RunConfig) -> list[str]:
+    names = ["miniplm"]
+    for b in ("random", "kd", "ppl"):
+        if b in cfg.selection.baselines:
+            names.append(b)
+    return names
+
+
+def student_steps(cfg: RunConfig, k: int) -> int:
+    """Equal optimizer steps (so equal instances) for every student."""
+    return max(1, math.ceil(cfg.students.epochs * k / cfg.students.global_batch_size))
+
+
+def make_student_stage(variant: str) -> Callable[[Path, Context], dict[str, Any]]:
+    def body(sdir: Path, ctx: Context) -> dict[str, Any]:
+        sel = ctx.out("select")
+        steps = student_steps(ctx.cfg, int(sel["k"]))
+        if variant == "kd":  # Vanilla KD: the random subset with the online teacher
+            return _train(
+                ctx,
+                ctx.cfg.students,
+                sdir,
+                sel["random"],
+                max_steps=steps,
+                kd_teacher=teacher_path(ctx),
+                kd_ratio=ctx.cfg.students.kd_ratio,
+            )
+        return _train(ctx, ctx.cfg.students, sdir, sel[variant], max_steps=steps)
+
+    return body
+
+
+def eval_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
+    from miniplm.evaluation import evaluate
+
+    cfg, split = ctx.cfg, ctx.out("split")
+    data = ctx.out("data")["dataset"]
+    e = cfg.eval
+    models = {v: ctx.out(f"student-{v}")["model"] for v in student_variants(cfg)}
+    models["reference"] = ctx.out("reference")["model"]
+    results: dict[str, Any] = {}
+    for name, model in models.items():
+        r: dict[str, Any] = {}
+        for which in ("heldout", "heldout_clean"):
+            r[which] = evaluate(
+                model,
+                data=data,
+                selection=split[which],
+                batch_size=e.batch_size,
+                device=cfg.device,
+                max_instances=e.max_instances or None,
+            )
+        if e.mc_files or e.tasks:
+            r["tasks"] = evaluate(
+                model,
+                mc_files=e.mc_files,
+                tasks=e.tasks,
+                include_path=e.include_path or None,
+                batch_size=e.batch_size,
+                device=cfg.device,
+            )
+        results[name] = r
+    _write_json(sdir / "results.json", results)
+    return {"results": str(sdir / "results.json")}
+
+
+def build_stages(cfg: RunConfig) -> list[Stage]:
+    """The stages of a run, in order, with the settings each depends on."""
+    c = asdict(cfg)
+    stages: list[Stage] = []
+    if not cfg.corpus.inputs:
+        from miniplm.default_corpus import default_sources
+
+        text_params: dict[str, Any] = {"seed": cfg.seed, "max_bytes": cfg.corpus.max_bytes}
+        text_params["sources"] = [s.get("sha256") for s in default_sources()]
+        stages.append(Stage("text", (), text_params, text_stage))
+    pretrained = cfg.teacher.train is None
+    if pretrained:
+        stages.append(Stage("teacher_model", (), {"model": cfg.teacher.model}, teacher_model_stage))
+    tok_reads = ("text",) if cfg.tokenizer.train_bpe_vocab else ()
+    if not cfg.tokenizer.path and not cfg.tokenizer.train_bpe_vocab:
+        tok_reads = ("teacher_model",)
+    stages.append(Stage("tokenizer", tok_reads, c["tokenizer"], tokenizer_stage))
+    data_reads = ("tokenizer",) + (("text",) if not cfg.corpus.inputs else ())
+    data_params = {k: v for k, v in c["corpus"].items() if k != "heldout_fraction"}
+    data_params["seed"] = cfg.seed
+    if cfg.corpus.inputs:
+        from miniplm import _core
+
+        data_params["fingerprints"] = [_core.file_fingerprint(p) for p in cfg.corpus.inputs]
+    stages.append(Stage("data", data_reads, data_params, data_stage))
+    split_params = {"heldout_fraction": cfg.corpus.heldout_fraction, "seed": cfg.seed}
+    stages.append(Stage("split", ("data",), split_params, split_stage))
+    train_common = {"seed": cfg.seed, "device": cfg.device, "seq_len": cfg.corpus.seq_len}
+    teacher_reads: tuple[str, ...] = ("teacher_model",)
+    if not pretrained:
+        stages.append(
+            Stage(
+                "teacher",
+                ("data", "split"),
+                {**c["teacher"]["train"], **train_common},
+                teacher_stage,
+            )
+        )
+        teacher_reads = ("teacher",)
+    stages.append(
+        Stage("reference", ("data", "split"), {**c["reference"], **train_common}, reference_stage)
+    )
+    score_params = {"batch_size": cfg.teacher.batch_size, "device": cfg.device}
+    stages.append(
+        Stage("score", ("data", "split", "reference", *teacher_reads), score_params, score_stage)
+    )
+    sel_params = {**c["selection"], "seed": cfg.seed}
+    stages.append(Stage("select", ("data", "split", "score"), sel_params, select_stage))
+    for v in student_variants(cfg):
+        reads = ("data", "select") + (teacher_reads if v == "kd" else ())
+        params = {**c["students"], **train_common, "variant": v}
+        stages.append(Stage(f"student-{v}", reads, params, make_student_stage(v)))
+    eval_reads = ("data", "split", "reference", *(f"student-{v}" for v in student_variants(cfg)))
+    stages.append(Stage("eval", eval_reads, {**c["eval"], "device": cfg.device}, eval_stage))
+    return stages

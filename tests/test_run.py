@@ -1,0 +1,149 @@
+"""`miniplm run`: the smoke preset end to end (report, selection, students and plots
+checked for content), stage skipping and re-running, and config validation."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import miniplm
+from miniplm.cli import main as cli_main
+from miniplm.errors import InputError
+from miniplm.pipeline.config import load_config
+from miniplm.pipeline.run import run_pipeline
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    assert cli_main(["run", "--preset", "smoke", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def _table(md: str, header_start: str) -> list[list[str]]:
+    lines = md.splitlines()
+    i = next(k for k, ln in enumerate(lines) if ln.startswith(header_start))
+    rows = []
+    for ln in lines[i + 2 :]:
+        if not ln.startswith("|"):
+            break
+        rows.append([c.strip() for c in ln.strip("|").split("|")])
+    return rows
+
+
+def test_smoke_selection_is_difference_sampling(smoke: Path) -> None:
+    ids, info = miniplm.load_selection(smoke / "select" / "miniplm")
+    exclude = np.load(smoke / "split" / "exclude.npy").astype(np.int64)
+    ref = np.load(smoke / "data" / "corpus" / "ref_ids.npy").astype(np.int64)
+    n = len(miniplm.TokenDataset(smoke / "data" / "corpus"))
+    assert np.isin(ref, exclude).all() and not np.isin(ids.astype(np.int64), exclude).any()
+    assert info["k"] == math.floor(0.5 * (n - len(exclude))) == len(ids) > 0
+    # The kept ids are the K largest r = nll_ref - nll_teacher (ties to the smaller id).
+    t = miniplm.load_scores(smoke / "score" / "teacher")
+    r = miniplm.load_scores(smoke / "score" / "reference")
+    assert (t["n_scored"][exclude] == 0).all()  # D_ref and held-out were not scored
+    ok = np.setdiff1d(np.arange(n), exclude)
+    diff = r["nll_sum"][ok] / r["n_scored"][ok] - t["nll_sum"][ok] / t["n_scored"][ok]
+    order = np.lexsort((ok, -diff))
+    np.testing.assert_array_equal(np.sort(ok[order[: info["k"]]]), ids.astype(np.int64))
+    # Baselines of equal size over the same eligible instances.
+    for b in ("random", "ppl"):
+        bids, _ = miniplm.load_selection(smoke / "select" / b)
+        assert len(bids) == len(ids) and not np.isin(bids.astype(np.int64), exclude).any()
+    assert not np.array_equal(miniplm.load_selection(smoke / "select" / "random")[0], ids)
+
+
+def test_smoke_students_and_report_content(smoke: Path) -> None:
+    md = (smoke / "report.md").read_text()
+    results = json.loads((smoke / "eval" / "results.json").read_text())
+    rows = _table(md, "| student |")
+    assert [r[0].split(" (")[0] for r in rows] == [
+        "MiniPLM",
+        "uniform random subset",
+        "Vanilla KD",
+        "perplexity filtering",
+    ]
+    steps = set()
+    for row, v in zip(rows, ["miniplm", "random", "kd", "ppl"]):
+        want = results[v]["heldout"]["heldout"]["mean_nll"]
+        assert math.isfinite(want) and row[1] == f"{want:.4f}"
+        clean = results[v]["heldout_clean"]["heldout"]["mean_nll"]
+        assert row[3] == f"{clean:.4f}"
+        summary = json.loads((smoke / f"student-{v}" / "run" / "summary.json").read_text())
+        assert row[5] == str(summary["tokens"]) and row[6] == str(summary["steps"])
+        steps.add(summary["steps"])
+        # Each student is a real HF model whose held-out loss was measured.
+        assert (smoke / f"student-{v}" / "run" / "final" / "config.json").is_file()
+        assert float(row[8]) > 0 and float(row[9]) >= float(row[8])
+    assert len(steps) == 1  # equal training for every student
+    assert float(rows[0][9]) > float(rows[0][8])  # MiniPLM carries the offline cost
+    sel = json.loads((smoke / "select" / "miniplm" / "selection.json").read_text())
+    assert f"K = {sel['k']} of {sel['num_eligible']} eligible" in md
+    src = _table(md, "| source | instances |")
+    names = json.loads((smoke / "data" / "corpus" / "tokenize.json").read_text())["sources"]
+    assert [r[0] for r in src] == names and any(n.startswith("noise-") for n in names)
+    assert sum(int(r[3]) for r in src) == sel["k"]
+    assert sum(int(r[2]) for r in src) == sel["num_eligible"]
+    examples = _table(md, "| source | which |")
+    assert {r[0] for r in examples} == set(names) and all(r[4] for r in examples)
+
+
+def test_smoke_plots_are_real_images(smoke: Path) -> None:
+    import matplotlib.image as mpimg
+
+    for name in ("r_histogram.png", "keep_rate_by_source.png", "loss_curves.png"):
+        img = mpimg.imread(smoke / "report" / name)
+        assert img.shape[0] > 200 and img.shape[1] > 400
+        assert float(np.std(img)) > 0.01  # not a blank canvas
+        assert f"report/{name}" in (smoke / "report.md").read_text()
+
+
+def test_second_run_skips_and_a_deleted_stage_reruns_with_its_followers(
+    smoke: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "copy"
+    shutil.copytree(smoke, run)
+    cfg = load_config(None, "smoke")
+    ctx = run_pipeline(cfg, run, quiet=True)
+    assert ctx.ran == [] and "student-kd" in ctx.skipped
+    before = (run / "select" / "miniplm" / "ids.npy").read_bytes()
+    k_before = len(miniplm.load_selection(run / "select" / "miniplm")[0])
+    shutil.rmtree(run / "student-random")
+    ctx = run_pipeline(cfg, run, quiet=True)
+    assert ctx.ran == ["student-random", "eval", "report"]
+    assert (run / "select" / "miniplm" / "ids.npy").read_bytes() == before
+    # A changed setting re-runs its stage and everything that reads it.
+    cfg.selection.alpha = 0.25
+    ctx = run_pipeline(cfg, run, quiet=True)
+    assert ctx.ran[0] == "select" and "score" in ctx.skipped and "student-miniplm" in ctx.ran
+    k_after = len(miniplm.load_selection(run / "select" / "miniplm")[0])
+    assert abs(k_after - k_before / 2) <= 1
+
+
+def test_config_is_validated_up_front(tmp_path: Path) -> None:
+    def bad(text: str, match: str) -> None:
+        f = tmp_path / "c.toml"
+        f.write_text(text)
+        with pytest.raises(InputError, match=match):
+            load_config(str(f), "smoke")
+
+    bad("[selection]\nalpha = 1.5\n", "selection.alpha")
+    bad("[students]\npreset = 'huge'\n", "students.preset")
+    bad("[corpus]\nseq_len = 'long'\n", "corpus.seq_len")
+    bad("[corpus]\nbogus = 1\n", "unknown key")
+    bad("[selection]\nbaselines = ['random', 'magic']\n", "magic")
+    bad("[corpus]\ninputs = ['/nonexistent/x.jsonl']\n", "/nonexistent")
+    bad("alpha = [\n", "not valid TOML")
+    f = tmp_path / "ok.toml"
+    f.write_text("seed = 3\n[selection]\nalpha = 0.25\n[students]\nepochs = 2\n")
+    cfg = load_config(str(f), "smoke")
+    assert cfg.seed == 3 and cfg.selection.alpha == 0.25 and cfg.students.epochs == 2.0
+    assert cfg.students.preset == "tiny"  # the rest comes from the preset
+    with pytest.raises(InputError, match="--preset"):
+        load_config(None, "nope")
+    assert cli_main(["run", str(tmp_path / "c.toml"), "--preset", "smoke", "--out", "x"]) == 2
