@@ -66,3 +66,37 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(
         [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
     )
+
+
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16
+
+
+def throughput_table(
+    runs: list[tuple[str, Measure]], flops_per_param_token: float, gpu: str
+) -> tuple[str, dict[str, float]]:
+    """A table of tokens/s, MFU (on a known GPU) and peak memory for child runs that print
+    a JSON line ``{"tokens", "seconds", "peak_gpu_mb", "params"}`` last; and each run's
+    tokens/s. ``params`` comes from the first run that reports it."""
+    import json
+
+    recs = [json.loads(m.stdout.strip().splitlines()[-1]) for _, m in runs]
+    params = next(r["params"] for r in recs if r.get("params"))
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
+    rows, tps_of = [], {}
+    for (name, m), r in zip(runs, recs):
+        tps = r["tokens"] / r["seconds"]
+        tps_of[name] = tps
+        mfu = f"{100 * flops_per_param_token * params * tps / (peak * 1e12):.1f}%" if peak else "-"
+        rows.append(
+            [
+                name,
+                f"{r['tokens']}",
+                f"{r['seconds']:.2f}",
+                f"{tps:,.0f}",
+                mfu,
+                f"{m.peak_anon_mb:.0f}",
+                f"{r['peak_gpu_mb']:.0f}" if gpu else "-",
+            ]
+        )
+    header = ["", "tokens", "seconds", "tokens/s", "MFU", "peak RSS MB (anon)", "peak GPU MB"]
+    return table(header, rows), tps_of

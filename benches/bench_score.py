@@ -21,7 +21,7 @@ import numpy as np
 
 import miniplm
 
-from _measure import python, run, table
+from _measure import python, run, throughput_table
 
 # Shared by both children: load the model, time only the scoring loop.
 COMMON = """
@@ -85,8 +85,6 @@ print(json.dumps({"tokens": int(miniplm.TokenDataset(data).num_tokens), "seconds
 """
 )
 
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
-
 
 def make_model(kind: str, root: Path, vocab: int) -> tuple[str, int]:
     if kind == "smollm2":
@@ -148,36 +146,14 @@ def main() -> None:
     argv = [spec, str(data), str(root / "run"), device, "auto", str(args.batch_size)]
     plain = run(python(PLAIN, *argv))
     ours = run(python(OURS, *argv))
-    rows = []
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") else ""
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
+    tab, res = throughput_table([("plain HF loop", plain), ("miniplm score", ours)], 2.0, gpu)
     params = json.loads(plain.stdout.strip().splitlines()[-1])["params"]
-    res = {}
-    for name, m in (("plain HF loop", plain), ("miniplm score", ours)):
-        r = json.loads(m.stdout.strip().splitlines()[-1])
-        tps = r["tokens"] / r["seconds"]
-        res[name] = tps
-        mfu = f"{100 * 2 * params * tps / (peak * 1e12):.1f}%" if peak else "-"
-        rows.append(
-            [
-                name,
-                f"{r['tokens']}",
-                f"{r['seconds']:.2f}",
-                f"{tps:,.0f}",
-                mfu,
-                f"{m.peak_anon_mb:.0f}",
-                f"{r['peak_gpu_mb']:.0f}" if gpu else "-",
-            ]
-        )
     print(
         f"score: {args.model} ({params / 1e6:.1f}M params), {args.n} instances of <= "
         f"{args.seq_len + 1} tokens, batch {args.batch_size}, {device} {gpu}".rstrip()
     )
-    print(
-        table(
-            ["", "tokens", "seconds", "tokens/s", "MFU", "peak RSS MB (anon)", "peak GPU MB"], rows
-        )
-    )
+    print(tab)
     print(f"speed-up: {res['miniplm score'] / res['plain HF loop']:.2f}x")
     shutil.rmtree(root / "run", ignore_errors=True)
 

@@ -23,7 +23,7 @@ import numpy as np
 
 import miniplm
 
-from _measure import python, run, table
+from _measure import python, run, throughput_table
 
 COMMON = """
 import json, sys, time, numpy as np, torch, miniplm
@@ -97,8 +97,6 @@ print(json.dumps({"tokens": b["tokens"] - a["tokens"], "seconds": b["elapsed_s"]
 """
 )
 
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
-
 
 def make_data(d: Path, n: int, seq_len: int, vocab: int) -> None:
     # A packed corpus: most instances full (L+1), a tail of shorter end-of-source chunks.
@@ -143,36 +141,15 @@ def main() -> None:
     plain = run(python(PLAIN, *argv))
     ours = run(python(OURS, *argv))
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") else ""
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
+    tab, res = throughput_table([("plain HF loop", plain), ("miniplm train", ours)], 6.0, gpu)
     params = json.loads(plain.stdout.strip().splitlines()[-1])["params"]
-    rows, res = [], {}
-    for name, m in (("plain HF loop", plain), ("miniplm train", ours)):
-        r = json.loads(m.stdout.strip().splitlines()[-1])
-        tps = r["tokens"] / r["seconds"]
-        res[name] = tps
-        mfu = f"{100 * 6 * params * tps / (peak * 1e12):.1f}%" if peak else "-"
-        rows.append(
-            [
-                name,
-                f"{r['tokens']}",
-                f"{r['seconds']:.2f}",
-                f"{tps:,.0f}",
-                mfu,
-                f"{m.peak_anon_mb:.0f}",
-                f"{r['peak_gpu_mb']:.0f}" if gpu else "-",
-            ]
-        )
     print(
         f"train: preset {args.preset} ({params / 1e6:.1f}M params), L = {args.seq_len}, "
         f"micro {args.micro_batch_size} x accum "
         f"{args.global_batch_size // args.micro_batch_size}, {args.steps} steps "
         f"(first 2 untimed), {device} {gpu}".rstrip()
     )
-    print(
-        table(
-            ["", "tokens", "seconds", "tokens/s", "MFU", "peak RSS MB (anon)", "peak GPU MB"], rows
-        )
-    )
+    print(tab)
     print(f"speed-up: {res['miniplm train'] / res['plain HF loop']:.2f}x")
     shutil.rmtree(root / "run", ignore_errors=True)
 

@@ -454,11 +454,33 @@ def build_stages(cfg: RunConfig) -> list[Stage]:
         stages.append(Stage("text", (), text_params, text_stage))
     pretrained = cfg.teacher.train is None
     if pretrained:
-        stages.append(Stage("teacher_model", (), {"model": cfg.teacher.model}, teacher_model_stage))
+        from miniplm.scoring.models import model_fingerprint
+
+        if cfg.teacher.model == "smollm2":
+            from miniplm.bundled import smollm2_gguf
+
+            fp = model_fingerprint(str(smollm2_gguf()))  # clear error if not installed
+        else:
+            fp = model_fingerprint(cfg.teacher.model)
+        stages.append(
+            Stage(
+                "teacher_model",
+                (),
+                {"model": cfg.teacher.model, "fingerprint": fp},
+                teacher_model_stage,
+            )
+        )
     tok_reads = ("text",) if cfg.tokenizer.train_bpe_vocab else ()
     if not cfg.tokenizer.path and not cfg.tokenizer.train_bpe_vocab:
         tok_reads = ("teacher_model",)
-    stages.append(Stage("tokenizer", tok_reads, c["tokenizer"], tokenizer_stage))
+    tok_params = dict(c["tokenizer"])
+    if cfg.tokenizer.path:
+        from miniplm import _core
+
+        tok = Path(cfg.tokenizer.path)
+        files = sorted(tok.iterdir()) if tok.is_dir() else [tok]
+        tok_params["fingerprints"] = [_core.file_fingerprint(str(f)) for f in files if f.is_file()]
+    stages.append(Stage("tokenizer", tok_reads, tok_params, tokenizer_stage))
     data_reads = ("tokenizer",) + (("text",) if not cfg.corpus.inputs else ())
     data_params = {k: v for k, v in c["corpus"].items() if k != "heldout_fraction"}
     data_params["seed"] = cfg.seed
@@ -492,8 +514,8 @@ def build_stages(cfg: RunConfig) -> list[Stage]:
     stages.append(Stage("select", ("data", "split", "score"), sel_params, select_stage))
     for v in student_variants(cfg):
         reads = ("data", "select") + (teacher_reads if v == "kd" else ())
-        params = {**c["students"], **train_common, "variant": v}
-        stages.append(Stage(f"student-{v}", reads, params, make_student_stage(v)))
+        student_params = {**c["students"], **train_common, "variant": v}
+        stages.append(Stage(f"student-{v}", reads, student_params, make_student_stage(v)))
     eval_reads = ("data", "split", "reference", *(f"student-{v}" for v in student_variants(cfg)))
     stages.append(Stage("eval", eval_reads, {**c["eval"], "device": cfg.device}, eval_stage))
     return stages

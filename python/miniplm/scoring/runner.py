@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from miniplm._deps import require
+from miniplm._dist import Dist
 from miniplm.data import PathLike, TokenDataset
 from miniplm.errors import InputError
 from miniplm.scoring.models import (
@@ -64,28 +65,6 @@ class ScoreOptions:
             raise InputError("--checkpoint-interval must be >= 0 seconds")
 
 
-class _Dist:
-    """Rank, world size and barriers; a no-op outside torchrun."""
-
-    def __init__(self, device: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.owned = False
-        if self.world > 1 and not torch.distributed.is_initialized():
-            backend = "nccl" if device.startswith("cuda") else "gloo"
-            # Ranks finish their shares at different times: wait long at the last barrier.
-            torch.distributed.init_process_group(backend, timeout=datetime.timedelta(hours=48))
-            self.owned = True
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-    def close(self) -> None:
-        if self.owned:
-            torch.distributed.destroy_process_group()
-
-
 def _progress_bar(total: int, enabled: bool) -> Any:
     try:
         from tqdm import tqdm
@@ -116,7 +95,8 @@ def score(
         raise InputError("two models write to the same --out")
     device = resolve_device(opt.device)
     dtype = resolve_dtype(opt.dtype, device)
-    dist = _Dist(device)
+    # Ranks finish their shares at different times: wait long at the last barrier.
+    dist = Dist(device, datetime.timedelta(hours=48))
     try:
         return _score(models, os.fspath(data), [Path(o) for o in outs], opt, device, dtype, dist)
     finally:
@@ -188,7 +168,7 @@ def _score(
     opt: ScoreOptions,
     device: str,
     dtype: Any,
-    dist: _Dist,
+    dist: Dist,
 ) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     show = opt.progress if opt.progress is not None else sys.stderr.isatty()

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from miniplm._deps import require
+from miniplm._dist import Dist
 from miniplm.data import DatasetView, TokenDataset
 from miniplm.errors import InputError
 from miniplm.scoring.models import check_same_tokenizer, load_model
@@ -146,33 +147,7 @@ def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class _Dist:
-    def __init__(self, device: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local = int(os.environ.get("LOCAL_RANK", "0"))
-        self.owned = False
-        if self.world > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-            self.owned = True
-
-    def all_sum(self, values: list[float], device: Any) -> list[float]:
-        if self.world == 1:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=device)
-        torch.distributed.all_reduce(t)
-        return [float(x) for x in t.tolist()]
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-    def close(self) -> None:
-        if self.owned:
-            torch.distributed.destroy_process_group()
-
-
-def _device(opt: TrainOptions, dist: _Dist) -> str:
+def _device(opt: TrainOptions, dist: Dist) -> str:
     if opt.device == "auto":
         return f"cuda:{dist.local}" if torch.cuda.is_available() else "cpu"
     if opt.device == "cuda":
@@ -236,7 +211,7 @@ def _peak_flops(device: str) -> float | None:
 def train(opt: TrainOptions) -> dict[str, Any]:
     """Run (or resume) a training job; returns the final summary."""
     opt.check()
-    dist = _Dist(opt.device)
+    dist = Dist(opt.device)
     try:
         return _Trainer(opt, dist).run()
     finally:
@@ -244,7 +219,7 @@ def train(opt: TrainOptions) -> dict[str, Any]:
 
 
 class _Trainer:
-    def __init__(self, opt: TrainOptions, dist: _Dist):
+    def __init__(self, opt: TrainOptions, dist: Dist):
         self.opt, self.dist = opt, dist
         self.device = _device(opt, dist)
         self.out = Path(opt.out)

@@ -1,0 +1,40 @@
+"""Rank, world size, barriers and sums under torchrun; a no-op in a single process.
+Shared by the scoring and training loops (gloo on CPU, NCCL on GPU)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any
+
+from miniplm._deps import require
+
+torch = require("torch")
+
+
+class Dist:
+    def __init__(self, device: str, timeout: datetime.timedelta | None = None):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local = int(os.environ.get("LOCAL_RANK", "0"))
+        self.owned = False
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if device.startswith("cuda") else "gloo"
+            kw = {"timeout": timeout} if timeout is not None else {}
+            torch.distributed.init_process_group(backend, **kw)
+            self.owned = True
+
+    def all_sum(self, values: list[float], device: Any) -> list[float]:
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(t)
+        return [float(x) for x in t.tolist()]
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.owned:
+            torch.distributed.destroy_process_group()
