@@ -100,3 +100,14 @@ def throughput_table(
         )
     header = ["", "tokens", "seconds", "tokens/s", "MFU", "peak RSS MB (anon)", "peak GPU MB"]
     return table(header, rows), tps_of
+
+
+def best_of(runs: list[Measure]) -> Measure:
+    """The run with the most tokens per second (children print a JSON line last)."""
+    import json
+
+    def tps(m: Measure) -> float:
+        r = json.loads(m.stdout.strip().splitlines()[-1])
+        return float(r["tokens"]) / float(r["seconds"])
+
+    return max(runs, key=tps)

@@ -89,6 +89,15 @@ def test_smoke_students_and_report_content(smoke: Path) -> None:
     assert [r[0] for r in src] == names and any(n.startswith("noise-") for n in names)
     assert sum(int(r[3]) for r in src) == sel["k"]
     assert sum(int(r[2]) for r in src) == sel["num_eligible"]
+    per_source = _table(md, "| source | keep rate |")
+    held = {r[0]: r for r in per_source}
+    for name, row in held.items():
+        for col, v in enumerate(["miniplm", "random", "kd", "ppl", "reference"]):
+            want = results[v]["per_source"][name]["mean_nll"]
+            assert row[3 + col] == f"{want:.3f}"
+    assert (
+        sum(int(r[2]) for r in per_source) == results["miniplm"]["heldout"]["heldout"]["instances"]
+    )
     examples = _table(md, "| source | which |")
     assert {r[0] for r in examples} == set(names) and all(r[4] for r in examples)
 

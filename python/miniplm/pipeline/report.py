@@ -206,6 +206,17 @@ def write_report(ctx: Context, out: Path) -> Path:
             f"{int(mine.sum())} | {int((sources[kept] == i).sum())} | "
             f"{_fmt(rates[i], 3)} | {_fmt(mean_r, 3)} |"
         )
+    variants = student_variants(cfg)
+    by_src_rows = []
+    for i, name in enumerate(names):
+        cells = [
+            _fmt(results[v]["per_source"].get(name, {}).get("mean_nll"), 3)
+            for v in [*variants, "reference"]
+        ]
+        n_held = results[variants[0]]["per_source"].get(name, {}).get("instances", 0)
+        by_src_rows.append(
+            f"| {name} | {_fmt(rates[i], 3)} | {n_held} | " + " | ".join(cells) + " |"
+        )
     neg = float((r < 0).mean()) if len(r) else float("nan")
     split = ctx.out("split")["counts"]
     teacher_name = (
@@ -248,6 +259,15 @@ def write_report(ctx: Context, out: Path) -> Path:
         "| source | instances | eligible | kept | keep rate | mean r |",
         "|---|---|---|---|---|---|",
         *src_rows,
+        "",
+        "Held-out NLL per source (the selection changes the mix of sources a student sees: "
+        "compare each student where MiniPLM kept much and where it kept little):",
+        "",
+        "| source | keep rate | held-out instances | "
+        + " | ".join(LABELS[v].split(" (")[0] for v in variants)
+        + " | reference |",
+        "|---|---|---|" + "---|" * (len(variants) + 1),
+        *by_src_rows,
         "",
         *[f"![{p}]({out.name}/{p})" for p in plots],
         "",

@@ -20,6 +20,10 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike[str], *, quiet: bool = F
     tmp.write_text(dump(cfg))
     tmp.replace(root / "config.json")  # the resolved config, beside the results
     ctx = Context(cfg=cfg, root=root, quiet=quiet)
+    if quiet:
+        from miniplm._deps import require
+
+        require("transformers").utils.logging.disable_progress_bar()
     stages = build_stages(cfg)
     reads = tuple(s.name for s in stages)
     stages.append(Stage("report", reads, {"version": 1}, report_stage))

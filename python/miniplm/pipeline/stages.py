@@ -60,7 +60,10 @@ class Context:
 
 
 def stage_key(stage: Stage, ctx: Context) -> str:
+    from miniplm import __version__
+
     blob = {
+        "miniplm": __version__,  # another release may write a stage differently
         "stage": stage.name,
         "params": stage.params,
         "reads": {r: ctx.done[r]["stamp"] for r in stage.reads},
@@ -276,7 +279,15 @@ def split_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     clean = heldout[~noisy[sources[heldout]]] if len(names) else heldout
     exclude = np.union1d(ref, heldout)
     np.save(sdir / "exclude.npy", exclude.astype(np.uint64))
+    by_source = {
+        str(name): _write_ids(
+            sdir / "heldout-by-source" / str(k), heldout[sources[heldout] == k], f"held-out {name}"
+        )
+        for k, name in enumerate(names)
+        if (sources[heldout] == k).any()
+    }
     return {
+        "heldout_by_source": by_source,
         "instances": n,
         "ref": _write_ids(sdir / "ref", ref, "reference training slice D_ref"),
         "heldout": _write_ids(sdir / "heldout", heldout, "held-out evaluation slice"),
@@ -408,6 +419,19 @@ def make_student_stage(variant: str) -> Callable[[Path, Context], dict[str, Any]
     return body
 
 
+def _load_pair(path: str, device: str) -> tuple[Any, Any]:
+    """A trained model (float32 on CPU, bfloat16 on GPU) and its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from miniplm.scoring.models import resolve_device
+
+    dev = resolve_device(device)
+    dtype = torch.bfloat16 if dev.startswith("cuda") else torch.float32
+    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return model.to(dev), AutoTokenizer.from_pretrained(path)
+
+
 def eval_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     from miniplm.evaluation import evaluate
 
@@ -417,25 +441,28 @@ def eval_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     models = {v: ctx.out(f"student-{v}")["model"] for v in student_variants(cfg)}
     models["reference"] = ctx.out("reference")["model"]
     results: dict[str, Any] = {}
-    for name, model in models.items():
+    for name, path in models.items():
+        pair = _load_pair(path, cfg.device)  # once per model for all the evaluations
         r: dict[str, Any] = {}
         for which in ("heldout", "heldout_clean"):
             r[which] = evaluate(
-                model,
+                pair,
                 data=data,
                 selection=split[which],
                 batch_size=e.batch_size,
-                device=cfg.device,
                 max_instances=e.max_instances or None,
             )
+        r["per_source"] = {
+            src: evaluate(pair, data=data, selection=sel, batch_size=e.batch_size)["heldout"]
+            for src, sel in split["heldout_by_source"].items()
+        }
         if e.mc_files or e.tasks:
             r["tasks"] = evaluate(
-                model,
+                pair,
                 mc_files=e.mc_files,
                 tasks=e.tasks,
                 include_path=e.include_path or None,
                 batch_size=e.batch_size,
-                device=cfg.device,
             )
         results[name] = r
     _write_json(sdir / "results.json", results)
