@@ -16,7 +16,7 @@
 //! length N.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
@@ -761,6 +761,29 @@ fn poisoned() -> Error {
 struct FileOut {
     path: PathBuf,
     w: OnceLock<NpyAtWriter<u64>>,
+    /// Ids written so far, and whether the selection is over (for `flush_behind`).
+    written: AtomicU64,
+    done: AtomicBool,
+}
+
+impl FileOut {
+    /// Keep the disk busy while the emit pass runs: after every `STEP` bytes of new ids,
+    /// start writing them out (without waiting), so that the final sync finds little
+    /// left. Runs on its own thread, off the workers' path, until `done`.
+    fn flush_behind(&self) {
+        const STEP: u64 = 32 << 20;
+        let mut last = 0u64;
+        while !self.done.load(Ordering::Acquire) {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            let now = self.written.load(Ordering::Relaxed) * 8;
+            if now >= last + STEP {
+                if let Some(w) = self.w.get() {
+                    w.start_writeback();
+                    last = now;
+                }
+            }
+        }
+    }
 }
 
 impl IdsOut for FileOut {
@@ -772,7 +795,11 @@ impl IdsOut for FileOut {
     }
     fn put(&self, at: u64, ids: &[u64]) -> Result<()> {
         match self.w.get() {
-            Some(w) => w.write_at(at, ids),
+            Some(w) => {
+                w.write_at(at, ids)?;
+                self.written.fetch_add(ids.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
             None => Err(Error::invalid("internal: ids.npy not started")),
         }
     }
@@ -1175,8 +1202,15 @@ pub fn select(
         let out = FileOut {
             path: tmp.join("ids.npy"),
             w: OnceLock::new(),
+            written: AtomicU64::new(0),
+            done: AtomicBool::new(false),
         };
-        let rep = select_into(inputs, spec, Tuning::default(), Cpu::detect(), job, &out)?;
+        let rep = std::thread::scope(|s| {
+            s.spawn(|| out.flush_behind());
+            let rep = select_into(inputs, spec, Tuning::default(), Cpu::detect(), job, &out);
+            out.done.store(true, Ordering::Release);
+            rep
+        })?;
         match out.w.into_inner() {
             Some(w) => w.finish()?,
             None => return Err(Error::invalid("internal: ids.npy was never started")),
