@@ -737,6 +737,9 @@ mod avx2 {
             Some(b) => b.parts(),
             None => (0.0, 0.0, 0),
         };
+        // Bins are at most `blast`, so masking an index with `HIST_BINS - 1` keeps it and
+        // spares the bounds checks.
+        assert!(blast < HIST_BINS && HIST_BINS.is_power_of_two());
         let (bmin, bscale) = (_mm256_set1_pd(bmin), _mm256_set1_pd(bscale));
         let blastf = _mm256_set1_pd(blast as f64);
         let c = cut.unwrap_or(Cut {
@@ -764,7 +767,7 @@ mod avx2 {
                 let fin = _mm256_cmp_pd::<_CMP_LT_OQ>(_mm256_and_pd(x, abs), inf);
                 let count = _mm256_movemask_pd(fin);
                 for (l, &b) in bins.iter().enumerate() {
-                    acc.lanes[l][b as usize] += (count >> l & 1) as u64;
+                    acc.lanes[l][b as usize & (HIST_BINS - 1)] += (count >> l & 1) as u64;
                 }
             }
             if cut.is_some() {

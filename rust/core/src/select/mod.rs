@@ -1207,9 +1207,15 @@ pub fn select(
         };
         let rep = std::thread::scope(|s| {
             s.spawn(|| out.flush_behind());
-            let rep = select_into(inputs, spec, Tuning::default(), Cpu::detect(), job, &out);
-            out.done.store(true, Ordering::Release);
-            rep
+            // Stop the helper however `select_into` ends (a panic too: the scope joins it).
+            struct Done<'a>(&'a AtomicBool);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Release);
+                }
+            }
+            let _done = Done(&out.done);
+            select_into(inputs, spec, Tuning::default(), Cpu::detect(), job, &out)
         })?;
         match out.w.into_inner() {
             Some(w) => w.finish()?,
