@@ -918,6 +918,13 @@ mod tests {
             }
             let dt = t0.elapsed().as_secs_f64() / (reps * n) as f64 * 1e9;
             println!("{cpu:?} emit {dt:.3} ns/elt ({x})");
+            let t0 = std::time::Instant::now();
+            for _ in 0..reps {
+                let mut acc = EmitAcc::new();
+                x += emit(cpu, v, k, 0, Some(cut), None, &mut acc, &mut out);
+            }
+            let dt = t0.elapsed().as_secs_f64() / (reps * n) as f64 * 1e9;
+            println!("{cpu:?} emit-nohist {dt:.3} ns/elt ({x})");
         }
     }
 }
