@@ -1,9 +1,10 @@
 //! The per-instance loops of a selection, fused: each reads the score values of a run of
-//! ids once and does all of a pass's work on them in registers (value, eligibility, key,
-//! counts, statistics, candidates or kept ids, histogram), in blocks of `W` lanes so that
-//! the compiler vectorises them. Every loop is generic over where values come from
-//! (`Vals`) and how keys are made (`Keys`), and compiled twice on x86-64: for the
-//! baseline target and with AVX2, picked at run time.
+//! ids once and does all of a pass's work on them (value, eligibility, key, counts,
+//! statistics, candidates or kept ids, histogram), in blocks of `W` lanes. Every loop is
+//! generic over where values come from (`Vals`) and how keys are made (`Keys`). Top-K
+//! keys (the common case) also have explicit AVX2 kernels (`avx2`), picked at run time
+//! when the CPU has AVX2; they follow the portable loops lane for lane, so both give the
+//! same bits (tested against each other).
 //!
 //! The element formulas live here once (`Vals::block`, `Keys::key`); the rare radix
 //! passes use them through `keys_into`, so every path sees identical keys.
