@@ -147,6 +147,10 @@ impl Binner {
         } else {
             0.0
         };
+        assert!(
+            (1..=1 << 30).contains(&bins),
+            "Binner: 1 to 2^30 bins, got {bins}"
+        );
         Binner {
             min,
             scale,
@@ -154,9 +158,18 @@ impl Binner {
         }
     }
 
-    #[inline]
+    /// `(min, scale, last)`, for SIMD versions of `bin`.
+    pub fn parts(&self) -> (f64, f64, usize) {
+        (self.min, self.scale, self.last)
+    }
+
+    /// `((v - min) * scale) as usize` capped at the last bin (NaN and negatives give 0).
+    /// Computed through `i32`, which gives the same bin for every input (both casts
+    /// truncate and saturate, NaN -> 0, and the cap `last` is below `i32::MAX`) and,
+    /// unlike a cast to `usize`, vectorises with SSE2/AVX2.
+    #[inline(always)]
     pub fn bin(&self, v: f64) -> usize {
-        (((v - self.min) * self.scale) as usize).min(self.last)
+        (((v - self.min) * self.scale) as i32).clamp(0, self.last as i32) as usize
     }
 }
 

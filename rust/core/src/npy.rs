@@ -353,6 +353,109 @@ pub fn write_npy<T: Element>(path: impl AsRef<Path>, values: &[T]) -> Result<()>
     w.finish().map(|_| ())
 }
 
+/// Writes a 1-D array of known length into a `.npy` file in pieces placed by index, from
+/// any number of threads at once (positional writes; no shared cursor).
+pub struct NpyAtWriter<T: Element> {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    #[cfg(not(unix))]
+    lock: std::sync::Mutex<()>,
+    _t: PhantomData<T>,
+}
+
+impl<T: Element> NpyAtWriter<T> {
+    /// Create `path` with the header of a `len`-element array.
+    pub fn create(path: impl AsRef<Path>, len: u64) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut file = File::create(&path).at(&path)?;
+        file.write_all(&header(T::DTYPE, len)).at(&path)?;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let size = HEADER_LEN as u64 + len * std::mem::size_of::<T>() as u64;
+            // Reserve the blocks up front: writes into allocated space skip the per-page
+            // delayed-allocation work (about a third less CPU per byte on ext4). Only an
+            // optimisation: a file system without fallocate just allocates as it writes.
+            // SAFETY: a plain system call on a file descriptor that `file` owns and keeps
+            // open for the duration of the call; no memory is passed.
+            unsafe {
+                libc::fallocate(file.as_raw_fd(), 0, 0, size as libc::off_t);
+            }
+        }
+        Ok(NpyAtWriter {
+            path,
+            file,
+            len,
+            #[cfg(not(unix))]
+            lock: std::sync::Mutex::new(()),
+            _t: PhantomData,
+        })
+    }
+
+    /// Write `values` as elements `at..at + values.len()`.
+    pub fn write_at(&self, at: u64, values: &[T]) -> Result<()> {
+        if at
+            .checked_add(values.len() as u64)
+            .is_none_or(|e| e > self.len)
+        {
+            return Err(Error::invalid(format!(
+                "{}: elements [{at}, +{}) past the array's {}",
+                self.path.display(),
+                values.len(),
+                self.len
+            )));
+        }
+        let pos = HEADER_LEN as u64 + at * std::mem::size_of::<T>() as u64;
+        let bytes: &[u8] = bytemuck::cast_slice(values);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileExt;
+            self.file.write_all_at(bytes, pos).at(&self.path)
+        }
+        #[cfg(not(unix))]
+        {
+            let _g = self
+                .lock
+                .lock()
+                .map_err(|_| Error::invalid("internal: a writer thread panicked"))?;
+            let mut f = &self.file;
+            f.seek(SeekFrom::Start(pos)).at(&self.path)?;
+            f.write_all(bytes).at(&self.path)
+        }
+    }
+
+    /// Start writing what has been written so far to disk, without waiting for it (a
+    /// background thread calls this while pieces are still being written, so that
+    /// `finish`'s sync has little left to do). Only a hint: errors surface at `finish`.
+    pub fn start_writeback(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a plain system call on a file descriptor that `self.file` owns and
+            // keeps open for the duration of the call; no memory is passed.
+            unsafe {
+                libc::sync_file_range(self.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+            }
+        }
+    }
+
+    /// Check that every element was written (the file has its full size) and sync it to
+    /// disk.
+    pub fn finish(self) -> Result<u64> {
+        let want = HEADER_LEN as u64 + self.len * std::mem::size_of::<T>() as u64;
+        let got = self.file.metadata().at(&self.path)?.len();
+        if got != want {
+            return Err(Error::invalid(format!(
+                "{}: {got} bytes written, expected {want}",
+                self.path.display()
+            )));
+        }
+        self.file.sync_all().at(&self.path)?;
+        Ok(self.len)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,12 +7,17 @@
 //! collects the (key, id) candidates of the bucket holding the K-th key (once they fit a
 //! bounded buffer) or histograms the next 16 bits inside it. At full depth the bucket is
 //! a single key value, and the tie cut (ties go to smaller ids) is found by per-chunk
-//! counting. The emit pass writes `key > T || (key == T && id <= tie_cut)` in id order.
-//! Memory: per-thread 65536-bin histograms, at most `cap` candidates, a bounded batch of
-//! output ids, and one count per chunk; never anything of length N.
+//! counting. Whichever way the cut is found, the pass that finds it also learns how many
+//! ids each chunk keeps, so the emit pass (`key > T || (key == T && id <= tie_cut)`)
+//! writes every chunk's ids straight to their final place, all chunks in parallel.
+//! The per-instance work of pass A and the emit pass runs in fused, vectorised loops
+//! (`kernel`). Memory: per-thread 65536-bin histograms, at most `cap` candidates, one
+//! chunk of output ids per thread, and a few numbers per chunk; never anything of
+//! length N.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -22,9 +27,19 @@ use crate::error::{Error, Result};
 use crate::fsutil::{quick_fingerprint, write_dir_atomically, write_file_atomically};
 use crate::inspect::{bin_edges, Binner, Histogram};
 use crate::job::Job;
-use crate::npy::{DType, Npy, NpyWriter};
-use crate::rng::rand_u64;
+use crate::npy::{DType, Npy, NpyAtWriter};
 use crate::scores::ScoreSource;
+
+mod kernel;
+
+#[cfg(test)]
+use crate::rng::rand_u64;
+#[cfg(test)]
+use kernel::{gumbel, order_key};
+use kernel::{
+    key_value, Cpu, Cut, Diff, EmitAcc, Gumbel, Keys, NoVals, One, Random, Tally, Top, Vals,
+    HIST_BINS,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -145,31 +160,6 @@ pub struct SelectionReport {
     pub elapsed_s: f64,
 }
 
-const BITS: u32 = 16;
-const BINS: usize = 1 << BITS;
-const HIST_BINS: usize = 64;
-
-/// Order-preserving map of a non-NaN float to u64 (-0.0 and +0.0 map alike); branch-free
-/// so the key loops vectorise.
-#[inline]
-fn order_key(x: f64) -> u64 {
-    let bits = (x + 0.0).to_bits();
-    let neg = ((bits as i64) >> 63) as u64;
-    bits ^ (neg | 1 << 63)
-}
-
-/// Inverse of `order_key`.
-fn key_value(k: u64) -> f64 {
-    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
-}
-
-/// `u` in (0, 1) from a random draw, then the standard Gumbel variate.
-#[inline]
-fn gumbel(r: u64) -> f64 {
-    let u = ((r >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64);
-    -(-u.ln()).ln()
-}
-
 /// Excluded ids, ascending and unique: the file itself when it already is, else a copy.
 enum Exclude {
     None,
@@ -236,12 +226,15 @@ fn widen(it: impl Iterator<Item = i128>, n: u64, bad: impl Fn(i128) -> Error) ->
     .collect()
 }
 
-/// Per-chunk scratch buffers.
+const BITS: u32 = 16;
+const BINS: usize = 1 << BITS;
+
+/// Per-chunk scratch: score values when a source cannot lend its memory, and keys and
+/// eligibility for the radix passes.
 #[derive(Default)]
 struct Buf {
     t: Vec<f64>,
     r: Vec<f64>,
-    value: Vec<f64>,
     key: Vec<u64>,
     ok: Vec<bool>,
 }
@@ -255,8 +248,45 @@ struct Plan<'a> {
     has_values: bool,
     exclude: Exclude,
     tuning: Tuning,
+    cpu: Cpu,
     /// Full passes over the inputs so far.
     passes: AtomicUsize,
+}
+
+/// A kernel run on one chunk, given the chunk's values and key maker as concrete types
+/// (so that every combination compiles to its own tight loop).
+trait Visit {
+    type Out;
+    fn visit<V: Vals, K: Keys>(self, v: V, k: K) -> Self::Out;
+}
+
+fn with_keys<V: Vals, F: Visit>(mode: Mode, sign: f64, v: V, f: F) -> F::Out {
+    match mode {
+        Mode::Top => f.visit(v, Top { sign }),
+        Mode::Gumbel { temperature, seed } => f.visit(
+            v,
+            Gumbel {
+                sign,
+                temperature,
+                seed,
+            },
+        ),
+        Mode::Random { seed } => f.visit(v, Random { seed }),
+    }
+}
+
+/// The runs of ids of `[start, end)` between the excluded ids `ex` (ascending, inside the
+/// range), as offsets from `start`.
+fn runs(start: u64, end: u64, ex: &[u64]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut from = 0usize;
+    ex.iter()
+        .map(move |&x| (x - start) as usize)
+        .chain(std::iter::once((end - start) as usize))
+        .filter_map(move |x| {
+            let run = (from, x);
+            from = x + 1;
+            (run.0 < run.1).then_some(run)
+        })
 }
 
 impl Plan<'_> {
@@ -269,86 +299,84 @@ impl Plan<'_> {
         (s, (s + self.tuning.chunk as u64).min(self.n))
     }
 
-    /// Fill `b` for ids `[start, end)`: value (NaN if none), eligibility, key.
-    fn fill(&self, start: u64, end: u64, b: &mut Buf) -> Result<()> {
-        let len = (end - start) as usize;
-        let Buf {
-            t,
-            r,
-            value,
-            key,
-            ok,
-        } = b;
-        value.resize(len, f64::NAN);
-        key.resize(len, 0);
-        ok.resize(len, true);
-        if self.has_values {
-            // Scratch is only filled when a source cannot lend its memory directly.
-            let (mut ts, mut rs) = (std::mem::take(t), std::mem::take(r));
-            {
-                let tv = match (self.spec.by != By::Reference, self.teacher) {
-                    (true, Some(s)) => s.mean_nll_chunk(start, len, &mut ts)?,
-                    _ => &[][..],
-                };
-                let rv = match (self.spec.by != By::Teacher, self.reference) {
-                    (true, Some(s)) => s.mean_nll_chunk(start, len, &mut rs)?,
-                    _ => &[][..],
-                };
-                match self.spec.by {
-                    By::Diff => {
-                        for ((v, &a), &b) in value.iter_mut().zip(tv).zip(rv) {
-                            *v = b - a;
-                        }
-                    }
-                    By::Teacher => value.copy_from_slice(tv),
-                    By::Reference => value.copy_from_slice(rv),
-                }
-            }
-            (*t, *r) = (ts, rs);
-            for (o, v) in ok.iter_mut().zip(value.iter()) {
-                *o = !v.is_nan();
-            }
-        } else {
-            ok.fill(true);
-        }
+    /// Excluded ids inside `[start, end)`.
+    fn excluded(&self, start: u64, end: u64) -> &[u64] {
         let ex = self.exclude.ids();
         let lo = ex.partition_point(|&x| x < start);
         let hi = ex.partition_point(|&x| x < end);
-        for &x in &ex[lo..hi] {
-            ok[(x - start) as usize] = false;
-        }
+        &ex[lo..hi]
+    }
+
+    /// Run `f` on ids `[start, end)` (exclusions are `f`'s business): values borrowed
+    /// straight from float64 arrays, else computed into `buf`.
+    fn visit<F: Visit>(&self, start: u64, end: u64, buf: &mut Buf, f: F) -> Result<F::Out> {
+        let len = (end - start) as usize;
+        let Buf { t, r, .. } = buf;
+        let tv = match (
+            self.has_values && self.spec.by != By::Reference,
+            self.teacher,
+        ) {
+            (true, Some(s)) => Some(s.mean_nll_chunk(start, len, t)?),
+            _ => None,
+        };
+        let rv = match (
+            self.has_values && self.spec.by != By::Teacher,
+            self.reference,
+        ) {
+            (true, Some(s)) => Some(s.mean_nll_chunk(start, len, r)?),
+            _ => None,
+        };
         let sign = match self.spec.keep {
             Keep::Highest => 1.0,
             Keep::Lowest => -1.0,
         };
-        match self.spec.mode {
-            Mode::Top => {
-                for (k, &v) in key.iter_mut().zip(value.iter()) {
-                    *k = order_key(sign * v);
-                }
-            }
-            Mode::Gumbel { temperature, seed } => {
-                for (j, (k, &v)) in key.iter_mut().zip(value.iter()).enumerate() {
-                    let g = gumbel(rand_u64(seed, start + j as u64));
-                    *k = order_key((sign * v + 0.0) / temperature + g);
-                }
-            }
-            Mode::Random { seed } => {
-                for (j, k) in key.iter_mut().enumerate() {
-                    *k = rand_u64(seed, start + j as u64);
-                }
-            }
-        }
-        Ok(())
+        let mode = self.spec.mode;
+        Ok(match (self.spec.by, tv, rv) {
+            (By::Diff, Some(t), Some(r)) => with_keys(mode, sign, Diff { t, r }, f),
+            (By::Teacher, Some(t), _) => with_keys(mode, sign, One(t), f),
+            (By::Reference, _, Some(r)) => with_keys(mode, sign, One(r), f),
+            _ => with_keys(mode, sign, NoVals(len), f),
+        })
     }
 
-    /// Fold every chunk in parallel: `visit(acc, start, buf)`.
+    /// Keys and eligibility of ids `[start, end)` into `buf.key` and `buf.ok`.
+    fn keys(&self, start: u64, end: u64, buf: &mut Buf) -> Result<()> {
+        struct Into<'b> {
+            id0: u64,
+            key: &'b mut Vec<u64>,
+            ok: &'b mut Vec<bool>,
+        }
+        impl Visit for Into<'_> {
+            type Out = ();
+            fn visit<V: Vals, K: Keys>(self, v: V, k: K) {
+                kernel::keys_into(v, k, self.id0, self.key, self.ok)
+            }
+        }
+        let (mut key, mut ok) = (std::mem::take(&mut buf.key), std::mem::take(&mut buf.ok));
+        let r = self.visit(
+            start,
+            end,
+            buf,
+            Into {
+                id0: start,
+                key: &mut key,
+                ok: &mut ok,
+            },
+        );
+        for &x in self.excluded(start, end) {
+            ok[(x - start) as usize] = false;
+        }
+        (buf.key, buf.ok) = (key, ok);
+        r
+    }
+
+    /// Fold every chunk in parallel: `visit(acc, chunk, scratch)`.
     fn scan<A: Send>(
         &self,
         job: &Job,
         stage: &str,
         init: impl Fn() -> A + Sync + Send,
-        visit: impl Fn(&mut A, u64, &Buf) + Sync + Send,
+        visit: impl Fn(&mut A, u64, &mut Buf) -> Result<()> + Sync + Send,
         merge: impl Fn(A, A) -> A + Sync + Send,
     ) -> Result<A> {
         job.progress.start(stage, self.n);
@@ -359,9 +387,8 @@ impl Plan<'_> {
                 || (init(), Buf::default()),
                 |(mut acc, mut buf), c| {
                     job.check()?;
+                    visit(&mut acc, c, &mut buf)?;
                     let (s, e) = self.chunk_range(c);
-                    self.fill(s, e, &mut buf)?;
-                    visit(&mut acc, s, &buf);
                     job.progress.inc(e - s);
                     Ok::<_, Error>((acc, buf))
                 },
@@ -371,89 +398,57 @@ impl Plan<'_> {
         job.progress.finish();
         r
     }
-}
 
-/// Count, sum, min, max and negatives of finite eligible values, in 4 independent lanes
-/// so the loop has no serial dependency chain.
-#[derive(Clone, Copy)]
-struct Lanes {
-    n: [u64; 4],
-    sum: [f64; 4],
-    min: [f64; 4],
-    max: [f64; 4],
-    neg: [u64; 4],
-}
-
-impl Lanes {
-    const EMPTY: Lanes = Lanes {
-        n: [0; 4],
-        sum: [0.0; 4],
-        min: [f64::INFINITY; 4],
-        max: [f64::NEG_INFINITY; 4],
-        neg: [0; 4],
-    };
-
-    #[inline]
-    fn add(&mut self, l: usize, v: f64, ok: bool) {
-        let use_ = ok & v.is_finite();
-        self.n[l] += use_ as u64;
-        self.sum[l] += if use_ { v } else { 0.0 };
-        self.min[l] = if use_ & (v < self.min[l]) {
-            v
-        } else {
-            self.min[l]
-        };
-        self.max[l] = if use_ & (v > self.max[l]) {
-            v
-        } else {
-            self.max[l]
-        };
-        self.neg[l] += (use_ & (v < 0.0)) as u64;
-    }
-
-    fn add_all(&mut self, values: &[f64], ok: &[bool]) {
-        let (v4, o4) = (values.chunks_exact(4), ok.chunks_exact(4));
-        let (vr, or) = (v4.remainder(), o4.remainder());
-        for (v, o) in v4.zip(o4) {
-            for l in 0..4 {
-                self.add(l, v[l], o[l]);
-            }
-        }
-        for (&v, &o) in vr.iter().zip(or) {
-            self.add(0, v, o);
-        }
-    }
-
-    fn merge(mut self, o: Lanes) -> Lanes {
-        for l in 0..4 {
-            self.n[l] += o.n[l];
-            self.sum[l] += o.sum[l];
-            self.min[l] = self.min[l].min(o.min[l]);
-            self.max[l] = self.max[l].max(o.max[l]);
-            self.neg[l] += o.neg[l];
-        }
-        self
-    }
-
-    fn stats(&self) -> Option<ScoreStats> {
-        let n: u64 = self.n.iter().sum();
-        (n > 0).then(|| ScoreStats {
-            min: self.min.iter().copied().fold(f64::INFINITY, f64::min),
-            max: self.max.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            mean: self.sum.iter().sum::<f64>() / n as f64,
-            num_negative: self.neg.iter().sum(),
-        })
+    /// `scan` for the radix passes, which look at keys and eligibility only:
+    /// `visit(acc, chunk, start, keys, ok)`.
+    fn scan_keys<A: Send>(
+        &self,
+        job: &Job,
+        stage: &str,
+        init: impl Fn() -> A + Sync + Send,
+        visit: impl Fn(&mut A, usize, u64, &[u64], &[bool]) + Sync + Send,
+        merge: impl Fn(A, A) -> A + Sync + Send,
+    ) -> Result<A> {
+        self.scan(
+            job,
+            stage,
+            init,
+            |acc, c, buf| {
+                let (s, e) = self.chunk_range(c);
+                self.keys(s, e, buf)?;
+                visit(acc, c as usize, s, &buf.key, &buf.ok);
+                Ok(())
+            },
+            merge,
+        )
     }
 }
 
-/// What pass A learns: counts, value statistics, the guessed interval's candidates, and
-/// (only without a guess) the histogram of the top 16 key bits.
+fn zeros(n: usize) -> Vec<AtomicU64> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
+}
+
+fn loads(v: Vec<AtomicU64>) -> Vec<u64> {
+    v.into_iter().map(AtomicU64::into_inner).collect()
+}
+
+fn add_tally(a: &mut Tally, b: Tally) {
+    a.eligible += b.eligible;
+    a.above += b.above;
+    a.n += b.n;
+    a.sum += b.sum;
+    a.min = a.min.min(b.min);
+    a.max = a.max.max(b.max);
+    a.neg += b.neg;
+}
+
+/// What pass A learns: counts, value statistics (the sum is kept per chunk, see
+/// `select_into`), the guessed interval's candidates, and (only without a guess) the
+/// histogram of the top 16 key bits.
 struct PassA {
-    eligible: u64,
-    stats: Lanes,
+    tally: Tally,
     hist: Vec<u64>,
-    /// Keys above the guessed interval, keys inside it, and the candidates inside it.
-    above_hi: u64,
+    /// Keys inside the guessed interval, and their candidates (dropped past the cap).
     in_range: u64,
     cands: Vec<(u64, u64)>,
 }
@@ -461,20 +456,16 @@ struct PassA {
 impl PassA {
     fn new(with_hist: bool) -> PassA {
         PassA {
-            eligible: 0,
-            stats: Lanes::EMPTY,
+            tally: Tally::EMPTY,
             hist: if with_hist { vec![0; BINS] } else { Vec::new() },
-            above_hi: 0,
             in_range: 0,
             cands: Vec::new(),
         }
     }
 
     fn merge(mut self, o: PassA) -> PassA {
-        self.eligible += o.eligible;
-        self.stats = self.stats.merge(o.stats);
+        add_tally(&mut self.tally, o.tally);
         self.hist.iter_mut().zip(o.hist).for_each(|(a, b)| *a += b);
-        self.above_hi += o.above_hi;
         self.in_range += o.in_range;
         let mut c = o.cands;
         self.cands.append(&mut c);
@@ -482,14 +473,38 @@ impl PassA {
     }
 }
 
+/// Pass A on one chunk, run by run between excluded ids.
+struct ScanChunk<'b> {
+    cpu: Cpu,
+    start: u64,
+    ex: &'b [u64],
+    range: (u64, u64),
+    cands: &'b mut Vec<(u64, u64)>,
+}
+
+impl Visit for ScanChunk<'_> {
+    type Out = Tally;
+    fn visit<V: Vals, K: Keys>(self, v: V, k: K) -> Tally {
+        let mut t = Tally::EMPTY;
+        for (a, b) in runs(self.start, self.start + v.len() as u64, self.ex) {
+            let id = self.start + a as u64;
+            add_tally(
+                &mut t,
+                kernel::scan(self.cpu, v.sub(a, b), k, id, self.range, self.cands),
+            );
+        }
+        t
+    }
+}
+
 /// Histogram of the top 16 bits of every eligible key (the start of radix narrowing).
 fn top_histogram(plan: &Plan, job: &Job) -> Result<Vec<u64>> {
-    plan.scan(
+    plan.scan_keys(
         job,
         "select: histogram",
         || vec![0u64; BINS],
-        |h, _, buf| {
-            for (&key, &ok) in buf.key.iter().zip(&buf.ok) {
+        |h, _, _, keys, ok| {
+            for (&key, &ok) in keys.iter().zip(ok) {
                 h[(key >> (64 - BITS)) as usize] += ok as u64;
             }
         },
@@ -500,16 +515,11 @@ fn top_histogram(plan: &Plan, job: &Job) -> Result<Vec<u64>> {
     )
 }
 
-/// The exact cut: keep `key > t || (key == t && id <= tie_cut)`.
-#[derive(Clone, Copy, Debug)]
-struct Cut {
-    t: u64,
-    tie_cut: u64,
-    need: u64,
-}
+/// The cut and how many ids each chunk keeps under it.
+type CutPlan = (Cut, Vec<u64>);
 
 /// Find the K-th largest key among eligible instances by radix narrowing.
-fn find_cut(plan: &Plan, job: &Job, first: &[u64], k: u64) -> Result<Cut> {
+fn find_cut(plan: &Plan, job: &Job, first: &[u64], k: u64) -> Result<CutPlan> {
     // Invariant: the K-th key lies among keys whose top `depth` bits equal `prefix`;
     // `above` eligible keys are larger than every key with that prefix.
     let (mut prefix, mut depth, mut above) = (0u64, 0u32, 0u64);
@@ -535,12 +545,12 @@ fn find_cut(plan: &Plan, job: &Job, first: &[u64], k: u64) -> Result<Cut> {
         }
         let shift = 64 - depth - BITS;
         let (p, d) = (prefix, depth);
-        hist = plan.scan(
+        hist = plan.scan_keys(
             job,
             "select: narrow",
             || vec![0u64; BINS],
-            |h, _, buf| {
-                for (&key, &ok) in buf.key.iter().zip(&buf.ok) {
+            |h, _, _, keys, ok| {
+                for (&key, &ok) in keys.iter().zip(ok) {
                     if ok && key >> (64 - d) == p {
                         h[((key >> shift) & (BINS as u64 - 1)) as usize] += 1;
                     }
@@ -555,35 +565,43 @@ fn find_cut(plan: &Plan, job: &Job, first: &[u64], k: u64) -> Result<Cut> {
     }
 }
 
-/// Collect the bucket's candidates (they fit `cap`) and cut exactly among them.
-fn collect(plan: &Plan, job: &Job, prefix: u64, depth: u32, above: u64, k: u64) -> Result<Cut> {
-    let cands = plan.scan(
+/// Collect the bucket's candidates (they fit `cap`) and cut exactly among them; count
+/// per chunk the keys above the bucket on the way.
+fn collect(plan: &Plan, job: &Job, prefix: u64, depth: u32, above: u64, k: u64) -> Result<CutPlan> {
+    let per_chunk = zeros(plan.num_chunks() as usize);
+    let mut cands = plan.scan_keys(
         job,
         "select: collect",
         Vec::new,
-        |v: &mut Vec<(u64, u64)>, start, buf| {
-            for (j, (&key, &ok)) in buf.key.iter().zip(&buf.ok).enumerate() {
-                if ok && key >> (64 - depth) == prefix {
+        |v: &mut Vec<(u64, u64)>, c, start, keys, ok| {
+            let mut n = 0u64;
+            for (j, (&key, &ok)) in keys.iter().zip(ok).enumerate() {
+                let top = key >> (64 - depth);
+                n += (ok & (top > prefix)) as u64;
+                if ok && top == prefix {
                     v.push((key, start + j as u64));
                 }
             }
+            per_chunk[c].store(n, Ordering::Relaxed);
         },
         |mut a, mut b| {
             a.append(&mut b);
             a
         },
     )?;
-    Ok(cut_from(cands, above, k))
+    let cut = cut_from(&mut cands, above, k);
+    Ok((cut, kept_per_chunk(loads(per_chunk), &cands, cut, plan)))
 }
 
 /// The exact cut from every candidate key in a range that `above` larger keys precede
-/// and that holds the K-th key.
-fn cut_from(mut cands: Vec<(u64, u64)>, above: u64, k: u64) -> Cut {
-    // Larger key first, then smaller id.
-    cands.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+/// and that holds the K-th key. Reorders `cands`.
+fn cut_from(cands: &mut [(u64, u64)], above: u64, k: u64) -> Cut {
+    // The rank-th in the order larger key first, then smaller id (a total order: ids
+    // are unique), found without sorting everything.
     let rank = (k - above - 1) as usize;
-    let (t, tie_cut) = cands[rank];
-    let first_tie = cands.partition_point(|c| c.0 > t);
+    let (_, &mut (t, tie_cut), _) =
+        cands.select_nth_unstable_by(rank, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let first_tie = cands.iter().filter(|c| c.0 > t).count();
     Cut {
         t,
         tie_cut,
@@ -591,61 +609,72 @@ fn cut_from(mut cands: Vec<(u64, u64)>, above: u64, k: u64) -> Cut {
     }
 }
 
+/// Ids kept per chunk: `above[c]` keys above every candidate, plus the chunk's kept
+/// candidates.
+fn kept_per_chunk(mut above: Vec<u64>, cands: &[(u64, u64)], cut: Cut, plan: &Plan) -> Vec<u64> {
+    let chunk = plan.tuning.chunk as u64;
+    for &(key, id) in cands {
+        if key > cut.t || (key == cut.t && id <= cut.tie_cut) {
+            above[(id / chunk) as usize] += 1;
+        }
+    }
+    above
+}
+
 /// All 64 bits are fixed: the threshold is `t` and the `need`-th smallest id among the
-/// keys equal to it is the tie cut. Count ties per chunk, then look inside one chunk.
-fn tie_cut(plan: &Plan, job: &Job, t: u64, need: u64) -> Result<Cut> {
+/// keys equal to it is the tie cut. Count ties (and keys above) per chunk, then look
+/// inside one chunk.
+fn tie_cut(plan: &Plan, job: &Job, t: u64, need: u64) -> Result<CutPlan> {
     let nchunks = plan.num_chunks() as usize;
-    let per_chunk = plan.scan(
+    let (above, ties) = (zeros(nchunks), zeros(nchunks));
+    plan.scan_keys(
         job,
         "select: ties",
-        || vec![0u64; 0],
-        |v, start, buf| {
-            let c = (start / plan.tuning.chunk as u64) as usize;
-            let n = buf
-                .key
-                .iter()
-                .zip(&buf.ok)
-                .filter(|(&key, &ok)| ok && key == t)
-                .count() as u64;
-            if v.len() < nchunks {
-                v.resize(nchunks, 0);
+        || (),
+        |_, c, _, keys, ok| {
+            let (mut a, mut e) = (0u64, 0u64);
+            for (&key, &ok) in keys.iter().zip(ok) {
+                a += (ok & (key > t)) as u64;
+                e += (ok & (key == t)) as u64;
             }
-            v[c] += n;
+            above[c].store(a, Ordering::Relaxed);
+            ties[c].store(e, Ordering::Relaxed);
         },
-        |a, b| {
-            if a.is_empty() {
-                return b;
-            }
-            if b.is_empty() {
-                return a;
-            }
-            a.into_iter().zip(b).map(|(x, y)| x + y).collect()
-        },
+        |_, _| (),
     )?;
+    let (mut kept, ties) = (loads(above), loads(ties));
     let mut seen = 0u64;
-    for (c, &n) in per_chunk.iter().enumerate() {
-        if seen + n >= need {
+    let mut cut = None;
+    for (c, &n) in ties.iter().enumerate() {
+        let take = n.min(need - seen);
+        if take > 0 && seen + take == need {
             let (s, e) = plan.chunk_range(c as u64);
             let mut buf = Buf::default();
-            plan.fill(s, e, &mut buf)?;
+            plan.keys(s, e, &mut buf)?;
+            let mut at = seen;
             for (j, (&key, &ok)) in buf.key.iter().zip(&buf.ok).enumerate() {
                 if ok && key == t {
-                    seen += 1;
-                    if seen == need {
-                        return Ok(Cut {
+                    at += 1;
+                    if at == need {
+                        cut = Some(Cut {
                             t,
                             tie_cut: s + j as u64,
                             need,
                         });
+                        break;
                     }
                 }
             }
         }
-        seen += n;
+        kept[c] += take;
+        seen += take;
     }
-    Err(Error::invalid(
-        "internal: tie cut not found (inputs changed during selection?)",
-    ))
+    match cut {
+        Some(cut) => Ok((cut, kept)),
+        None => Err(Error::invalid(
+            "internal: tie cut not found (inputs changed during selection?)",
+        )),
+    }
 }
 
 /// A key interval `[lo, hi]` that probably holds the K-th largest eligible key, from the
@@ -663,7 +692,7 @@ fn guess_interval(plan: &Plan, k: u64) -> Result<Option<(u64, u64)>> {
     let mut buf = Buf::default();
     for b in 0..blocks {
         let s = b * (n / blocks);
-        plan.fill(s, s + block, &mut buf)?;
+        plan.keys(s, s + block, &mut buf)?;
         keys.extend(
             buf.key
                 .iter()
@@ -681,91 +710,210 @@ fn guess_interval(plan: &Plan, k: u64) -> Result<Option<(u64, u64)>> {
     if p >= 1.0 {
         return Ok(None);
     }
-    keys.sort_unstable_by(|a, b| b.cmp(a));
     let margin = 4.0 * (m * p * (1.0 - p)).sqrt() + 16.0;
     let at = p * m;
     let top = (at - margin).floor();
     let bottom = (at + margin).ceil();
+    // The keys at two ranks of the descending order, each found in linear time.
+    let mut nth = |i: usize| *keys.select_nth_unstable_by(i, |a, b| b.cmp(a)).1;
     let hi = if top <= 0.0 {
         u64::MAX
     } else {
-        keys[top as usize]
+        nth(top as usize)
     };
     let lo = if bottom >= m - 1.0 {
         0
     } else {
-        keys[bottom as usize]
+        nth(bottom as usize)
     };
     Ok(Some((lo, hi)))
 }
 
-struct Emitted {
-    ties: u64,
-    hist: Vec<u64>,
+/// Where kept ids go: `start` learns how many there will be, then `put` places runs of
+/// them at their positions, from any thread and in any order.
+trait IdsOut: Sync {
+    fn start(&self, total: u64) -> Result<()>;
+    fn put(&self, at: u64, ids: &[u64]) -> Result<()>;
 }
 
-/// Write the kept ids in ascending order; count ties at the cut and histogram the values.
+/// Kept ids in memory.
+struct MemOut(Mutex<Vec<u64>>);
+
+impl IdsOut for MemOut {
+    fn start(&self, total: u64) -> Result<()> {
+        let mut v = self.0.lock().map_err(|_| poisoned())?;
+        v.clear();
+        v.resize(total as usize, 0);
+        Ok(())
+    }
+    fn put(&self, at: u64, ids: &[u64]) -> Result<()> {
+        let mut v = self.0.lock().map_err(|_| poisoned())?;
+        v[at as usize..at as usize + ids.len()].copy_from_slice(ids);
+        Ok(())
+    }
+}
+
+fn poisoned() -> Error {
+    Error::invalid("internal: a selection worker panicked")
+}
+
+/// Kept ids into `ids.npy`, written in place as the emit pass finds them.
+struct FileOut {
+    path: PathBuf,
+    w: OnceLock<NpyAtWriter<u64>>,
+    /// Ids written so far, and whether the selection is over (for `flush_behind`).
+    written: AtomicU64,
+    done: AtomicBool,
+}
+
+impl FileOut {
+    /// Keep the disk busy while the emit pass runs: after every `STEP` bytes of new ids,
+    /// start writing them out (without waiting), so that the final sync finds little
+    /// left. Runs on its own thread, off the workers' path, until `done`.
+    fn flush_behind(&self) {
+        const STEP: u64 = 32 << 20;
+        let mut last = 0u64;
+        while !self.done.load(Ordering::Acquire) {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            let now = self.written.load(Ordering::Relaxed) * 8;
+            if now >= last + STEP {
+                if let Some(w) = self.w.get() {
+                    w.start_writeback();
+                    last = now;
+                }
+            }
+        }
+    }
+}
+
+impl IdsOut for FileOut {
+    fn start(&self, total: u64) -> Result<()> {
+        let w = NpyAtWriter::create(&self.path, total)?;
+        self.w
+            .set(w)
+            .map_err(|_| Error::invalid("internal: ids.npy started twice"))
+    }
+    fn put(&self, at: u64, ids: &[u64]) -> Result<()> {
+        match self.w.get() {
+            Some(w) => {
+                w.write_at(at, ids)?;
+                self.written.fetch_add(ids.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            None => Err(Error::invalid("internal: ids.npy not started")),
+        }
+    }
+}
+
+/// Emit-pass totals.
+struct Emitted {
+    ties: u64,
+    hist: [u64; HIST_BINS],
+}
+
+/// The emit pass on one chunk, run by run between excluded ids.
+struct EmitChunk<'b> {
+    cpu: Cpu,
+    start: u64,
+    ex: &'b [u64],
+    cut: Option<Cut>,
+    binner: Option<Binner>,
+    acc: &'b mut EmitAcc,
+    out: &'b mut [u64],
+}
+
+impl Visit for EmitChunk<'_> {
+    type Out = usize;
+    fn visit<V: Vals, K: Keys>(self, v: V, k: K) -> usize {
+        let mut m = 0;
+        for (a, b) in runs(self.start, self.start + v.len() as u64, self.ex) {
+            let id = self.start + a as u64;
+            let (cut, binner) = (self.cut, self.binner);
+            m += kernel::emit(
+                self.cpu,
+                v.sub(a, b),
+                k,
+                id,
+                cut,
+                binner,
+                self.acc,
+                &mut self.out[m..],
+            );
+        }
+        m
+    }
+}
+
+/// Write the kept ids in ascending order (chunk `c`'s `per_chunk[c]` ids at their place,
+/// all chunks in parallel); count ties at the cut and histogram the values.
 fn emit(
     plan: &Plan,
     job: &Job,
     cut: Option<Cut>,
+    per_chunk: &[u64],
     stats: Option<(f64, f64)>,
-    mut sink: impl FnMut(Vec<u64>) -> Result<()>,
+    out: &dyn IdsOut,
 ) -> Result<Emitted> {
-    let per_batch = (rayon::current_num_threads() * 4) as u64;
-    let nchunks = plan.num_chunks();
-    let mut total = Emitted {
-        ties: 0,
-        hist: vec![0; HIST_BINS],
-    };
+    let mut offsets = Vec::with_capacity(per_chunk.len());
+    let mut total = 0u64;
+    for &c in per_chunk {
+        offsets.push(total);
+        total += c;
+    }
+    out.start(total)?;
+    let binner = stats.map(|(lo, hi)| Binner::new(lo, hi, HIST_BINS));
     job.progress.start("select: write", plan.n);
     plan.passes.fetch_add(1, Ordering::Relaxed);
-    let mut c0 = 0;
-    while c0 < nchunks {
-        job.check()?;
-        let c1 = (c0 + per_batch).min(nchunks);
-        let parts: Vec<(Vec<u64>, u64, Vec<u64>)> = (c0..c1)
-            .into_par_iter()
-            .map_init(Buf::default, |buf, c| {
+    let zero = || Emitted {
+        ties: 0,
+        hist: [0; HIST_BINS],
+    };
+    let r = (0..plan.num_chunks())
+        .into_par_iter()
+        .try_fold(
+            || (zero(), Buf::default(), Vec::new()),
+            |(mut tot, mut buf, mut ids), c| {
+                job.check()?;
                 let (s, e) = plan.chunk_range(c);
-                plan.fill(s, e, buf)?;
-                let binner = stats.map(|(lo, hi)| Binner::new(lo, hi, HIST_BINS));
-                let mut hist = vec![0u64; if stats.is_some() { HIST_BINS } else { 0 }];
-                if let Some(b) = &binner {
-                    for (&v, &ok) in buf.value.iter().zip(&buf.ok) {
-                        if ok & v.is_finite() {
-                            hist[b.bin(v)] += 1;
-                        }
-                    }
+                if ids.len() < (e - s) as usize {
+                    ids.resize((e - s) as usize, 0u64);
                 }
-                let mut ids: Vec<u64> = Vec::new();
-                let mut ties = 0u64;
-                if let Some(cut) = cut {
-                    // Branch-free: write every id, advance only past kept ones.
-                    ids.resize(buf.key.len(), 0);
-                    let mut m = 0usize;
-                    for (j, (&key, &ok)) in buf.key.iter().zip(&buf.ok).enumerate() {
-                        let id = s + j as u64;
-                        let tie = ok & (key == cut.t);
-                        ties += tie as u64;
-                        ids[m] = id;
-                        m += (ok & (key > cut.t) | tie & (id <= cut.tie_cut)) as usize;
-                    }
-                    ids.truncate(m);
+                let mut acc = EmitAcc::new();
+                let chunk = EmitChunk {
+                    cpu: plan.cpu,
+                    start: s,
+                    ex: plan.excluded(s, e),
+                    cut,
+                    binner,
+                    acc: &mut acc,
+                    out: &mut ids,
+                };
+                let m = plan.visit(s, e, &mut buf, chunk)?;
+                if m as u64 != per_chunk[c as usize] {
+                    return Err(Error::invalid(
+                        "internal: kept ids miscounted (inputs changed during selection?)",
+                    ));
                 }
+                if m > 0 {
+                    out.put(offsets[c as usize], &ids[..m])?;
+                }
+                tot.ties += acc.ties;
+                tot.hist
+                    .iter_mut()
+                    .zip(acc.hist())
+                    .for_each(|(a, b)| *a += b);
                 job.progress.inc(e - s);
-                Ok((ids, ties, hist))
-            })
-            .collect::<Result<_>>()?;
-        for (ids, ties, hist) in parts {
-            sink(ids)?;
-            total.ties += ties;
-            total.hist.iter_mut().zip(hist).for_each(|(a, b)| *a += b);
-        }
-        c0 = c1;
-    }
+                Ok::<_, Error>((tot, buf, ids))
+            },
+        )
+        .map(|r| r.map(|(t, _, _)| t))
+        .try_reduce(zero, |mut a, b| {
+            a.ties += b.ties;
+            a.hist.iter_mut().zip(b.hist).for_each(|(x, y)| *x += y);
+            Ok(a)
+        });
     job.progress.finish();
-    Ok(total)
+    r
 }
 
 fn check_inputs(inputs: &SelectInputs, spec: &SelectSpec) -> Result<u64> {
@@ -833,13 +981,14 @@ fn info(src: &Option<ScoreSource>) -> Result<Option<InputInfo>> {
         .transpose()
 }
 
-/// Run a selection, handing kept ids (ascending, in batches) to `sink`.
-pub fn select_with(
+/// Run a selection, placing the kept ids (ascending) through `out`.
+fn select_into(
     inputs: &SelectInputs,
     spec: &SelectSpec,
     tuning: Tuning,
+    cpu: Cpu,
     job: &Job,
-    sink: impl FnMut(Vec<u64>) -> Result<()> + Send,
+    out: &dyn IdsOut,
 ) -> Result<SelectionReport> {
     let started = Instant::now();
     let n = check_inputs(inputs, spec)?;
@@ -865,58 +1014,80 @@ pub fn select_with(
             cap: tuning.cap.max(1),
             sample_block: tuning.sample_block.max(1),
         },
+        cpu,
         passes: AtomicUsize::new(0),
     };
     let k = match spec.amount {
         Amount::Ratio(r) => (r * (n - num_excluded) as f64).floor() as u64,
         Amount::Count(c) => c,
     };
-    let (a, cut, emitted) = job.install(|| -> Result<_> {
+    let (tally, stats, cut, emitted) = job.install(|| -> Result<_> {
         let guess = guess_interval(&plan, k)?;
         let (lo, hi) = guess.unwrap_or((1, 0)); // an empty interval when there is no guess
         let held = AtomicUsize::new(0);
         let cap = plan.tuning.cap;
         let with_hist = guess.is_none();
+        let nchunks = plan.num_chunks() as usize;
+        // Per chunk: keys above the interval, and the sum of finite values (summed in
+        // chunk order at the end, so the mean does not depend on thread timing).
+        let (above, sums) = (zeros(nchunks), zeros(nchunks));
         let a = plan.scan(
             job,
             "select: scan",
             || PassA::new(with_hist),
-            |acc, start, buf| {
+            |acc, c, buf| {
+                let (s, e) = plan.chunk_range(c);
                 let before = acc.cands.len();
-                for (j, (&key, &ok)) in buf.key.iter().zip(&buf.ok).enumerate() {
-                    acc.eligible += ok as u64;
-                    acc.above_hi += (ok & (key > hi)) as u64;
-                    if ok & (key >= lo) & (key <= hi) {
-                        acc.in_range += 1;
-                        acc.cands.push((key, start + j as u64));
-                    }
-                }
+                let chunk = ScanChunk {
+                    cpu: plan.cpu,
+                    start: s,
+                    ex: plan.excluded(s, e),
+                    range: (lo, hi),
+                    cands: &mut acc.cands,
+                };
+                let t = plan.visit(s, e, buf, chunk)?;
+                above[c as usize].store(t.above, Ordering::Relaxed);
+                sums[c as usize].store(t.sum.to_bits(), Ordering::Relaxed);
+                add_tally(&mut acc.tally, t);
                 if with_hist {
+                    plan.keys(s, e, buf)?;
                     for (&key, &ok) in buf.key.iter().zip(&buf.ok) {
                         acc.hist[(key >> (64 - BITS)) as usize] += ok as u64;
                     }
                 }
-                if has_values {
-                    acc.stats.add_all(&buf.value, &buf.ok);
-                }
                 // Past the cap the guess is useless: drop candidates, keep counting.
                 let added = acc.cands.len() - before;
+                acc.in_range += added as u64;
                 if held.fetch_add(added, Ordering::Relaxed) + added > cap {
                     acc.cands = Vec::new();
                 }
+                Ok(())
             },
             PassA::merge,
         )?;
         let mut a = a;
-        let kept = k.min(a.eligible);
+        let sum: f64 = sums
+            .iter()
+            .map(|s| f64::from_bits(s.load(Ordering::Relaxed)))
+            .fold(0.0, |x, y| x + y);
+        let t = a.tally;
+        let stats = (t.n > 0).then(|| ScoreStats {
+            min: t.min,
+            max: t.max,
+            mean: sum / t.n as f64,
+            num_negative: t.neg,
+        });
+        let kept = k.min(t.eligible);
         let guessed = guess.is_some()
             && held.load(Ordering::Relaxed) <= cap
-            && a.above_hi < kept
-            && kept <= a.above_hi + a.in_range;
-        let cut = if kept == 0 {
-            None
+            && t.above < kept
+            && kept <= t.above + a.in_range;
+        let (cut, per_chunk) = if kept == 0 {
+            (None, vec![0; nchunks])
         } else if guessed {
-            Some(cut_from(std::mem::take(&mut a.cands), a.above_hi, kept))
+            let cut = cut_from(&mut a.cands, t.above, kept);
+            let per_chunk = kept_per_chunk(loads(above), &a.cands, cut, &plan);
+            (Some(cut), per_chunk)
         } else {
             a.cands = Vec::new();
             let hist = if with_hist {
@@ -924,14 +1095,27 @@ pub fn select_with(
             } else {
                 top_histogram(&plan, job)?
             };
-            Some(find_cut(&plan, job, &hist, kept)?)
+            let (cut, per_chunk) = find_cut(&plan, job, &hist, kept)?;
+            (Some(cut), per_chunk)
         };
-        let stats = a.stats.stats().map(|s| (s.min, s.max));
-        let emitted = emit(&plan, job, cut, stats, sink)?;
-        Ok((a, cut, emitted))
+        drop(a);
+        if per_chunk.iter().sum::<u64>() != kept {
+            return Err(Error::invalid(
+                "internal: kept ids miscounted (inputs changed during selection?)",
+            ));
+        }
+        let emitted = emit(
+            &plan,
+            job,
+            cut,
+            &per_chunk,
+            stats.as_ref().map(|s| (s.min, s.max)),
+            out,
+        )?;
+        Ok((t, stats, cut, emitted))
     })??;
     let nan = if has_values {
-        n - num_excluded - a.eligible
+        n - num_excluded - tally.eligible
     } else {
         0
     };
@@ -939,10 +1123,9 @@ pub fn select_with(
         Mode::Random { .. } => c.t as f64 / 2f64.powi(64),
         _ => key_value(c.t),
     });
-    let stats = a.stats.stats();
     let histogram = stats.as_ref().map(|s| Histogram {
         edges: bin_edges(s.min, s.max, HIST_BINS),
-        counts: emitted.hist.clone(),
+        counts: emitted.hist.to_vec(),
     });
     let (mode, temperature, seed) = match spec.mode {
         Mode::Top => ("top", None, None),
@@ -974,9 +1157,9 @@ pub fn select_with(
         num_instances: n,
         num_excluded,
         num_nan: nan,
-        num_eligible: a.eligible,
+        num_eligible: tally.eligible,
         k,
-        num_selected: k.min(a.eligible),
+        num_selected: k.min(tally.eligible),
         threshold: threshold.filter(|t| t.is_finite()),
         ties_at_threshold: emitted.ties,
         ties_kept: cut.map_or(0, |c| c.need),
@@ -992,22 +1175,22 @@ pub fn select_with(
     })
 }
 
-/// Select in memory: the kept ids and the report.
+/// Select in memory: the kept ids (ascending) and the report.
 pub fn select_ids(
     inputs: &SelectInputs,
     spec: &SelectSpec,
     tuning: Tuning,
     job: &Job,
 ) -> Result<(Vec<u64>, SelectionReport)> {
-    let mut ids = Vec::new();
-    let rep = select_with(inputs, spec, tuning, job, |b| {
-        ids.extend_from_slice(&b);
-        Ok(())
-    })?;
+    let out = MemOut(Mutex::new(Vec::new()));
+    let rep = select_into(inputs, spec, tuning, Cpu::detect(), job, &out)?;
+    let ids = out.0.into_inner().map_err(|_| poisoned())?;
     Ok((ids, rep))
 }
 
-/// Select and write `out_dir/ids.npy` + `out_dir/selection.json` (all or nothing).
+/// Select and write `out_dir/ids.npy` + `out_dir/selection.json` (all or nothing). The
+/// emit pass writes each chunk's kept ids at their final place in `ids.npy` as it goes;
+/// the file is synced once at the end, before the directory is renamed into place.
 pub fn select(
     inputs: &SelectInputs,
     spec: &SelectSpec,
@@ -1016,30 +1199,28 @@ pub fn select(
     job: &Job,
 ) -> Result<SelectionReport> {
     write_dir_atomically(out_dir, overwrite, |tmp| {
-        let mut w = NpyWriter::<u64>::create(tmp.join("ids.npy"))?;
-        // A writer thread takes batches of ids so that writing overlaps the emit pass.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u64>>(4);
-        let rep = std::thread::scope(|scope| {
-            let writer = scope.spawn(move || -> Result<NpyWriter<u64>> {
-                for batch in rx {
-                    w.write(&batch)?;
+        let out = FileOut {
+            path: tmp.join("ids.npy"),
+            w: OnceLock::new(),
+            written: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+        };
+        let rep = std::thread::scope(|s| {
+            s.spawn(|| out.flush_behind());
+            // Stop the helper however `select_into` ends (a panic too: the scope joins it).
+            struct Done<'a>(&'a AtomicBool);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Release);
                 }
-                Ok(w)
-            });
-            let rep = select_with(inputs, spec, Tuning::default(), job, |b| {
-                tx.send(b)
-                    .map_err(|_| Error::invalid("internal: the id writer stopped"))
-            });
-            drop(tx);
-            let w = writer
-                .join()
-                .map_err(|_| Error::invalid("internal: the id writer panicked"))?;
-            // A write error explains a stopped writer better than the send failure.
-            let w = w?;
-            let rep = rep?;
-            w.finish()?;
-            Ok::<_, Error>(rep)
+            }
+            let _done = Done(&out.done);
+            select_into(inputs, spec, Tuning::default(), Cpu::detect(), job, &out)
         })?;
+        match out.w.into_inner() {
+            Some(w) => w.finish()?,
+            None => return Err(Error::invalid("internal: ids.npy was never started")),
+        };
         let json = serde_json::to_vec_pretty(&rep)
             .map_err(|e| Error::invalid(format!("cannot write selection.json: {e}")))?;
         write_file_atomically(&tmp.join("selection.json"), &json)?;

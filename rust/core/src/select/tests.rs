@@ -87,6 +87,11 @@ fn reference(c: &Case) -> (Vec<u64>, u64, u64, Option<(u64, u64)>) {
 }
 
 fn run(c: &Case, tuning: Tuning) -> Result<(Vec<u64>, SelectionReport)> {
+    run_on(c, tuning, Cpu::detect())
+}
+
+/// In memory, through the AVX2 kernels where the CPU has them or the portable ones.
+fn run_on(c: &Case, tuning: Tuning, cpu: Cpu) -> Result<(Vec<u64>, SelectionReport)> {
     let d = tempfile::tempdir().unwrap();
     write_npy(d.path().join("t.npy"), &c.t).unwrap();
     write_npy(d.path().join("r.npy"), &c.r).unwrap();
@@ -97,7 +102,9 @@ fn run(c: &Case, tuning: Tuning) -> Result<(Vec<u64>, SelectionReport)> {
         exclude: Some(d.path().join("x.npy")),
         num_instances: None,
     };
-    select_ids(&inputs, &c.spec, tuning, &Job::default())
+    let out = MemOut(Mutex::new(Vec::new()));
+    let rep = select_into(&inputs, &c.spec, tuning, cpu, &Job::default(), &out)?;
+    Ok((out.0.into_inner().unwrap(), rep))
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -144,8 +151,12 @@ proptest! {
     fn equals_reference(c in case(), chunk in 1usize..40, cap in 1usize..400, block in 1u64..5) {
         let (want, k, nan, ties) = reference(&c);
         let small = Tuning { chunk, cap, sample_block: block };
-        for tuning in [Tuning::default(), small] {
-            let (ids, rep) = run(&c, tuning).unwrap();
+        for (tuning, cpu) in [
+            (Tuning::default(), Cpu::detect()),
+            (small, Cpu::detect()),
+            (small, Cpu::baseline()),
+        ] {
+            let (ids, rep) = run_on(&c, tuning, cpu).unwrap();
             prop_assert_eq!(&ids, &want);
             prop_assert_eq!(rep.k, k);
             prop_assert_eq!(rep.num_selected, want.len() as u64);
@@ -213,6 +224,7 @@ fn sampled_guess_gives_two_passes_and_the_same_answer() {
     let (ids, rep) = run(&c, Tuning::default()).unwrap();
     assert_eq!(rep.passes, 2);
     assert_eq!(ids, reference(&c).0);
+    same_through_file(&c, &ids, &rep);
     // Sorted input defeats the block sample: still exact, with more passes.
     let mut sorted = c;
     sorted.t = vec![0.0; n as usize];
@@ -220,6 +232,44 @@ fn sampled_guess_gives_two_passes_and_the_same_answer() {
     let (ids, rep) = run(&sorted, Tuning::default()).unwrap();
     assert!(rep.passes > 2);
     assert_eq!(ids, reference(&sorted).0);
+    same_through_file(&sorted, &ids, &rep);
+    // Every value tied: the tie-counting path writes the file too.
+    let mut flat = sorted;
+    flat.r = vec![1.0; n as usize];
+    let (ids, rep) = run(&flat, Tuning::default()).unwrap();
+    assert_eq!(ids, reference(&flat).0);
+    same_through_file(&flat, &ids, &rep);
+}
+
+/// `select` writes the ids and report that the in-memory run gives, on both kernels.
+fn same_through_file(c: &Case, ids: &[u64], rep: &SelectionReport) {
+    let (base, brep) = run_on(c, Tuning::default(), Cpu::baseline()).unwrap();
+    assert_eq!(base, ids);
+    let d = tempfile::tempdir().unwrap();
+    write_npy(d.path().join("t.npy"), &c.t).unwrap();
+    write_npy(d.path().join("r.npy"), &c.r).unwrap();
+    write_npy(d.path().join("x.npy"), &c.exclude).unwrap();
+    let inputs = SelectInputs {
+        teacher: Some(ScoreSource::open_npy(&d.path().join("t.npy")).unwrap()),
+        reference: Some(ScoreSource::open_npy(&d.path().join("r.npy")).unwrap()),
+        exclude: Some(d.path().join("x.npy")),
+        num_instances: None,
+    };
+    let out = d.path().join("sel");
+    let frep = select(&inputs, &c.spec, &out, false, &Job::default()).unwrap();
+    let npy = Npy::open(out.join("ids.npy")).unwrap();
+    assert_eq!(npy.view::<u64>().unwrap(), ids);
+    let json = |r: &SelectionReport| {
+        let mut v = serde_json::to_value(r).unwrap();
+        v["elapsed_s"] = 0.into();
+        v["inputs"] = 0.into(); // temporary paths differ
+        v
+    };
+    assert_eq!(json(&frep), json(rep));
+    assert_eq!(json(&brep), json(rep));
+    let on_disk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("selection.json")).unwrap()).unwrap();
+    assert_eq!(on_disk["ties_at_threshold"], json(rep)["ties_at_threshold"]);
 }
 
 #[test]
