@@ -17,7 +17,7 @@ def register(sub: Any) -> None:
     p.add_argument("config", nargs="?", help="TOML file overriding the preset's settings")
     p.add_argument(
         "--preset",
-        help="default (CPU demo, about 10 min on 2 cores), smoke (tiny random models, "
+        help="default (CPU demo, about 7 min on 2 cores), smoke (tiny random models, "
         "< 1 min), demo-gpu",
     )
     p.add_argument("--out", required=True, help="run directory")

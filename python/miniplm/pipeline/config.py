@@ -94,7 +94,7 @@ class RunConfig:
 
 # Presets are partial configs over the dataclass defaults.
 PRESETS: dict[str, dict[str, Any]] = {
-    # The embedded demo: real SmolLM2-135M teacher, bundled corpus, about 10 min on 2 cores.
+    # The embedded demo: real SmolLM2-135M teacher, bundled corpus, about 7 min on 2 cores.
     "default": {
         # D_ref is 30% here, not the paper's 5%: on 100k tokens a reference trained on 5%
         # stays near unigram statistics, and r then merely follows the teacher's NLL (it
