@@ -24,12 +24,13 @@ import lzma
 import math
 import os
 import random
-import tempfile
 from collections.abc import Callable, Sequence
 from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
+
+from miniplm._atomic import atomic_write_text
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -381,15 +382,5 @@ def write_default_corpus(
     out.mkdir(parents=True, exist_ok=True)
     path = out / CORPUS_FILE
     docs = default_documents(seed=seed, noise=noise, max_bytes=max_bytes)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{CORPUS_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for source, text in docs:
-                f.write(_line(text, source))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, (_line(text, source) for source, text in docs))
     return path

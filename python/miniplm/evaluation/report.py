@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from miniplm._atomic import atomic_write_text
 from miniplm.data import PathLike
 
 AVERAGE_RULE = "acc_norm where the task reports it, else acc"
@@ -55,20 +54,8 @@ def _clean(x: Any) -> Any:
 def write_json(path: PathLike, results: dict[str, Any]) -> Path:
     """Write ``results`` to ``path``: a temporary sibling, fsync, then rename, so the file
     is either the old one or the complete new one."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_clean(results), indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write_text(Path(path), text)
 
 
 def _pct(x: Any) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from miniplm._atomic import atomic_write_text
 from miniplm.pipeline.stages import Context, student_variants, teacher_path
 
 LABELS = {
@@ -288,8 +289,4 @@ def write_report(ctx: Context, out: Path) -> Path:
         ],
         "",
     ]
-    path = root / "report.md"
-    tmp = root / ".report.md.tmp"
-    tmp.write_text("\n".join(md))
-    tmp.replace(path)
-    return path
+    return atomic_write_text(root / "report.md", "\n".join(md))

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from miniplm._atomic import atomic_write_text
 from miniplm.pipeline.config import RunConfig, dump
 from miniplm.pipeline.report import report_stage
 from miniplm.pipeline.stages import Context, Stage, build_stages, run_stage
@@ -16,9 +17,7 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike[str], *, quiet: bool = F
     that ran and the ones skipped; the report is ``out/report.md``."""
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / ".config.json.tmp"
-    tmp.write_text(dump(cfg))
-    tmp.replace(root / "config.json")  # the resolved config, beside the results
+    atomic_write_text(root / "config.json", dump(cfg))  # the resolved config, with the results
     ctx = Context(cfg=cfg, root=root, quiet=quiet)
     if quiet:
         from miniplm._deps import require

@@ -24,13 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from miniplm._atomic import atomic_write_text
 from miniplm.pipeline.config import RunConfig, TrainSpec
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 @dataclass
