@@ -58,17 +58,31 @@ def _r_values(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
     return ids, diff
 
 
-def _plots(ctx: Context, out: Path, ids: np.ndarray, r: np.ndarray, thr: float | None) -> list[str]:
+def _save(fig: Any, out: Path, name: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def _plots(
+    ctx: Context,
+    out: Path,
+    ids: np.ndarray,
+    r: np.ndarray,
+    thr: float | None,
+    sources: np.ndarray,
+    rates: list[float | None],
+) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     made = []
-    data = Path(ctx.out("data")["dataset"])
-    sources = np.load(data / "sources.npy").astype(np.int64)
     names = ctx.out("data")["sources"]
-    sel_ids = np.load(Path(ctx.out("select")["miniplm"]) / "ids.npy").astype(np.int64)
 
     fig, ax = plt.subplots(figsize=(7, 4))
     bins: Any = np.linspace(float(np.nanmin(r)), float(np.nanmax(r)), 50) if len(r) else 10
@@ -83,13 +97,9 @@ def _plots(ctx: Context, out: Path, ids: np.ndarray, r: np.ndarray, thr: float |
     ax.set_ylabel("instances")
     ax.set_title("Difference scores by source")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "r_histogram.png", dpi=110)
-    plt.close(fig)
-    made.append("r_histogram.png")
+    made.append(_save(fig, out, "r_histogram.png"))
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    rates = _keep_rates(sources, ids, sel_ids, len(names))
     ax.bar(range(len(names)), [x if x is not None else 0 for x in rates])
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("kept / eligible")
@@ -97,10 +107,7 @@ def _plots(ctx: Context, out: Path, ids: np.ndarray, r: np.ndarray, thr: float |
     ax.axhline(ctx.cfg.selection.alpha, color="k", linestyle=":", label="alpha")
     ax.set_title("Keep rate per source")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "keep_rate_by_source.png", dpi=110)
-    plt.close(fig)
-    made.append("keep_rate_by_source.png")
+    made.append(_save(fig, out, "keep_rate_by_source.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for v in student_variants(ctx.cfg):
@@ -111,10 +118,7 @@ def _plots(ctx: Context, out: Path, ids: np.ndarray, r: np.ndarray, thr: float |
     ax.set_ylabel("training loss (CE on its own data)")
     ax.set_title("Students' training curves")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "loss_curves.png", dpi=110)
-    plt.close(fig)
-    made.append("loss_curves.png")
+    made.append(_save(fig, out, "loss_curves.png"))
     return made
 
 
@@ -126,7 +130,9 @@ def _keep_rates(
     return [float(k[i] / e[i]) if e[i] else None for i in range(n)]
 
 
-def _examples(ctx: Context, ids: np.ndarray, r: np.ndarray, per: int = 1) -> list[str]:
+def _examples(
+    ctx: Context, ids: np.ndarray, r: np.ndarray, sources: np.ndarray, per: int = 1
+) -> list[str]:
     """The highest- and lowest-r instance of every source, decoded."""
     from tokenizers import Tokenizer
 
@@ -135,7 +141,6 @@ def _examples(ctx: Context, ids: np.ndarray, r: np.ndarray, per: int = 1) -> lis
     data = Path(ctx.out("data")["dataset"])
     tok = Tokenizer.from_file(str(data / "tokenizer.json"))
     ds = TokenDataset(data)
-    sources = np.load(data / "sources.npy").astype(np.int64)
     names = ctx.out("data")["sources"]
     lines = []
     for k, name in enumerate(names):
@@ -164,7 +169,12 @@ def write_report(ctx: Context, out: Path) -> Path:
     sel = ctx.out("select")["report"]
     ids, r = _r_values(ctx)
     thr = sel.get("threshold")
-    plots = _plots(ctx, out, ids, r, thr)
+    names = ctx.out("data")["sources"]
+    n_sources = len(names)
+    sources = np.load(Path(ctx.out("data")["dataset"]) / "sources.npy").astype(np.int64)
+    kept = np.load(Path(ctx.out("select")["miniplm"]) / "ids.npy").astype(np.int64)
+    rates = _keep_rates(sources, ids, kept, n_sources)
+    plots = _plots(ctx, out, ids, r, thr, sources, rates)
 
     # FLOPs: training 6 N T; the KD teacher's forward 2 N_tch T; offline scoring 2 N T for
     # teacher and reference over the scored tokens, plus the reference's own training.
@@ -190,12 +200,6 @@ def write_report(ctx: Context, out: Path) -> Path:
             f"{st['elapsed_s']:.0f} | {_sci(train_flops)} | {_sci(total)} |"
         )
     hr = results["reference"]["heldout"]["heldout"]
-    n_sources = len(ctx.out("data")["sources"])
-    data = Path(ctx.out("data")["dataset"])
-    sources = np.load(data / "sources.npy").astype(np.int64)
-    kept = np.load(Path(ctx.out("select")["miniplm"]) / "ids.npy").astype(np.int64)
-    rates = _keep_rates(sources, ids, kept, n_sources)
-    names = ctx.out("data")["sources"]
     counts = ctx.out("data")["counts"]
     per_source = counts.get("per_source", {})
     src_rows = []
@@ -276,7 +280,7 @@ def write_report(ctx: Context, out: Path) -> Path:
         "",
         "| source | which | r | id | text |",
         "|---|---|---|---|---|",
-        *_examples(ctx, ids, r),
+        *_examples(ctx, ids, r, sources),
         "",
         "## Stage times",
         "",

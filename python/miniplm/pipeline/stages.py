@@ -263,6 +263,7 @@ def split_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     """D_ref (drawn by tokenize), a held-out slice of the rest, and what selection
     excludes (both); ``heldout-clean`` drops the labelled noise sources."""
     from miniplm import TokenDataset
+    from miniplm.default_corpus import NOISE_PREFIX
 
     cfg = ctx.cfg
     data = Path(ctx.out("data")["dataset"])
@@ -274,7 +275,7 @@ def split_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     heldout = np.sort(rng.choice(rest, size=min(k, len(rest)), replace=False))
     sources = np.load(data / "sources.npy").astype(np.int64)
     names = ctx.out("data")["sources"]
-    noisy = np.array([str(s).startswith("noise-") for s in names], dtype=bool)
+    noisy = np.array([str(s).startswith(NOISE_PREFIX) for s in names], dtype=bool)
     clean = heldout[~noisy[sources[heldout]]] if len(names) else heldout
     exclude = np.union1d(ref, heldout)
     np.save(sdir / "exclude.npy", exclude.astype(np.uint64))
