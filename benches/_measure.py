@@ -111,3 +111,12 @@ def best_of(runs: list[Measure]) -> Measure:
         return float(r["tokens"]) / float(r["seconds"])
 
     return max(runs, key=tps)
+
+
+def alternate(cmds: list[list[str]], repeat: int) -> list[Measure]:
+    """Run the commands in turn ``repeat`` times and keep each one's best run: on a shared
+    machine the load moves, and alternating spreads it over all of them alike."""
+    best = [run(c) for c in cmds]
+    for _ in range(repeat - 1):
+        best = [best_of([b, run(c)]) for b, c in zip(best, cmds)]
+    return best

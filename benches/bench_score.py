@@ -21,7 +21,7 @@ import numpy as np
 
 import miniplm
 
-from _measure import best_of, python, run, throughput_table
+from _measure import alternate, python, throughput_table
 
 # Shared by both children: load the model, time only the scoring loop.
 COMMON = """
@@ -145,12 +145,7 @@ def main() -> None:
     if not data.exists():
         make_data(data, args.n, args.seq_len, vocab)
     argv = [spec, str(data), str(root / "run"), device, "auto", str(args.batch_size)]
-    # Alternate the two and keep each one's best run: on a shared machine the load moves.
-    plain = run(python(PLAIN, *argv))
-    ours = run(python(OURS, *argv))
-    for _ in range(args.repeat - 1):
-        plain = best_of([plain, run(python(PLAIN, *argv))])
-        ours = best_of([ours, run(python(OURS, *argv))])
+    plain, ours = alternate([python(PLAIN, *argv), python(OURS, *argv)], args.repeat)
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") else ""
     tab, res = throughput_table([("plain HF loop", plain), ("miniplm score", ours)], 2.0, gpu)
     params = json.loads(plain.stdout.strip().splitlines()[-1])["params"]

@@ -23,7 +23,7 @@ import numpy as np
 
 import miniplm
 
-from _measure import best_of, python, run, throughput_table
+from _measure import alternate, python, throughput_table
 
 COMMON = """
 import json, sys, time, numpy as np, torch, miniplm
@@ -139,12 +139,7 @@ def main() -> None:
         str(args.global_batch_size),
         str(args.steps),
     ]
-    # Alternate the two and keep each one's best run: on a shared machine the load moves.
-    plain = run(python(PLAIN, *argv))
-    ours = run(python(OURS, *argv))
-    for _ in range(args.repeat - 1):
-        plain = best_of([plain, run(python(PLAIN, *argv))])
-        ours = best_of([ours, run(python(OURS, *argv))])
+    plain, ours = alternate([python(PLAIN, *argv), python(OURS, *argv)], args.repeat)
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") else ""
     tab, res = throughput_table([("plain HF loop", plain), ("miniplm train", ours)], 6.0, gpu)
     params = json.loads(plain.stdout.strip().splitlines()[-1])["params"]
