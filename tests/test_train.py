@@ -325,3 +325,31 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
         train(_opts(tmp_path / "d", tmp_path / "b", epochs=1.0))
     with pytest.raises(InputError, match="vocabulary size unknown"):
         train(_opts(tmp_path / "d", tmp_path / "c", vocab_size=None))
+
+
+def test_to_argv_round_trips_through_the_train_parser() -> None:
+    from miniplm.cli import build_parser
+    from miniplm.training.cli import from_args, to_argv
+
+    opt = TrainOptions(
+        data="d",
+        out="o",
+        selection="s",
+        preset="tiny",
+        max_steps=7,
+        shuffle=False,
+        lr=0.005,
+        warmup_steps=3,
+        micro_batch_size=4,
+        global_batch_size=12,
+        resume=True,
+        kd_teacher="t",
+        kd_ratio=0.25,
+        save_every=50,
+        log_every=1,
+        progress=False,
+    )
+    back = from_args(build_parser().parse_args(to_argv(opt)))
+    assert back == opt
+    with pytest.raises(ValueError, match="betas"):
+        to_argv(TrainOptions(data="d", out="o", betas=(0.9, 0.95)))

@@ -165,16 +165,9 @@ def _train(
         progress=False if ctx.quiet else None,
     )
     if cfg.nproc_per_node > 1:
-        args = ["train", "--data", data, "--selection", selection, "--preset", spec.preset]
-        args += ["--arch", spec.arch, "--seq-len", str(cfg.corpus.seq_len), "--seed", str(cfg.seed)]
-        args += ["--max-steps", str(max_steps)] if max_steps else ["--epochs", str(spec.epochs)]
-        args += ["--lr", str(spec.lr), "--warmup-steps", str(spec.warmup_steps)]
-        args += ["--micro-batch-size", str(spec.micro_batch_size)]
-        args += ["--global-batch-size", str(spec.global_batch_size), "--device", cfg.device]
-        args += ["--log-every", "1", "--save-every", "50", "--resume", "--out", opt.out]
-        if kd_teacher:
-            args += ["--kd-teacher", kd_teacher, "--kd-ratio", str(kd_ratio)]
-        _torchrun(ctx, args)
+        from miniplm.training.cli import to_argv
+
+        _torchrun(ctx, to_argv(opt))
         summary: dict[str, Any] = json.loads((out / "run" / "summary.json").read_text())
     else:
         summary = train(opt)
