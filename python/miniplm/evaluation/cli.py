@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from miniplm.scoring.cli import add_device_options
+
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
@@ -63,13 +65,7 @@ def register(sub: Any) -> None:
     )
     r = p.add_argument_group("runtime")
     r.add_argument("--batch-size", type=int, default=16, help="sequences per forward (16)")
-    r.add_argument("--device", default="auto", help="cuda, cuda:N or cpu (auto: cuda if any)")
-    r.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="model dtype (auto: bfloat16 on GPU, float32 on CPU)",
-    )
+    add_device_options(r)
     r.add_argument(
         "--seq-len",
         type=int,

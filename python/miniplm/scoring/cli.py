@@ -7,6 +7,17 @@ import os
 from typing import Any
 
 
+def add_device_options(p: Any) -> None:
+    """``--device`` and ``--dtype``, as every command that runs a model takes them."""
+    p.add_argument("--device", default="auto", help="cuda, cuda:N or cpu (auto: cuda if any)")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="model dtype (auto: bfloat16 on GPU, float32 on CPU)",
+    )
+
+
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "score",
@@ -33,13 +44,7 @@ def register(sub: Any) -> None:
         help="score run directory, one per --model",
     )
     p.add_argument("--batch-size", type=int, default=16, help="instances per batch (16)")
-    p.add_argument("--device", default="auto", help="cuda, cuda:N or cpu (auto: cuda if any)")
-    p.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="model dtype (auto: bfloat16 on GPU, float32 on CPU)",
-    )
+    add_device_options(p)
     p.add_argument(
         "--ignore-id",
         type=int,
