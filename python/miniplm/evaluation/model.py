@@ -12,8 +12,8 @@ from typing import Any, Union
 from miniplm._deps import require
 from miniplm.errors import InputError
 from miniplm.scoring.models import (
-    _load_tokenizer,
     load_model,
+    model_tokenizer,
     resolve_device,
     resolve_dtype,
     resolve_ignore_id,
@@ -80,7 +80,7 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False) -> Any:
     if p.is_file() and p.suffix == ".json":
         return transformers.PreTrainedTokenizerFast(tokenizer_file=os.fspath(p))
     directory, gguf = split_spec(spec)
-    tok = _load_tokenizer(directory, gguf, trust_remote_code)
+    tok = model_tokenizer(directory, gguf, trust_remote_code)
     if tok is None:
         raise InputError(f"{spec}: no tokenizer files (tokenizer.json, tokenizer_config.json, ...)")
     return tok
@@ -148,7 +148,7 @@ def load_eval_model(
         own_tok = None
         if need_tokenizer and tok_override is None:
             directory, gguf = split_spec(spec)
-            own_tok = _load_tokenizer(directory, gguf, trust_remote_code)
+            own_tok = model_tokenizer(directory, gguf, trust_remote_code)
         em = EvalModel(
             spec=spec,
             model=loaded.model,

@@ -100,7 +100,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _load_tokenizer(directory: str, gguf: str | None, trust_remote_code: bool) -> Any:
+def model_tokenizer(directory: str, gguf: str | None, trust_remote_code: bool) -> Any:
     """The model's own tokenizer, or None when the directory has none."""
     transformers = require("transformers")
     has_files = gguf is not None or any(
@@ -163,7 +163,7 @@ def load_model(
     except (OSError, ValueError, KeyError) as e:
         raise InputError(f"{spec}: cannot load a causal LM: {e}") from e
     model.eval().requires_grad_(False).to(device)
-    tokenizer = _load_tokenizer(directory, gguf, trust_remote_code)
+    tokenizer = model_tokenizer(directory, gguf, trust_remote_code)
     ignore, origin = resolve_ignore_id(tokenizer, model.config, ignore_id)
     vocab = tokenizer.get_vocab() if tokenizer is not None else None
     return LoadedModel(
