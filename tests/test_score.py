@@ -300,3 +300,41 @@ def test_skip_ids_leave_instances_unscored_and_others_unchanged(tmp_path: Path) 
     np.save(tmp_path / "bad.npy", np.array([99]))
     with pytest.raises(InputError, match=r"bad\.npy"):
         _run(model, tmp_path / "data", tmp_path / "x", skip_ids=str(tmp_path / "bad.npy"))
+
+
+def test_to_argv_round_trips_through_the_score_parser(tmp_path: Path) -> None:
+    from miniplm.cli import build_parser
+    from miniplm.scoring.cli import from_args, to_argv
+
+    opt = ScoreOptions(
+        batch_size=3,
+        part_size=128,
+        device="cpu",
+        dtype="float32",
+        ignore_id=-1,
+        chunk_tokens=64,
+        checkpoint_interval=0.0,
+        trust_remote_code=True,
+        allow_tokenizer_mismatch=True,
+        attn_implementation="eager",
+        skip_ids=str(tmp_path / "skip.npy"),
+        overwrite=True,
+        progress=False,
+    )
+    args = build_parser().parse_args(to_argv(["m1", tmp_path / "m2"], "d", ["o1", "o2"], opt))
+    assert from_args(args) == opt
+    assert (args.model, args.data, args.out) == (["m1", str(tmp_path / "m2")], "d", ["o1", "o2"])
+    # Defaults give no flags; a forced progress bar has no command-line form.
+    assert to_argv(["m"], "d", ["o"], ScoreOptions()) == [
+        "score",
+        "--data",
+        "d",
+        "--model",
+        "m",
+        "--out",
+        "o",
+    ]
+    with pytest.raises(ValueError, match="progress"):
+        to_argv(["m"], "d", ["o"], ScoreOptions(progress=True))
+    with pytest.raises(ValueError, match="2 models but 1"):
+        to_argv(["m", "n"], "d", ["o"], opt)

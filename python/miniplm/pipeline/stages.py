@@ -317,21 +317,18 @@ def score_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     outs: list[str | os.PathLike[str]] = [str(sdir / "teacher"), str(sdir / "reference")]
     data = ctx.out("data")["dataset"]
     skip = ctx.out("split")["exclude"]
-    bs = cfg.teacher.batch_size
+    opt = ScoreOptions(
+        batch_size=cfg.teacher.batch_size,
+        device=cfg.device,
+        skip_ids=skip,
+        progress=False if ctx.quiet or cfg.nproc_per_node > 1 else None,
+    )
     if cfg.nproc_per_node > 1:
-        args = ["score", "--data", data, "--skip-ids", skip, "--batch-size", str(bs)]
-        args += ["--device", cfg.device, "--quiet"]
-        for m, o in zip(models, outs):
-            args += ["--model", m, "--out", o]
-        _torchrun(ctx, args)
+        from miniplm.scoring.cli import to_argv
+
+        _torchrun(ctx, to_argv(models, data, outs, opt))
         summaries = [json.loads((Path(o) / "manifest.json").read_text())["summary"] for o in outs]
     else:
-        opt = ScoreOptions(
-            batch_size=bs,
-            device=cfg.device,
-            skip_ids=skip,
-            progress=False if ctx.quiet else None,
-        )
         summaries = score(models, data, outs, opt)
     return {"teacher": outs[0], "reference": outs[1], "summaries": summaries}
 

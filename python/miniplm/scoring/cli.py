@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 
 def add_device_options(p: Any) -> None:
@@ -92,25 +95,35 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from miniplm.scoring.runner import ScoreOptions, score
+def to_argv(
+    models: Sequence[PathLike], data: PathLike, outs: Sequence[PathLike], opt: Any
+) -> list[str]:
+    """``miniplm score`` arguments that give back these models, data, runs and ``opt`` (a
+    ScoreOptions): what a launcher passes to torchrun."""
+    from miniplm._argv import option_flags
+    from miniplm.scoring.runner import ScoreOptions
 
-    opt = ScoreOptions(
-        batch_size=args.batch_size,
-        part_size=args.part_size,
-        device=args.device,
-        dtype=args.dtype,
-        ignore_id=args.ignore_id,
-        chunk_tokens=args.chunk_tokens,
-        checkpoint_interval=args.checkpoint_interval,
-        trust_remote_code=args.trust_remote_code,
-        allow_tokenizer_mismatch=args.allow_tokenizer_mismatch,
-        attn_implementation=args.attn_implementation,
-        skip_ids=args.skip_ids,
-        overwrite=args.overwrite,
-        progress=False if args.quiet else None,
-    )
-    summaries = score(args.model, args.data, args.out, opt)
+    if len(models) != len(outs):
+        raise ValueError(f"{len(models)} models but {len(outs)} score runs")
+    argv = ["score", "--data", os.fspath(data)]
+    for m, o in zip(models, outs):
+        argv += ["--model", os.fspath(m), "--out", os.fspath(o)]
+    return argv + option_flags(opt, ScoreOptions())
+
+
+def from_args(args: argparse.Namespace) -> Any:
+    """The ScoreOptions of parsed ``miniplm score`` arguments."""
+    from miniplm.scoring.runner import ScoreOptions
+
+    keys = ScoreOptions.__dataclass_fields__
+    kw = {k: v for k, v in vars(args).items() if k in keys}
+    return ScoreOptions(**kw, progress=False if args.quiet else None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from miniplm.scoring.runner import score
+
+    summaries = score(args.model, args.data, args.out, from_args(args))
     if int(os.environ.get("RANK", "0")) == 0:
         for s in summaries:
             tps = s["scored_tokens"] / s["elapsed_s"] if s["elapsed_s"] else 0.0

@@ -84,28 +84,12 @@ def register(sub: Any) -> None:
 def to_argv(opt: Any) -> list[str]:
     """``miniplm train`` arguments that give back ``opt`` (a TrainOptions): what a
     launcher passes to torchrun. Settings the command line cannot express are refused."""
-    from dataclasses import fields
-
+    from miniplm._argv import option_flags
     from miniplm.training.trainer import TrainOptions
 
     default = TrainOptions(data=opt.data, out=opt.out)
-    argv = ["train", "--data", opt.data, "--out", opt.out]
-    for f in fields(opt):
-        value = getattr(opt, f.name)
-        if f.name in ("data", "out") or value == getattr(default, f.name):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "progress" and value is False:
-            argv.append("--quiet")
-        elif f.name == "shuffle" and value is False:
-            argv.append("--no-shuffle")
-        elif value is True:  # the store_true switches: --resume, --fsdp, --compile, ...
-            argv.append(flag)
-        elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            argv += [flag, str(value)]
-        else:
-            raise ValueError(f"miniplm train has no command-line form for {f.name}={value!r}")
-    return argv
+    flags = option_flags(opt, default, skip=("data", "out"))
+    return ["train", "--data", opt.data, "--out", opt.out, *flags]
 
 
 def from_args(args: argparse.Namespace) -> Any:

@@ -1,0 +1,33 @@
+"""Command lines from option dataclasses: what a launcher (torchrun) passes to a
+``miniplm`` subcommand so that its parser gives back the same options."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import fields
+from typing import Any
+
+# Negative switches: the field is True by default and the flag turns it off.
+_OFF = {"progress": "--quiet", "shuffle": "--no-shuffle"}
+
+
+def option_flags(opt: Any, default: Any, skip: tuple[str, ...] = ()) -> list[str]:
+    """Flags for the fields of dataclass ``opt`` that differ from ``default`` (except
+    ``skip``): ``--quiet`` / ``--no-shuffle`` for ``progress`` / ``shuffle`` off, a bare
+    ``--name`` for a switch turned on, ``--name value`` for numbers, strings and paths.
+    A value the command line cannot express raises ValueError."""
+    argv: list[str] = []
+    for f in fields(opt):
+        value = getattr(opt, f.name)
+        if f.name in skip or value == getattr(default, f.name):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.name in _OFF and value is False:
+            argv.append(_OFF[f.name])
+        elif value is True and f.name not in _OFF:
+            argv.append(flag)
+        elif isinstance(value, (int, float, str, os.PathLike)) and not isinstance(value, bool):
+            argv += [flag, os.fspath(value) if isinstance(value, os.PathLike) else str(value)]
+        else:
+            raise ValueError(f"no command-line form for {f.name}={value!r}")
+    return argv
