@@ -120,9 +120,9 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from miniplm.scoring.models import resolve_device
+
+    device = resolve_device(args.device)
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
     n = args.global_batch_size * args.steps

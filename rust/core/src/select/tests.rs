@@ -90,18 +90,23 @@ fn run(c: &Case, tuning: Tuning) -> Result<(Vec<u64>, SelectionReport)> {
     run_on(c, tuning, Cpu::detect())
 }
 
+/// The case's scores and exclusions as `.npy` files in `dir`, opened as select inputs.
+fn inputs_in(dir: &std::path::Path, c: &Case) -> SelectInputs {
+    write_npy(dir.join("t.npy"), &c.t).unwrap();
+    write_npy(dir.join("r.npy"), &c.r).unwrap();
+    write_npy(dir.join("x.npy"), &c.exclude).unwrap();
+    SelectInputs {
+        teacher: Some(ScoreSource::open_npy(&dir.join("t.npy")).unwrap()),
+        reference: Some(ScoreSource::open_npy(&dir.join("r.npy")).unwrap()),
+        exclude: Some(dir.join("x.npy")),
+        num_instances: None,
+    }
+}
+
 /// In memory, through the AVX2 kernels where the CPU has them or the portable ones.
 fn run_on(c: &Case, tuning: Tuning, cpu: Cpu) -> Result<(Vec<u64>, SelectionReport)> {
     let d = tempfile::tempdir().unwrap();
-    write_npy(d.path().join("t.npy"), &c.t).unwrap();
-    write_npy(d.path().join("r.npy"), &c.r).unwrap();
-    write_npy(d.path().join("x.npy"), &c.exclude).unwrap();
-    let inputs = SelectInputs {
-        teacher: Some(ScoreSource::open_npy(&d.path().join("t.npy")).unwrap()),
-        reference: Some(ScoreSource::open_npy(&d.path().join("r.npy")).unwrap()),
-        exclude: Some(d.path().join("x.npy")),
-        num_instances: None,
-    };
+    let inputs = inputs_in(d.path(), c);
     let out = MemOut(Mutex::new(Vec::new()));
     let rep = select_into(&inputs, &c.spec, tuning, cpu, &Job::default(), &out)?;
     Ok((out.0.into_inner().unwrap(), rep))
@@ -246,15 +251,7 @@ fn same_through_file(c: &Case, ids: &[u64], rep: &SelectionReport) {
     let (base, brep) = run_on(c, Tuning::default(), Cpu::baseline()).unwrap();
     assert_eq!(base, ids);
     let d = tempfile::tempdir().unwrap();
-    write_npy(d.path().join("t.npy"), &c.t).unwrap();
-    write_npy(d.path().join("r.npy"), &c.r).unwrap();
-    write_npy(d.path().join("x.npy"), &c.exclude).unwrap();
-    let inputs = SelectInputs {
-        teacher: Some(ScoreSource::open_npy(&d.path().join("t.npy")).unwrap()),
-        reference: Some(ScoreSource::open_npy(&d.path().join("r.npy")).unwrap()),
-        exclude: Some(d.path().join("x.npy")),
-        num_instances: None,
-    };
+    let inputs = inputs_in(d.path(), c);
     let out = d.path().join("sel");
     let frep = select(&inputs, &c.spec, &out, false, &Job::default()).unwrap();
     let npy = Npy::open(out.join("ids.npy")).unwrap();
