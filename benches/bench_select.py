@@ -15,7 +15,7 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -81,10 +81,11 @@ def seconds(code: str, *args: str) -> float:
     return float(out.stdout.strip())
 
 
-def console_script() -> str:
-    """The `miniplm-sample` of this Python's environment (not a pyenv shim on PATH, whose
-    own start-up adds tens of milliseconds)."""
-    here = Path(sys.executable).parent / "miniplm-sample"
+def installed_sample() -> str:
+    """The `miniplm-sample` that this Python's environment installed (the native binary
+    from the wheel), not whatever is first on PATH (a pyenv shim, a bash script, adds
+    tens of milliseconds of its own start-up)."""
+    here = Path(sysconfig.get_path("scripts")) / "miniplm-sample"
     return str(here) if here.exists() else shutil.which("miniplm-sample") or "miniplm-sample"
 
 
@@ -159,7 +160,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="best of this many, ours and floors")
     args = ap.parse_args()
     root = Path(args.dir)
-    sample = console_script()
+    sample = installed_sample()
     rows = []
     for exp in range(6, args.max_exp + 1):
         n = 10**exp

@@ -63,7 +63,7 @@ def test_public_names_resolve_lazily() -> None:
     assert set(miniplm.__all__) - {"__version__"} == set(miniplm._WHERE)
     for name in miniplm.__all__:
         assert getattr(miniplm, name) is not None
-    # The console script's import path does not load numpy.
+    # The in-process CLI entry (`python -m miniplm._sample`) does not load numpy.
     code = "import sys, miniplm._sample; print('numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

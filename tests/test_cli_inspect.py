@@ -1,9 +1,11 @@
-"""inspect (CLI and API), the console script, and the demo main job."""
+"""inspect (CLI and API), the installed native miniplm-sample, and the demo main job."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +147,22 @@ def test_demo_main_job(tmp_path: Path) -> None:
     # The demo's noisy instances (word salad) score worst under a teacher that knows text.
     src = np.load(tmp_path / "demo" / "is_noise.npy")
     assert src[ids].mean() < 0.5 * src.mean()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="checks for an ELF executable")
+def test_miniplm_sample_on_path_is_the_native_binary() -> None:
+    # The wheel installs the Rust executable itself (no Python start-up), and it is the
+    # same program as the in-process entry `python -m miniplm._sample`.
+    exe = Path(sysconfig.get_path("scripts")) / "miniplm-sample"
+    assert exe.read_bytes()[:4] == b"\x7fELF", f"{exe} is not the native binary"
+    native = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
+    inproc = subprocess.run(
+        [sys.executable, "-m", "miniplm._sample", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert native.stdout == inproc.stdout
+    assert "select" in native.stdout
+    version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.split() == ["miniplm-sample", miniplm.__version__]

@@ -4,8 +4,8 @@ A teacher and a small reference LM score every instance of a corpus offline; the
 is refined by keeping the instances where the teacher is most ahead of the reference
 (top-alpha by r = nll_ref - nll_teacher); students then pre-train on the refined corpus.
 
-Names are imported on first use (PEP 562), so `import miniplm` and the `miniplm-sample`
-console script start without loading numpy.
+Names are imported on first use (PEP 562), so `import miniplm` and the in-process CLI
+(`python -m miniplm._sample`) start without loading numpy.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Console script ``miniplm-sample``: the Rust CLI, run inside the extension module."""
+"""``python -m miniplm._sample``: the Rust CLI run inside the extension module.
+
+The ``miniplm-sample`` on PATH is the same program built as a native executable (the
+wheel's script, see ``build-backend/miniplm_build.py``); this entry serves environments
+where only the module is importable."""
 
 from __future__ import annotations
 

@@ -337,6 +337,17 @@ fn push_candidates<V: Vals, K: Keys>(
     }
 }
 
+/// Push the (key, id) of the lanes set in `mask` (lane order), keys already made; out of
+/// line so that the rare call keeps the vector loop's registers free.
+#[inline(never)]
+fn push_lanes(keys: [u64; W], mut mask: u32, id: u64, cands: &mut Vec<(u64, u64)>) {
+    while mask != 0 {
+        let l = mask.trailing_zeros() as usize;
+        cands.push((keys[l], id + l as u64));
+        mask &= mask - 1;
+    }
+}
+
 /// The last `len % W` instances of a run, into lane 0.
 fn scan_tail<V: Vals, K: Keys>(
     v: V,
@@ -698,7 +709,8 @@ mod avx2 {
             let below = _mm256_and_pd(fin, _mm256_cmp_pd::<_CMP_LT_OQ>(x, zero));
             neg = _mm256_sub_epi64(neg, _mm256_castpd_si256(below));
             if _mm256_testz_si256(inside, inside) == 0 {
-                push_candidates::<V, K>(k, &v.block(j), id0 + j as u64, range, cands);
+                let m = _mm256_movemask_pd(_mm256_castsi256_pd(inside));
+                push_lanes(lanes_u(key), m as u32, id0 + j as u64, cands);
             }
             j += W;
         }
@@ -896,16 +908,18 @@ mod tests {
             let v = Diff { t: &t, r: &r };
             let k = Top { sign: 1.0 };
             let mut cands = Vec::new();
+            // As in a real run: the guessed interval holds about 0.7% of the values (the
+            // sampled guess at N = 1e8, K = N/2), and the histogram spans the values.
             let t0 = std::time::Instant::now();
             let mut x = 0;
             for _ in 0..reps {
                 cands.clear();
-                x += scan(cpu, v, k, 0, (order_key(0.01), order_key(0.02)), &mut cands).eligible;
+                x += scan(cpu, v, k, 0, (order_key(0.0), order_key(0.06)), &mut cands).eligible;
             }
             let dt = t0.elapsed().as_secs_f64() / (reps * n) as f64 * 1e9;
             println!("{cpu:?} scan {dt:.3} ns/elt ({x}, {})", cands.len());
             let mut out = vec![0u64; n as usize];
-            let b = Binner::new(-1.0, 1.0, 64);
+            let b = Binner::new(-9.0, 9.0, 64);
             let cut = Cut {
                 t: order_key(0.0),
                 tie_cut: 0,
