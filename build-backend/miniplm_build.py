@@ -6,6 +6,10 @@ executable into the wheel's data directory (`[tool.maturin] data`), whose `scrip
 installs on PATH. So `miniplm-sample` is the Rust program itself, starting in a few
 milliseconds with no Python interpreter, and identical to the one
 `cargo build --release -p miniplm-cli` gives.
+
+Build wheels through this backend (`pip wheel .`, `pip install .`, `python -m build`):
+`maturin build` or `maturin develop` run directly bypass it and stop with "No such data
+directory" (rather than make a wheel without its CLI).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import maturin
+import maturin  # type: ignore[import-untyped]
 from maturin import (
     get_requires_for_build_editable,
     get_requires_for_build_sdist,
@@ -42,12 +46,25 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "target" / "wheel-data"
 
 
-def _cargo(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [os.environ.get("CARGO", "cargo"), *args]
+def _cargo(env: dict[str, str] | None, *args: str) -> subprocess.CompletedProcess[str]:
+    cargo = (env or os.environ).get("CARGO", "cargo")
     try:
-        return subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
+        return subprocess.run(
+            [cargo, *args], cwd=ROOT, env=env, check=True, stdout=subprocess.PIPE, text=True
+        )
     except FileNotFoundError as e:
         raise RuntimeError(f"building miniplm needs cargo (the Rust toolchain): {e}") from e
+
+
+def _target(config_settings: Mapping[str, Any] | None) -> str | None:
+    """The `--target` triple passed to maturin, if any: the binary must match the module."""
+    args = maturin.get_maturin_pep517_args(config_settings)
+    for i, a in enumerate(args):
+        if a == "--target" and i + 1 < len(args):
+            return str(args[i + 1])
+        if a.startswith("--target="):
+            return str(a.split("=", 1)[1])
+    return None
 
 
 def _empty_data() -> Path:
@@ -59,15 +76,20 @@ def _empty_data() -> Path:
     return scripts
 
 
-def _native_sample() -> None:
+def _native_sample(config_settings: Mapping[str, Any] | None) -> None:
     """Build `miniplm-sample` in release mode and place it in the wheel's scripts."""
     scripts = _empty_data()
-    print("Building the native miniplm-sample (cargo build --release -p miniplm-cli)")
+    # maturin's own environment: it may have installed a temporary Rust toolchain.
+    env = maturin._get_env()
+    target = _target(config_settings)
+    cmd = ["build", "--release", "--locked", "-p", "miniplm-cli"]
+    cmd += ["--target", target] if target else []
+    print(f"Building the native miniplm-sample (cargo {' '.join(cmd)})")
     sys.stdout.flush()
-    _cargo("build", "--release", "--locked", "-p", "miniplm-cli")
-    meta = json.loads(_cargo("metadata", "--format-version", "1", "--no-deps").stdout)
-    name = "miniplm-sample" + (".exe" if os.name == "nt" else "")
-    exe = Path(meta["target_directory"]) / "release" / name
+    _cargo(env, *cmd)
+    meta = json.loads(_cargo(env, "metadata", "--format-version", "1", "--no-deps").stdout)
+    name = "miniplm-sample" + (".exe" if os.name == "nt" or "windows" in (target or "") else "")
+    exe = Path(meta["target_directory"]) / (target or "") / "release" / name
     scripts.mkdir()
     shutil.copy2(exe, scripts / name)
 
@@ -77,8 +99,8 @@ def build_wheel(
     config_settings: Mapping[str, Any] | None = None,
     metadata_directory: str | None = None,
 ) -> str:
-    _native_sample()
-    return maturin.build_wheel(wheel_directory, config_settings, metadata_directory)
+    _native_sample(config_settings)
+    return str(maturin.build_wheel(wheel_directory, config_settings, metadata_directory))
 
 
 def build_editable(
@@ -86,24 +108,24 @@ def build_editable(
     config_settings: Mapping[str, Any] | None = None,
     metadata_directory: str | None = None,
 ) -> str:
-    _native_sample()
-    return maturin.build_editable(wheel_directory, config_settings, metadata_directory)
+    _native_sample(config_settings)
+    return str(maturin.build_editable(wheel_directory, config_settings, metadata_directory))
 
 
 def build_sdist(sdist_directory: str, config_settings: Mapping[str, Any] | None = None) -> str:
     _empty_data()  # sources only: no binary in the sdist
-    return maturin.build_sdist(sdist_directory, config_settings)
+    return str(maturin.build_sdist(sdist_directory, config_settings))
 
 
 def prepare_metadata_for_build_wheel(
     metadata_directory: str, config_settings: Mapping[str, Any] | None = None
 ) -> str:
     _empty_data()
-    return maturin.prepare_metadata_for_build_wheel(metadata_directory, config_settings)
+    return str(maturin.prepare_metadata_for_build_wheel(metadata_directory, config_settings))
 
 
 def prepare_metadata_for_build_editable(
     metadata_directory: str, config_settings: Mapping[str, Any] | None = None
 ) -> str:
     _empty_data()
-    return maturin.prepare_metadata_for_build_editable(metadata_directory, config_settings)
+    return str(maturin.prepare_metadata_for_build_editable(metadata_directory, config_settings))

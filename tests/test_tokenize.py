@@ -415,10 +415,30 @@ def test_existing_output_and_missing_eos(tmp_path: Path, tok_dir: Path, tok_json
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / "tokenizer.json").write_bytes((tok_dir / "tokenizer.json").read_bytes())
-    with pytest.raises(InputError, match=r"no EOS token .*--eos-id"):
+    with pytest.raises(InputError, match=r"no EOS token .*--eos-token or --eos-id"):
         _run(path, tmp_path / "o2", str(bare / "tokenizer.json"))
     meta = _run(path, tmp_path / "o2", str(bare / "tokenizer.json"), eos_id=1)
     assert meta["tokenizer"]["eos_token"] == "<pad>"
+    _no_leftovers(tmp_path)
+
+
+def test_eos_chosen_by_text(tmp_path: Path, tok_dir: Path) -> None:
+    # A tokenizer whose own EOS is not the document separator wanted (a chat-tuned
+    # teacher's <|im_end|>, say): --eos-token picks another by its text.
+    path = _write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in DOCS[:5]])
+    own = _run(path, tmp_path / "own", str(tok_dir), packing="fixed")
+    meta = _run(path, tmp_path / "pad", str(tok_dir), packing="fixed", eos_token="<pad>")
+    assert (own["tokenizer"]["eos_token"], meta["tokenizer"]["eos_token"]) == ("<eos>", "<pad>")
+    pad, eos = meta["tokenizer"]["eos_id"], own["tokenizer"]["eos_id"]
+    assert pad != eos
+    a, b = (np.concatenate(list(miniplm.TokenDataset(tmp_path / d))) for d in ("own", "pad"))
+    # The same tokens, every document separator swapped.
+    np.testing.assert_array_equal(np.where(a == eos, pad, a), b)
+    assert (b == pad).sum() == len(DOCS[:5])
+    with pytest.raises(InputError, match=r"--eos-token '<nope>' is not in the vocabulary"):
+        _run(path, tmp_path / "o3", str(tok_dir), eos_token="<nope>")
+    with pytest.raises(InputError, match="one or the other"):
+        _run(path, tmp_path / "o4", str(tok_dir), eos_token="<pad>", eos_id=1)
     _no_leftovers(tmp_path)
 
 
@@ -457,3 +477,8 @@ def test_cli_end_to_end(tmp_path: Path, tok_dir: Path, capsys: pytest.CaptureFix
     bad.write_text("[1, 2]\n")
     assert main(["tokenize", str(bad), "--out", str(tmp_path / "y"), *argv[5:]]) == 2
     assert f"{bad}:1: a JSON list, expected an object" in capsys.readouterr().err
+    # the document separator chosen by its text
+    assert main([*argv[:2], "--out", str(tmp_path / "z"), *argv[5:], "--eos-token", "<pad>"]) == 0
+    assert json.loads((tmp_path / "z" / "tokenize.json").read_text())["tokenizer"]["eos_token"] == (
+        "<pad>"
+    )

@@ -53,7 +53,14 @@ def register(sub: Any) -> None:
         help=".txt files: one document per file (default), per line, or per blank-line "
         "separated block",
     )
-    p.add_argument("--eos-id", type=int, default=None, help="EOS id (default: the tokenizer's)")
+    eos = p.add_mutually_exclusive_group()
+    eos.add_argument("--eos-id", type=int, default=None, help="EOS id (default: the tokenizer's)")
+    eos.add_argument(
+        "--eos-token",
+        default=None,
+        metavar="TEXT",
+        help="EOS by its text, e.g. '<|endoftext|>' (default: the tokenizer's eos_token)",
+    )
     p.add_argument("--shard-size", default=None, help="largest .bin per shard, e.g. 500M, 1G")
     p.add_argument(
         "--reference-fraction",
@@ -97,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=False if args.quiet else None,
         eos_id=args.eos_id,
+        eos_token=args.eos_token,
         text_split=args.text_split,
     )
     c = meta["counts"]

@@ -256,6 +256,7 @@ def tokenize_corpus(
     progress: bool | None = None,
     eos_id: int | None = None,
     text_split: str = "document",
+    eos_token: str | None = None,
 ) -> dict[str, Any]:
     """Tokenize and pack ``inputs`` into the dataset directory ``out``; returns what it
     writes to ``out/tokenize.json``. ``tokenizer``: a Hugging Face tokenizer directory, a
@@ -265,7 +266,8 @@ def tokenize_corpus(
     tokenizer's own Rust threads (``TOKENIZERS_PARALLELISM``); N > 1 encodes in N
     spawned processes of one thread each (scripts calling this must then guard their
     entry point with ``if __name__ == "__main__":``). ``progress``: None shows a bar when
-    stderr is a terminal."""
+    stderr is a terminal. ``eos_id`` / ``eos_token``: the token appended to every document
+    (by id or by text), instead of the tokenizer's own EOS."""
     t0 = time.perf_counter()
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -278,7 +280,7 @@ def tokenize_corpus(
         raise FileExistsError(f"{out_dir}: output exists (pass --overwrite to replace it)")
     files = discover(inputs, sources)
     check_columns(files, text_field, source_field)
-    tok = load_tokenizer(tokenizer, eos_id)
+    tok = load_tokenizer(tokenizer, eos_id, eos_token)
     table = tok.break_table() if packing == "boundary" else None
     packer = Packer(seq_len, packing, table)
     dtype = "uint16" if tok.vocab_size <= 1 << 16 else "int32"

@@ -53,12 +53,18 @@ def _token_text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def load_tokenizer(spec: Any, eos_id: int | None = None) -> TokenizerInfo:
+def load_tokenizer(
+    spec: Any, eos_id: int | None = None, eos_token: str | None = None
+) -> TokenizerInfo:
     """Load ``spec``: a Hugging Face tokenizer directory, a ``tokenizer.json`` file, a
     ``.gguf`` file, or an already loaded ``tokenizers.Tokenizer`` / transformers fast
-    tokenizer. The EOS is the tokenizer's ``eos_token`` unless ``eos_id`` is given."""
+    tokenizer. The EOS is the tokenizer's ``eos_token`` unless ``eos_id`` (an id) or
+    ``eos_token`` (a token's text, e.g. ``<|endoftext|>`` where a chat-tuned tokenizer's
+    own EOS is ``<|im_end|>``) chooses another."""
+    if eos_id is not None and eos_token is not None:
+        raise InputError("--eos-id and --eos-token: give one or the other")
+    chosen, eos_token = eos_token, None  # from here on: the tokenizer's own EOS
     tokenizers = require("tokenizers")
-    eos_token: str | None = None
     if isinstance(spec, (str, os.PathLike)):
         name = os.fspath(spec)
         path = Path(name)
@@ -103,14 +109,17 @@ def load_tokenizer(spec: Any, eos_id: int | None = None) -> TokenizerInfo:
             raise InputError(f"--eos-id {eos_id}: no such token in {name} ({size} ids)")
         eos_token = token
     else:
+        if chosen is not None:
+            eos_token = chosen
         if not eos_token:
             raise InputError(
-                f"{name}: the tokenizer has no EOS token (eos_token); pass --eos-id to "
-                "choose the id appended to every document"
+                f"{name}: the tokenizer has no EOS token (eos_token); pass --eos-token or "
+                "--eos-id to choose the token appended to every document"
             )
         found = backend.token_to_id(eos_token)
         if found is None:
-            raise InputError(f"{name}: EOS token {eos_token!r} is not in the vocabulary")
+            option = "--eos-token " if chosen is not None else "EOS token "
+            raise InputError(f"{name}: {option}{eos_token!r} is not in the vocabulary")
         eos_id = int(found)
     return TokenizerInfo(
         spec=name,
