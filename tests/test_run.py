@@ -145,6 +145,7 @@ def test_config_is_validated_up_front(tmp_path: Path) -> None:
     bad("[students]\npreset = 'huge'\n", "students.preset")
     bad("[corpus]\nseq_len = 'long'\n", "corpus.seq_len")
     bad("[corpus]\nbogus = 1\n", "unknown key")
+    bad("[corpus]\neos_token = 0\n", "corpus.eos_token")
     bad("[selection]\nbaselines = ['random', 'magic']\n", "magic")
     bad("[corpus]\ninputs = ['/nonexistent/x.jsonl']\n", "/nonexistent")
     bad("alpha = [\n", "not valid TOML")

@@ -118,8 +118,8 @@ def load_tokenizer(
             )
         found = backend.token_to_id(eos_token)
         if found is None:
-            option = "--eos-token " if chosen is not None else "EOS token "
-            raise InputError(f"{name}: {option}{eos_token!r} is not in the vocabulary")
+            which = "the chosen EOS token (--eos-token)" if chosen is not None else "EOS token"
+            raise InputError(f"{name}: {which} {eos_token!r} is not in the vocabulary")
         eos_id = int(found)
     return TokenizerInfo(
         spec=name,

@@ -29,6 +29,9 @@ class CorpusSpec:
     packing: str = "boundary"
     reference_fraction: float = 0.1
     heldout_fraction: float = 0.05
+    # The document separator by its text ("": the tokenizer's own EOS); e.g.
+    # "<|endoftext|>" for a chat-tuned teacher whose EOS is "<|im_end|>".
+    eos_token: str = ""
 
 
 @dataclass

@@ -246,6 +246,7 @@ def data_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
         source_field=c.source_field or None,
         reference_fraction=c.reference_fraction,
         seed=cfg.seed,
+        eos_token=c.eos_token or None,
         overwrite=True,
         progress=False if ctx.quiet else None,
     )
