@@ -435,7 +435,8 @@ def test_eos_chosen_by_text(tmp_path: Path, tok_dir: Path) -> None:
     # The same tokens, every document separator swapped.
     np.testing.assert_array_equal(np.where(a == eos, pad, a), b)
     assert (b == pad).sum() == len(DOCS[:5])
-    with pytest.raises(InputError, match=r"chosen EOS token \(--eos-token\) '<nope>' is not in the vocabulary"):
+    unknown = r"chosen EOS token \(--eos-token\) '<nope>' is not in the vocabulary"
+    with pytest.raises(InputError, match=unknown):
         _run(path, tmp_path / "o3", str(tok_dir), eos_token="<nope>")
     with pytest.raises(InputError, match="one or the other"):
         _run(path, tmp_path / "o4", str(tok_dir), eos_token="<pad>", eos_id=1)
