@@ -4,7 +4,8 @@ and the original MiniPLM way (torch.sort of all scores), measured in one run, pl
 floors: one single-threaded pass over the score bytes (memory bandwidth), and writing
 the K kept ids durably (what any selection must also do). K = N/2 for every N; the
 `--ratios` add rows for the largest N (ours and the floors only). Ours and the floors are
-the best of `--repeat` runs in turn.
+the best of `--repeat` runs in turn. The baselines are skipped where they would not fit
+in the memory available (at 1e9 they need about 50 GB).
 
     python benches/bench_select.py [--max-exp 8] [--ratios 0.1,0.01] [--repeat 3] [--dir DIR]
 """
@@ -152,6 +153,19 @@ def measure(d: Path, n: int, k: int, sample: str, baselines: bool, repeat: int) 
     ]
 
 
+# Peak private memory of the baselines per instance, measured at 1e8 (numpy 3.8 GB, torch
+# 4.9 GB): they are skipped where they would not fit in the memory available.
+BASELINE_BYTES = 50
+
+
+def available_bytes() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-exp", type=int, default=8)
@@ -169,7 +183,11 @@ def main() -> None:
         if not (d / "r.npy").exists():
             make_scores(d, n)
             os.sync()  # their write-back would otherwise run during the timings
-        rows.append(measure(d, n, n // 2, sample, True, args.repeat))
+        baselines = BASELINE_BYTES * n < 0.8 * available_bytes()
+        if not baselines:
+            need = BASELINE_BYTES * n / 1e9
+            print(f"N = {n:.0e}: numpy and torch.sort skipped (they need about {need:.0f} GB)")
+        rows.append(measure(d, n, n // 2, sample, baselines, args.repeat))
         if exp == args.max_exp:
             for ratio in (float(x) for x in args.ratios.split(",") if x):
                 rows.append(measure(d, n, int(n * ratio), sample, False, args.repeat))

@@ -2,18 +2,27 @@
 //! (definitions in docs/FORMATS.md, "Selection").
 //!
 //! Every instance gets a u64 key whose order is the selection order (an order-preserving
-//! map of a float key, or a seeded random draw). The threshold key T is found by radix
-//! narrowing: pass A histograms the top 16 bits of every key; each further pass either
-//! collects the (key, id) candidates of the bucket holding the K-th key (once they fit a
-//! bounded buffer) or histograms the next 16 bits inside it. At full depth the bucket is
-//! a single key value, and the tie cut (ties go to smaller ids) is found by per-chunk
-//! counting. Whichever way the cut is found, the pass that finds it also learns how many
-//! ids each chunk keeps, so the emit pass (`key > T || (key == T && id <= tie_cut)`)
-//! writes every chunk's ids straight to their final place, all chunks in parallel.
-//! The per-instance work of pass A and the emit pass runs in fused, vectorised loops
-//! (`kernel`). Memory: per-thread 65536-bin histograms, at most `cap` candidates, one
-//! chunk of output ids per thread, and a few numbers per chunk; never anything of
-//! length N.
+//! map of a float key, or a seeded random draw); the cut is the K-th largest key T plus
+//! a tie cut (ties go to smaller ids). Routes to the cut, cheapest first:
+//! - Sampled guess (2 passes): the keys of evenly spread blocks give an interval that
+//!   probably holds T; pass A counts the keys above it and collects the (key, id)
+//!   candidates inside it, and T is cut from those in memory.
+//! - Narrowed guess (3 passes): past `cap` candidates (at K = N/2 that is from about
+//!   N = 1e9 on with the defaults) pass A counts the interval's keys in 65536
+//!   sub-intervals instead; one more pass collects the candidates of the sub-interval
+//!   holding T.
+//! - Radix narrowing (the guess missed, sorted input say, or a mass of equal keys
+//!   exceeds `cap`): a pass histograms the top 16 bits of every key; each further pass
+//!   either collects the candidates of the bucket holding the K-th key (once they fit
+//!   `cap`) or histograms the next 16 bits inside it. At full depth the bucket is a
+//!   single key value, and the tie cut is found by per-chunk counting.
+//!
+//! Whichever way the cut is found, the pass that finds it also learns how many ids each
+//! chunk keeps, so the emit pass (`key > T || (key == T && id <= tie_cut)`) writes every
+//! chunk's ids straight to their final place, all chunks in parallel. The per-instance
+//! work of pass A and the emit pass runs in fused, vectorised loops (`kernel`). Memory:
+//! per-thread 65536-bin histograms, at most `cap` candidates, one chunk of output ids per
+//! thread, and a few numbers per chunk; never anything of length N.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -451,6 +460,8 @@ struct PassA {
     /// Keys inside the guessed interval, and their candidates (dropped past the cap).
     in_range: u64,
     cands: Vec<(u64, u64)>,
+    /// Past the cap: the interval's keys counted by sub-interval (`Band`), else empty.
+    band: Vec<u64>,
 }
 
 impl PassA {
@@ -460,6 +471,7 @@ impl PassA {
             hist: if with_hist { vec![0; BINS] } else { Vec::new() },
             in_range: 0,
             cands: Vec::new(),
+            band: Vec::new(),
         }
     }
 
@@ -469,6 +481,11 @@ impl PassA {
         self.in_range += o.in_range;
         let mut c = o.cands;
         self.cands.append(&mut c);
+        if self.band.is_empty() {
+            self.band = o.band;
+        } else {
+            self.band.iter_mut().zip(o.band).for_each(|(a, b)| *a += b);
+        }
         self
     }
 }
@@ -981,6 +998,132 @@ fn info(src: &Option<ScoreSource>) -> Result<Option<InputInfo>> {
         .transpose()
 }
 
+/// Pass A over every chunk for the key interval `[lo, hi]`: counts and statistics, the
+/// keys above the interval per chunk, the sum of finite values per chunk (summed in chunk
+/// order by the caller, so the mean does not depend on thread timing), the interval's
+/// candidates while they fit the cap, and else the interval's histogram (`PassA::band`);
+/// with `with_hist`, the histogram of the top 16 key bits too.
+fn scan_interval(
+    plan: &Plan,
+    job: &Job,
+    stage: &str,
+    (lo, hi): (u64, u64),
+    with_hist: bool,
+) -> Result<(PassA, Vec<u64>, Vec<f64>)> {
+    let held = AtomicUsize::new(0);
+    let cap = plan.tuning.cap;
+    let nchunks = plan.num_chunks() as usize;
+    let (above, sums) = (zeros(nchunks), zeros(nchunks));
+    let band = Band::new(lo, hi);
+    let mut a = plan.scan(
+        job,
+        stage,
+        || PassA::new(with_hist),
+        |acc, c, buf| {
+            let (s, e) = plan.chunk_range(c);
+            let before = acc.cands.len();
+            let chunk = ScanChunk {
+                cpu: plan.cpu,
+                start: s,
+                ex: plan.excluded(s, e),
+                range: (lo, hi),
+                cands: &mut acc.cands,
+            };
+            let t = plan.visit(s, e, buf, chunk)?;
+            above[c as usize].store(t.above, Ordering::Relaxed);
+            sums[c as usize].store(t.sum.to_bits(), Ordering::Relaxed);
+            add_tally(&mut acc.tally, t);
+            if with_hist {
+                plan.keys(s, e, buf)?;
+                for (&key, &ok) in buf.key.iter().zip(&buf.ok) {
+                    acc.hist[(key >> (64 - BITS)) as usize] += ok as u64;
+                }
+            }
+            let added = acc.cands.len() - before;
+            acc.in_range += added as u64;
+            // Past the cap the candidates cannot be kept: count them by sub-interval
+            // instead, so that one more pass can collect those of the K-th key's.
+            if held.fetch_add(added, Ordering::Relaxed) + added > cap {
+                band.count(&mut acc.band, &acc.cands);
+                acc.cands = Vec::new();
+            }
+            Ok(())
+        },
+        PassA::merge,
+    )?;
+    if held.into_inner() > cap {
+        band.count(&mut a.band, &a.cands);
+        a.cands = Vec::new();
+    }
+    let sums = loads(sums).into_iter().map(f64::from_bits).collect();
+    Ok((a, loads(above), sums))
+}
+
+/// The sub-intervals of a key interval `[lo, hi]`: at most `BINS` of `2^shift` keys each.
+#[derive(Clone, Copy)]
+struct Band {
+    lo: u64,
+    hi: u64,
+    shift: u32,
+}
+
+impl Band {
+    fn new(lo: u64, hi: u64) -> Band {
+        let span = hi.saturating_sub(lo);
+        let shift = (64 - span.leading_zeros()).saturating_sub(BITS);
+        Band { lo, hi, shift }
+    }
+
+    /// Add the keys of `cands` (all inside the interval) to the counts `band`.
+    fn count(&self, band: &mut Vec<u64>, cands: &[(u64, u64)]) {
+        if band.is_empty() {
+            band.resize(BINS, 0);
+        }
+        for &(key, _) in cands {
+            band[((key - self.lo) >> self.shift) as usize] += 1;
+        }
+    }
+
+    /// Sub-interval `b`.
+    fn part(&self, b: usize) -> (u64, u64) {
+        let lo = self.lo + ((b as u64) << self.shift);
+        (lo, self.hi.min(lo.saturating_add((1u64 << self.shift) - 1)))
+    }
+}
+
+/// The guessed interval held the K-th key but more candidates than the cap: find, from
+/// pass A's sub-interval counts, the sub-interval that holds it, and collect that one's
+/// candidates (with the keys above it per chunk) in one more pass. `None` when even that
+/// sub-interval exceeds the cap (a mass of equal keys): radix narrowing takes over.
+fn narrow(
+    plan: &Plan,
+    job: &Job,
+    a: &PassA,
+    (lo, hi): (u64, u64),
+    kept: u64,
+) -> Result<Option<(PassA, Vec<u64>)>> {
+    let band = Band::new(lo, hi);
+    let mut above = a.tally.above;
+    for b in (0..a.band.len()).rev() {
+        let here = a.band[b];
+        if above + here >= kept {
+            if here > plan.tuning.cap as u64 {
+                return Ok(None);
+            }
+            let (pa, per_chunk, _) =
+                scan_interval(plan, job, "select: narrow", band.part(b), false)?;
+            if pa.tally.above != above || pa.in_range != here {
+                return Err(Error::invalid(
+                    "internal: counts changed between passes (inputs changed during selection?)",
+                ));
+            }
+            return Ok(Some((pa, per_chunk)));
+        }
+        above += here;
+    }
+    Ok(None)
+}
+
 /// Run a selection, placing the kept ids (ascending) through `out`.
 fn select_into(
     inputs: &SelectInputs,
@@ -1024,52 +1167,11 @@ fn select_into(
     let (tally, stats, cut, emitted) = job.install(|| -> Result<_> {
         let guess = guess_interval(&plan, k)?;
         let (lo, hi) = guess.unwrap_or((1, 0)); // an empty interval when there is no guess
-        let held = AtomicUsize::new(0);
         let cap = plan.tuning.cap;
-        let with_hist = guess.is_none();
         let nchunks = plan.num_chunks() as usize;
-        // Per chunk: keys above the interval, and the sum of finite values (summed in
-        // chunk order at the end, so the mean does not depend on thread timing).
-        let (above, sums) = (zeros(nchunks), zeros(nchunks));
-        let a = plan.scan(
-            job,
-            "select: scan",
-            || PassA::new(with_hist),
-            |acc, c, buf| {
-                let (s, e) = plan.chunk_range(c);
-                let before = acc.cands.len();
-                let chunk = ScanChunk {
-                    cpu: plan.cpu,
-                    start: s,
-                    ex: plan.excluded(s, e),
-                    range: (lo, hi),
-                    cands: &mut acc.cands,
-                };
-                let t = plan.visit(s, e, buf, chunk)?;
-                above[c as usize].store(t.above, Ordering::Relaxed);
-                sums[c as usize].store(t.sum.to_bits(), Ordering::Relaxed);
-                add_tally(&mut acc.tally, t);
-                if with_hist {
-                    plan.keys(s, e, buf)?;
-                    for (&key, &ok) in buf.key.iter().zip(&buf.ok) {
-                        acc.hist[(key >> (64 - BITS)) as usize] += ok as u64;
-                    }
-                }
-                // Past the cap the guess is useless: drop candidates, keep counting.
-                let added = acc.cands.len() - before;
-                acc.in_range += added as u64;
-                if held.fetch_add(added, Ordering::Relaxed) + added > cap {
-                    acc.cands = Vec::new();
-                }
-                Ok(())
-            },
-            PassA::merge,
-        )?;
-        let mut a = a;
-        let sum: f64 = sums
-            .iter()
-            .map(|s| f64::from_bits(s.load(Ordering::Relaxed)))
-            .fold(0.0, |x, y| x + y);
+        let (mut a, above, sums) =
+            scan_interval(&plan, job, "select: scan", (lo, hi), guess.is_none())?;
+        let sum: f64 = sums.iter().fold(0.0, |x, y| x + y);
         let t = a.tally;
         let stats = (t.n > 0).then(|| ScoreStats {
             min: t.min,
@@ -1078,19 +1180,26 @@ fn select_into(
             num_negative: t.neg,
         });
         let kept = k.min(t.eligible);
-        let guessed = guess.is_some()
-            && held.load(Ordering::Relaxed) <= cap
-            && t.above < kept
-            && kept <= t.above + a.in_range;
+        // Whether the K-th key lies inside the guessed interval.
+        let inside = guess.is_some() && t.above < kept && kept <= t.above + a.in_range;
+        let narrowed = if inside && a.in_range > cap as u64 {
+            narrow(&plan, job, &a, (lo, hi), kept)?
+        } else {
+            None
+        };
         let (cut, per_chunk) = if kept == 0 {
             (None, vec![0; nchunks])
-        } else if guessed {
+        } else if inside && a.in_range <= cap as u64 {
             let cut = cut_from(&mut a.cands, t.above, kept);
-            let per_chunk = kept_per_chunk(loads(above), &a.cands, cut, &plan);
+            let per_chunk = kept_per_chunk(above, &a.cands, cut, &plan);
+            (Some(cut), per_chunk)
+        } else if let Some((mut b, above_b)) = narrowed {
+            let cut = cut_from(&mut b.cands, b.tally.above, kept);
+            let per_chunk = kept_per_chunk(above_b, &b.cands, cut, &plan);
             (Some(cut), per_chunk)
         } else {
             a.cands = Vec::new();
-            let hist = if with_hist {
+            let hist = if guess.is_none() {
                 std::mem::take(&mut a.hist)
             } else {
                 top_histogram(&plan, job)?

@@ -230,6 +230,22 @@ fn sampled_guess_gives_two_passes_and_the_same_answer() {
     assert_eq!(rep.passes, 2);
     assert_eq!(ids, reference(&c).0);
     same_through_file(&c, &ids, &rep);
+    // More candidates in the guessed interval than the cap (at N = 1e9 and beyond with
+    // the default cap): one more pass collects those of the sub-interval holding the
+    // K-th key, on both kernels.
+    let small_cap = Tuning {
+        cap: 1000,
+        ..Tuning::default()
+    };
+    for cpu in [Cpu::detect(), Cpu::baseline()] {
+        let (narrowed, nrep) = run_on(&c, small_cap, cpu).unwrap();
+        assert_eq!(nrep.passes, 3);
+        assert_eq!(narrowed, ids);
+        assert_eq!(
+            (nrep.threshold, nrep.ties_at_threshold, nrep.ties_kept),
+            (rep.threshold, rep.ties_at_threshold, rep.ties_kept)
+        );
+    }
     // Sorted input defeats the block sample: still exact, with more passes.
     let mut sorted = c;
     sorted.t = vec![0.0; n as usize];
