@@ -79,8 +79,11 @@ def _empty_data() -> Path:
 def _native_sample(config_settings: Mapping[str, Any] | None) -> None:
     """Build `miniplm-sample` in release mode and place it in the wheel's scripts."""
     scripts = _empty_data()
-    # maturin's own environment: it may have installed a temporary Rust toolchain.
-    env = maturin._get_env()
+    # maturin's own environment: where cargo is missing, recent maturin (1.16 here)
+    # installs a temporary Rust toolchain and returns its environment; a maturin without
+    # that hook needs cargo on PATH, as this build then does too.
+    get_env = getattr(maturin, "_get_env", None)
+    env = get_env() if get_env else None
     target = _target(config_settings)
     cmd = ["build", "--release", "--locked", "-p", "miniplm-cli"]
     cmd += ["--target", target] if target else []
