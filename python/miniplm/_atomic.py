@@ -34,10 +34,19 @@ def atomic_dir(out: Path, overwrite: bool) -> Iterator[Path]:
         raise
 
 
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` (a rename into it, say) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_text(path: Path, text: str | Iterable[str]) -> Path:
     """Write ``text`` (a string, or pieces written one after another) to ``path`` through
-    a temporary sibling, fsynced then renamed: the file is the old one or the whole new
-    one, never a part."""
+    a temporary sibling, fsynced then renamed (and the rename synced): the file is the old
+    one or the whole new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -49,6 +58,7 @@ def atomic_write_text(path: Path, text: str | Iterable[str]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from miniplm._atomic import atomic_write_text, fsync_dir
 from miniplm.errors import InputError
 from miniplm.scores import FORMAT, VERSION
 
@@ -39,29 +40,11 @@ class PartState:
         return cls(np.zeros(n), np.zeros(n, np.uint32), np.zeros(n, bool))
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _save_npy(path: Path, a: npt.NDArray[Any]) -> None:
     with open(path, "wb") as f:
         np.save(f, a)
         f.flush()
         os.fsync(f.fileno())
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    _fsync_dir(path.parent)
 
 
 def part_ranges(n: int, part_size: int) -> list[tuple[str, int, int]]:
@@ -124,7 +107,7 @@ class RunDir:
                 "use another --out or --overwrite"
             )
         self.path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.manifest_path, self.manifest(complete=False))
+        atomic_write_text(self.manifest_path, json.dumps(self.manifest(complete=False), indent=1))
         return False
 
     def part_dir(self, k: int) -> Path:
@@ -157,7 +140,7 @@ class RunDir:
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(f)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     def write_part(self, k: int, st: PartState) -> None:
         """Publish a finished part (directory rename) and drop its checkpoint."""
@@ -167,16 +150,18 @@ class RunDir:
         tmp.mkdir()
         _save_npy(tmp / "nll_sum.npy", st.nll_sum)
         _save_npy(tmp / "n_scored.npy", st.n_scored)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         tmp.rename(final)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         self.checkpoint_path(k).unlink(missing_ok=True)
 
     def finish(self, summary: dict[str, Any]) -> None:
         missing = [name for k, (name, _, _) in enumerate(self.parts) if not self.is_done(k)]
         if missing:
             raise InputError(f"{self.path}: parts not written: {', '.join(missing[:5])}")
-        write_json_atomic(self.manifest_path, self.manifest(complete=True, summary=summary))
+        atomic_write_text(
+            self.manifest_path, json.dumps(self.manifest(complete=True, summary=summary), indent=1)
+        )
 
     def totals(self) -> tuple[float, int]:
         """(sum of nll_sum, sum of n_scored) over the written parts, part by part."""

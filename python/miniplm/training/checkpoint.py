@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from miniplm._atomic import fsync_dir
 from miniplm._deps import require
 from miniplm.errors import InputError
 
@@ -36,11 +37,7 @@ def _fsync_tree(d: Path) -> None:
     for f in d.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(d)
 
 
 def full_model_state(model: Any) -> dict[str, Any]:
