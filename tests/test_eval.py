@@ -269,6 +269,16 @@ def test_lm_eval_agrees_with_builtin(
     (tasks / "eval_tiny_mc.yaml").write_text(
         _TASK_YAML.format(data=tiny["mc"], cache=tmp_path / "hf_cache")
     )
+    import random
+
+    import torch
+
+    def draws() -> tuple[float, float, float]:
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    untouched = draws()
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
     r = evaluate(
         tiny["model"],
         mc_files=[tiny["mc"]],
@@ -277,6 +287,8 @@ def test_lm_eval_agrees_with_builtin(
         device="cpu",
         batch_size=3,
     )
+    # lm-eval reseeds the global generators; the caller's streams go on as before.
+    assert draws() == untouched
     ours, theirs = r["tasks"]["eval_tiny"], r["tasks"]["eval_tiny_mc"]
     assert theirs["source"] == "lm-eval" and theirs["docs"] == ours["docs"] == len(tiny["docs"])
     assert theirs["acc"] == pytest.approx(ours["acc"])

@@ -7,7 +7,9 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Sequence
+import random
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from miniplm._deps import require
@@ -51,6 +53,28 @@ def _task_metrics(entry: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
+@contextmanager
+def _global_rng_kept() -> Iterator[None]:
+    """Restore Python's, numpy's and torch's global random states on exit:
+    ``simple_evaluate`` reseeds them all (for its own reproducibility), which would
+    otherwise change every later draw of the caller (a training run evaluating between
+    steps, say)."""
+    import numpy as np
+    import torch
+
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    initialized = torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+    cuda = torch.cuda.get_rng_state_all() if initialized else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
 def run_harness(
     em: EvalModel,
     tasks: Sequence[str],
@@ -83,14 +107,15 @@ def run_harness(
         )
     lm = hflm(pretrained=em.model, tokenizer=tok, batch_size=batch_size, max_length=seq_len)
     try:
-        out = lm_eval.simple_evaluate(
-            model=lm,
-            tasks=names,
-            num_fewshot=num_fewshot,
-            task_manager=tm,
-            limit=limit,
-            log_samples=False,
-        )
+        with _global_rng_kept():
+            out = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=names,
+                num_fewshot=num_fewshot,
+                task_manager=tm,
+                limit=limit,
+                log_samples=False,
+            )
     except ValueError as e:  # lm-eval's complaints about the task list or configs
         raise InputError(f"lm-eval: {e}") from e
     if out is None:
