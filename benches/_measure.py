@@ -5,11 +5,14 @@ memory-mapped inputs show as resident)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -54,6 +57,14 @@ def run(cmd: list[str], env: dict[str, str] | None = None) -> Measure:
                 + err.read().decode(errors="replace")
             )
         return Measure(wall, peak_rss / 1024, peak_anon / 1024, out.read().decode())
+
+
+def installed_sample() -> str:
+    """The `miniplm-sample` that this Python's environment installed (the native binary
+    from the wheel), not whatever is first on PATH (a pyenv shim, a bash script, adds
+    tens of milliseconds of its own start-up)."""
+    here = Path(sysconfig.get_path("scripts")) / "miniplm-sample"
+    return str(here) if here.exists() else shutil.which("miniplm-sample") or "miniplm-sample"
 
 
 def python(code: str, *args: str) -> list[str]:

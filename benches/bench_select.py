@@ -16,12 +16,11 @@ import argparse
 import os
 import shutil
 import subprocess
-import sysconfig
 from pathlib import Path
 
 import numpy as np
 
-from _measure import python, run, table
+from _measure import installed_sample, python, run, table
 
 NUMPY = """
 import sys, numpy as np
@@ -80,14 +79,6 @@ def make_scores(d: Path, n: int) -> None:
 def seconds(code: str, *args: str) -> float:
     out = subprocess.run(python(code, *args), check=True, capture_output=True, text=True)
     return float(out.stdout.strip())
-
-
-def installed_sample() -> str:
-    """The `miniplm-sample` that this Python's environment installed (the native binary
-    from the wheel), not whatever is first on PATH (a pyenv shim, a bash script, adds
-    tens of milliseconds of its own start-up)."""
-    here = Path(sysconfig.get_path("scripts")) / "miniplm-sample"
-    return str(here) if here.exists() else shutil.which("miniplm-sample") or "miniplm-sample"
 
 
 def measure(d: Path, n: int, k: int, sample: str, baselines: bool, repeat: int) -> list[str]:

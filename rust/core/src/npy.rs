@@ -429,15 +429,7 @@ impl<T: Element> NpyAtWriter<T> {
     /// background thread calls this while pieces are still being written, so that
     /// `finish`'s sync has little left to do). Only a hint: errors surface at `finish`.
     pub fn start_writeback(&self) {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a plain system call on a file descriptor that `self.file` owns and
-            // keeps open for the duration of the call; no memory is passed.
-            unsafe {
-                libc::sync_file_range(self.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-            }
-        }
+        crate::fsutil::start_writeback(&self.file);
     }
 
     /// Check that every element was written (the file has its full size) and sync it to

@@ -10,6 +10,7 @@ use super::dtype::TokenDType;
 use super::shard::with_ext;
 use super::{HEADER_LEN, MAGIC};
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::start_writeback;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ShardSummary {
@@ -28,8 +29,14 @@ pub struct ShardWriter {
     sizes: Vec<i32>,
     pointers: Vec<i64>,
     offset: u64,
+    /// `offset` when write-back was last started.
+    behind: u64,
     scratch: Vec<u8>,
 }
+
+/// Start the disk writing the `.bin` after every this many bytes, so that it works while
+/// instances are still being copied and `finish`'s sync has little left.
+const WRITE_BEHIND: u64 = 64 << 20;
 
 impl ShardWriter {
     pub fn create(prefix: &Path, dtype: TokenDType) -> Result<ShardWriter> {
@@ -43,6 +50,7 @@ impl ShardWriter {
             sizes: Vec::new(),
             pointers: Vec::new(),
             offset: 0,
+            behind: 0,
             scratch: Vec::new(),
         })
     }
@@ -78,6 +86,10 @@ impl ShardWriter {
         self.sizes.push(n);
         self.pointers.push(self.offset as i64);
         self.offset += bytes.len() as u64;
+        if self.offset - self.behind >= WRITE_BEHIND {
+            start_writeback(self.bin.get_ref());
+            self.behind = self.offset;
+        }
         Ok(())
     }
 
