@@ -1,5 +1,6 @@
 //! `miniplm-sample`: select, build and inspect on a CPU box. A thin clap front over
-//! miniplm-core; shared by the standalone binary and the wheel's console script.
+//! miniplm-core; shared by the native binary (installed on PATH by the wheel) and the
+//! in-process entry `python -m miniplm._sample` (through the extension module).
 
 mod progress;
 
