@@ -5,7 +5,6 @@ mismatched resumes, and a 2-process torchrun run equal to the 1-process one."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -23,7 +22,14 @@ from miniplm.errors import InputError
 from miniplm.scoring.models import resolve_ignore_id
 from miniplm.scoring.runner import ScoreOptions, score
 
-from tiny_lm import EOS, make_dataset, make_model, reference_scores
+from tiny_lm import (
+    EOS,
+    make_dataset,
+    make_model,
+    one_thread_env,
+    reference_scores,
+    torchrun_miniplm,
+)
 
 QUIET = {"progress": False}
 
@@ -209,27 +215,11 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path: Path) -> None:
         "--device",
         "cpu",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(
-        [
-            "torchrun",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "miniplm",
-            "score",
-            *args,
-            "--out",
-            str(tmp_path / "two"),
-        ],
-        check=True,
-        env=env,
-    )
+    torchrun_miniplm(["score", *args, "--out", str(tmp_path / "two")])
     subprocess.run(
         [sys.executable, "-m", "miniplm", "score", *args, "--out", str(tmp_path / "one")],
         check=True,
-        env=env,
+        env=one_thread_env(),
     )
     a, b = miniplm.load_scores(tmp_path / "two"), miniplm.load_scores(tmp_path / "one")
     np.testing.assert_array_equal(a["nll_sum"], b["nll_sum"])

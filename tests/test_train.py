@@ -6,7 +6,6 @@ and its chunked form, and the schedule / data order are what they claim."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -26,7 +25,7 @@ from miniplm.training.losses import head_losses, plain_losses
 from miniplm.training.stream import SampleOrder
 from miniplm.training.trainer import TrainOptions, cosine_lr, train
 
-from tiny_lm import make_model
+from tiny_lm import make_model, torchrun_miniplm
 
 VOCAB = 50
 
@@ -206,24 +205,8 @@ def test_two_ranks_equal_one_process(tmp_path: Path, mode: str) -> None:
         "cpu",
         "--quiet",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     extra = ["--fsdp"] if mode == "fsdp" else []
-    subprocess.run(
-        [
-            "torchrun",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "miniplm",
-            *args,
-            *extra,
-            "--out",
-            str(tmp_path / "two"),
-        ],
-        check=True,
-        env=env,
-    )
+    torchrun_miniplm([*args, *extra, "--out", str(tmp_path / "two")])
     cli_main([*args, "--out", str(tmp_path / "one")])
     np.testing.assert_allclose(_curve(tmp_path / "two"), _curve(tmp_path / "one"), rtol=1e-4)
     assert (tmp_path / "two" / "final" / "model.safetensors").is_file()

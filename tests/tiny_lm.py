@@ -1,7 +1,10 @@
-"""Tiny random causal LMs and token datasets for tests (nothing is downloaded)."""
+"""Tiny random causal LMs and token datasets for tests (nothing is downloaded), and the
+torchrun launch the distributed tests share."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +102,15 @@ def reference_scores(
             nll[i] = float(tok[keep].sum())
             cnt[i] = int(keep.sum())
     return nll, cnt
+
+
+def one_thread_env() -> dict[str, str]:
+    """This environment with one OpenMP thread per process: torchrun's ranks share the
+    test machine's few cores."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def torchrun_miniplm(argv: list[str], nproc: int = 2) -> None:
+    """``torchrun --standalone --nproc-per-node NPROC -m miniplm ARGV``; raises if it fails."""
+    cmd = ["torchrun", "--standalone", "--nproc-per-node", str(nproc), "-m", "miniplm"]
+    subprocess.run([*cmd, *argv], check=True, env=one_thread_env())
