@@ -1,8 +1,9 @@
-"""Command lines from option dataclasses: what a launcher (torchrun) passes to a
-``miniplm`` subcommand so that its parser gives back the same options."""
+"""Command lines from option dataclasses and back: what a launcher (torchrun) passes to
+a ``miniplm`` subcommand so that its parser gives back the same options."""
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import fields
 from typing import Any
@@ -31,3 +32,11 @@ def option_flags(opt: Any, default: Any, skip: tuple[str, ...] = ()) -> list[str
         else:
             raise ValueError(f"no command-line form for {f.name}={value!r}")
     return argv
+
+
+def options_from_args(cls: Any, args: argparse.Namespace) -> Any:
+    """The options dataclass ``cls`` from parsed arguments: every field the parser has,
+    and ``progress`` off for ``--quiet`` (else None: a bar when stderr is a terminal)."""
+    keys = {f.name for f in fields(cls)}
+    kw = {k: v for k, v in vars(args).items() if k in keys}
+    return cls(**kw, progress=False if args.quiet else None)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any
 
-PathLike = Union[str, "os.PathLike[str]"]
+if TYPE_CHECKING:  # not at run time: miniplm.data loads numpy, the CLI starts without it
+    from miniplm.data import PathLike
 
 
 def add_device_options(p: Any) -> None:
@@ -113,11 +114,10 @@ def to_argv(
 
 def from_args(args: argparse.Namespace) -> Any:
     """The ScoreOptions of parsed ``miniplm score`` arguments."""
+    from miniplm._argv import options_from_args
     from miniplm.scoring.runner import ScoreOptions
 
-    keys = ScoreOptions.__dataclass_fields__
-    kw = {k: v for k, v in vars(args).items() if k in keys}
-    return ScoreOptions(**kw, progress=False if args.quiet else None)
+    return options_from_args(ScoreOptions, args)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -94,11 +94,10 @@ def to_argv(opt: Any) -> list[str]:
 
 def from_args(args: argparse.Namespace) -> Any:
     """The TrainOptions of parsed ``miniplm train`` arguments."""
+    from miniplm._argv import options_from_args
     from miniplm.training.trainer import TrainOptions
 
-    keys = TrainOptions.__dataclass_fields__
-    kw = {k: v for k, v in vars(args).items() if k in keys}
-    return TrainOptions(**kw, progress=False if args.quiet else None)
+    return options_from_args(TrainOptions, args)
 
 
 def run(args: argparse.Namespace) -> int:
