@@ -410,21 +410,9 @@ def make_student_stage(variant: str) -> Callable[[Path, Context], dict[str, Any]
     return body
 
 
-def _load_pair(path: str, device: str) -> tuple[Any, Any]:
-    """A trained model (float32 on CPU, bfloat16 on GPU) and its tokenizer."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from miniplm.scoring.models import resolve_device
-
-    dev = resolve_device(device)
-    dtype = torch.bfloat16 if dev.startswith("cuda") else torch.float32
-    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    return model.to(dev), AutoTokenizer.from_pretrained(path)
-
-
 def eval_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     from miniplm.evaluation import evaluate
+    from miniplm.evaluation.model import load_eval_model
 
     cfg, split = ctx.cfg, ctx.out("split")
     data = ctx.out("data")["dataset"]
@@ -433,7 +421,9 @@ def eval_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     models["reference"] = ctx.out("reference")["model"]
     results: dict[str, Any] = {}
     for name, path in models.items():
-        pair = _load_pair(path, cfg.device)  # once per model for all the evaluations
+        # Loaded once for all the evaluations, with its own tokenizer (and pad-token ignore id).
+        em = load_eval_model(path, device=cfg.device, need_tokenizer=True)
+        pair = (em.model, em.tokenizer)
         r: dict[str, Any] = {}
         for which in ("heldout", "heldout_clean"):
             r[which] = evaluate(
