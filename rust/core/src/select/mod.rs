@@ -535,6 +535,19 @@ fn top_histogram(plan: &Plan, job: &Job) -> Result<Vec<u64>> {
 /// The cut and how many ids each chunk keeps under it.
 type CutPlan = (Cut, Vec<u64>);
 
+/// The bucket of `hist` (ascending key ranges) that holds the K-th largest key, when
+/// `above` keys are larger than all of them; and the keys above that bucket. None when
+/// the counts do not reach K.
+fn kth_bucket(hist: &[u64], mut above: u64, k: u64) -> Option<(usize, u64)> {
+    for (b, &here) in hist.iter().enumerate().rev() {
+        if above + here >= k {
+            return Some((b, above));
+        }
+        above += here;
+    }
+    None
+}
+
 /// Find the K-th largest key among eligible instances by radix narrowing.
 fn find_cut(plan: &Plan, job: &Job, first: &[u64], k: u64) -> Result<CutPlan> {
     // Invariant: the K-th key lies among keys whose top `depth` bits equal `prefix`;
@@ -543,14 +556,10 @@ fn find_cut(plan: &Plan, job: &Job, first: &[u64], k: u64) -> Result<CutPlan> {
     let mut hist = first.to_vec();
     loop {
         // Pick the bucket of the next 16 bits that holds the K-th key.
-        let mut b = BINS - 1;
-        loop {
-            if above + hist[b] >= k {
-                break;
-            }
-            above += hist[b];
-            b -= 1;
-        }
+        let (b, a) = kth_bucket(&hist, above, k).ok_or_else(|| {
+            Error::invalid("internal: fewer keys than K (inputs changed during selection?)")
+        })?;
+        above = a;
         let inside = hist[b];
         prefix = (prefix << BITS) | b as u64;
         depth += BITS;
@@ -1102,26 +1111,21 @@ fn narrow(
     (lo, hi): (u64, u64),
     kept: u64,
 ) -> Result<Option<(PassA, Vec<u64>)>> {
-    let band = Band::new(lo, hi);
-    let mut above = a.tally.above;
-    for b in (0..a.band.len()).rev() {
-        let here = a.band[b];
-        if above + here >= kept {
-            if here > plan.tuning.cap as u64 {
-                return Ok(None);
-            }
-            let (pa, per_chunk, _) =
-                scan_interval(plan, job, "select: narrow", band.part(b), false)?;
-            if pa.tally.above != above || pa.in_range != here {
-                return Err(Error::invalid(
-                    "internal: counts changed between passes (inputs changed during selection?)",
-                ));
-            }
-            return Ok(Some((pa, per_chunk)));
-        }
-        above += here;
+    let Some((b, above)) = kth_bucket(&a.band, a.tally.above, kept) else {
+        return Ok(None);
+    };
+    let here = a.band[b];
+    if here > plan.tuning.cap as u64 {
+        return Ok(None);
     }
-    Ok(None)
+    let part = Band::new(lo, hi).part(b);
+    let (pa, per_chunk, _) = scan_interval(plan, job, "select: narrow", part, false)?;
+    if pa.tally.above != above || pa.in_range != here {
+        return Err(Error::invalid(
+            "internal: counts changed between passes (inputs changed during selection?)",
+        ));
+    }
+    Ok(Some((pa, per_chunk)))
 }
 
 /// Run a selection, placing the kept ids (ascending) through `out`.
