@@ -448,9 +448,7 @@ impl EmitAcc {
     pub(super) fn hist(&self) -> [u64; HIST_BINS] {
         let mut h = [0u64; HIST_BINS];
         for lane in &self.lanes {
-            for (a, b) in h.iter_mut().zip(lane) {
-                *a += b;
-            }
+            super::add_counts(&mut h, lane);
         }
         h
     }

@@ -441,6 +441,11 @@ fn loads(v: Vec<AtomicU64>) -> Vec<u64> {
     v.into_iter().map(AtomicU64::into_inner).collect()
 }
 
+/// `a[i] += b[i]`: merging per-thread histograms.
+fn add_counts(a: &mut [u64], b: &[u64]) {
+    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+}
+
 fn add_tally(a: &mut Tally, b: Tally) {
     a.eligible += b.eligible;
     a.above += b.above;
@@ -477,14 +482,14 @@ impl PassA {
 
     fn merge(mut self, o: PassA) -> PassA {
         add_tally(&mut self.tally, o.tally);
-        self.hist.iter_mut().zip(o.hist).for_each(|(a, b)| *a += b);
+        add_counts(&mut self.hist, &o.hist);
         self.in_range += o.in_range;
         let mut c = o.cands;
         self.cands.append(&mut c);
         if self.band.is_empty() {
             self.band = o.band;
         } else {
-            self.band.iter_mut().zip(o.band).for_each(|(a, b)| *a += b);
+            add_counts(&mut self.band, &o.band);
         }
         self
     }
@@ -526,7 +531,7 @@ fn top_histogram(plan: &Plan, job: &Job) -> Result<Vec<u64>> {
             }
         },
         |mut a, b| {
-            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+            add_counts(&mut a, &b);
             a
         },
     )
@@ -583,7 +588,7 @@ fn find_cut(plan: &Plan, job: &Job, first: &[u64], k: u64) -> Result<CutPlan> {
                 }
             },
             |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                add_counts(&mut a, &b);
                 a
             },
         )?;
@@ -924,10 +929,7 @@ fn emit(
                     out.put(offsets[c as usize], &ids[..m])?;
                 }
                 tot.ties += acc.ties;
-                tot.hist
-                    .iter_mut()
-                    .zip(acc.hist())
-                    .for_each(|(a, b)| *a += b);
+                add_counts(&mut tot.hist, &acc.hist());
                 job.progress.inc(e - s);
                 Ok::<_, Error>((tot, buf, ids))
             },
@@ -935,7 +937,7 @@ fn emit(
         .map(|r| r.map(|(t, _, _)| t))
         .try_reduce(zero, |mut a, b| {
             a.ties += b.ties;
-            a.hist.iter_mut().zip(b.hist).for_each(|(x, y)| *x += y);
+            add_counts(&mut a.hist, &b.hist);
             Ok(a)
         });
     job.progress.finish();
