@@ -60,7 +60,7 @@ impl DType {
 
     fn parse(descr: &str) -> Option<DType> {
         // '=' and '|' mean native / not applicable; the core only runs on little-endian hosts.
-        let (order, code) = descr.split_at(1);
+        let (order, code) = descr.split_at_checked(1)?;
         if !matches!(order, "<" | "|" | "=") {
             return None;
         }

@@ -1,6 +1,7 @@
 //! Per-instance teacher/reference scores: score runs and plain `.npy` arrays
 //! (layout in docs/FORMATS.md).
 
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -131,7 +132,19 @@ impl ScoreRun {
         }
         let parts = specs
             .into_iter()
-            .map(|(start, end, name)| open_part(dir, &name, start, end))
+            .map(|(start, end, name)| {
+                open_part(dir, &name, start, end).map_err(|e| match e {
+                    // A part the manifest lists but the run lacks: the run is broken.
+                    Error::Io { path, source } if source.kind() == ErrorKind::NotFound => {
+                        Error::format(
+                            &mpath,
+                            "parts",
+                            format!("part {name:?} is listed but {} is missing", path.display()),
+                        )
+                    }
+                    e => e,
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(ScoreRun {
             dir: dir.to_path_buf(),
