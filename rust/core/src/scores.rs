@@ -133,14 +133,22 @@ impl ScoreRun {
         let parts = specs
             .into_iter()
             .map(|(start, end, name)| {
+                // A part the manifest lists but the run lacks (or a name that cannot be
+                // a directory here: a file, a NUL byte, too long): the run is broken.
+                let missing = |what: &Path| {
+                    Error::format(
+                        &mpath,
+                        "parts",
+                        format!("part {name:?} is listed but {} is missing", what.display()),
+                    )
+                };
+                let part_dir = dir.join(&name);
+                if !part_dir.is_dir() {
+                    return Err(missing(&part_dir));
+                }
                 open_part(dir, &name, start, end).map_err(|e| match e {
-                    // A part the manifest lists but the run lacks: the run is broken.
                     Error::Io { path, source } if source.kind() == ErrorKind::NotFound => {
-                        Error::format(
-                            &mpath,
-                            "parts",
-                            format!("part {name:?} is listed but {} is missing", path.display()),
-                        )
+                        missing(&path)
                     }
                     e => e,
                 })

@@ -166,6 +166,17 @@ fn score_run_part_missing_is_a_format_error() {
 }
 
 #[test]
+fn score_run_part_name_that_cannot_be_a_directory_is_a_format_error() {
+    // A file, a NUL byte, a name too long for the file system (were: Io NotADirectory,
+    // InvalidInput, NameTooLong).
+    let long = "p".repeat(300);
+    for name in ["manifest.json", "a\\u0000b", &long] {
+        let c = edited(Target::ScoreRun, 0, b"part-000000", name.as_bytes());
+        assert!(!run(Target::ScoreRun, &c), "{name}");
+    }
+}
+
+#[test]
 fn selection_json_not_utf8_is_a_format_error() {
     // was: Io InvalidData "stream did not contain valid UTF-8"
     let c = edited(Target::Selection, 0, b"\"format\"", b"\"\xff\"");
