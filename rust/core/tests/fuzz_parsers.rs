@@ -191,3 +191,31 @@ fn npy_empty_or_non_ascii_descr_is_a_format_error() {
         assert!(!run(Target::Npy, &c));
     }
 }
+
+/// Headers that claim far more entries than the file holds: refused from the file size,
+/// before anything is allocated for them.
+#[test]
+fn huge_counts_are_refused_without_allocating_them() {
+    let huge = 1u64 << 60;
+    let mut c = Target::Shard.seeds().swap_remove(0);
+    for at in [18, 26] {
+        // sequence count, document count of the first shard's .idx
+        let mut s = c.clone();
+        s[0][at..at + 8].copy_from_slice(&huge.to_le_bytes());
+        assert!(!run(Target::Shard, &s));
+    }
+    c = edited(Target::Npy, 0, b"(3,)", b"(1152921504606846976,)");
+    assert!(!run(Target::Npy, &c));
+    for (from, to) in [
+        (
+            &b"\"num_instances\":6"[..],
+            &b"\"num_instances\":1152921504606846976"[..],
+        ),
+        (b"\"end\":6", b"\"end\":1152921504606846976"),
+    ] {
+        assert!(!run(
+            Target::ScoreRun,
+            &edited(Target::ScoreRun, 0, from, to)
+        ));
+    }
+}
