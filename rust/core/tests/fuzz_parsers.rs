@@ -86,7 +86,28 @@ fn apply(bytes: &mut Vec<u8>, e: &Edit) {
     }
 }
 
-fn mutated(target: Target) -> impl Strategy<Value = Vec<Vec<u8>>> {
+/// The files of one input, shown as escaped byte strings when a case fails (a `Vec<u8>`
+/// would print one number per line).
+#[derive(Clone)]
+struct Files(Vec<Vec<u8>>);
+
+struct Bytes<'a>(&'a [u8]);
+
+impl std::fmt::Debug for Bytes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "b\"{}\"", self.0.escape_ascii())
+    }
+}
+
+impl std::fmt::Debug for Files {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|b| Bytes(b)))
+            .finish()
+    }
+}
+
+fn mutated(target: Target) -> impl Strategy<Value = Files> {
     let seeds = target.seeds();
     let files = target.files().len();
     (
@@ -98,7 +119,7 @@ fn mutated(target: Target) -> impl Strategy<Value = Vec<Vec<u8>>> {
             for (f, e) in &edits {
                 apply(&mut contents[*f], e);
             }
-            contents
+            Files(contents)
         })
 }
 
@@ -132,16 +153,16 @@ proptest! {
     })]
 
     #[test]
-    fn mutated_shards(c in mutated(Target::Shard)) { run(Target::Shard, &c); }
+    fn mutated_shards(c in mutated(Target::Shard)) { run(Target::Shard, &c.0); }
 
     #[test]
-    fn mutated_npy(c in mutated(Target::Npy)) { run(Target::Npy, &c); }
+    fn mutated_npy(c in mutated(Target::Npy)) { run(Target::Npy, &c.0); }
 
     #[test]
-    fn mutated_score_runs(c in mutated(Target::ScoreRun)) { run(Target::ScoreRun, &c); }
+    fn mutated_score_runs(c in mutated(Target::ScoreRun)) { run(Target::ScoreRun, &c.0); }
 
     #[test]
-    fn mutated_selections(c in mutated(Target::Selection)) { run(Target::Selection, &c); }
+    fn mutated_selections(c in mutated(Target::Selection)) { run(Target::Selection, &c.0); }
 }
 
 // Inputs the fuzzers found, each once a panic or a misclassified error.
