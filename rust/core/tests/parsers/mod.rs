@@ -171,6 +171,7 @@ impl Target {
                 }
                 assert_eq!(tokens, d.num_tokens());
                 d.fingerprint()?;
+                inspect(&dir.join("corpus"), &job())?;
             }
             Target::Npy => {
                 let a = Npy::open(dir.join("a.npy"))?;
@@ -181,7 +182,11 @@ impl Target {
                     DType::U32 => a.view::<u32>()?.len(),
                     DType::I64 => a.view::<i64>()?.len(),
                     DType::U64 => a.view::<u64>()?.len(),
-                    DType::F32 | DType::F64 => a.floats()?.len(),
+                    DType::F32 | DType::F64 => {
+                        // A float array is a score array too: its summary and histogram.
+                        inspect(a.path(), &job())?;
+                        a.floats()?.len()
+                    }
                 };
                 assert_eq!(n, a.len());
             }
@@ -192,6 +197,7 @@ impl Target {
                 let mut means = vec![0.0; run.len() as usize];
                 run.mean_nll_into(0, &mut means)?;
                 run.fingerprint()?;
+                inspect(dir, &job())?;
             }
             Target::Selection => {
                 inspect(dir, &job())?;
