@@ -319,8 +319,9 @@ fn inspect_scores(src: &ScoreSource, job: &Job) -> Result<ScoresInfo> {
 
 fn inspect_selection(dir: &Path, _job: &Job) -> Result<SelectionInfo> {
     let json_path = dir.join("selection.json");
-    let text = std::fs::read_to_string(&json_path).at(&json_path)?;
-    let selection: serde_json::Value = serde_json::from_str(&text)
+    // Bytes, not a string: invalid UTF-8 is a JSON error of the file, not an I/O error.
+    let bytes = std::fs::read(&json_path).at(&json_path)?;
+    let selection: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::format(&json_path, "json", e.to_string()))?;
     let ids_npy = Npy::open(dir.join("ids.npy"))?;
     let ids = ids_npy.view::<u64>()?;

@@ -60,7 +60,7 @@ impl DType {
 
     fn parse(descr: &str) -> Option<DType> {
         // '=' and '|' mean native / not applicable; the core only runs on little-endian hosts.
-        let (order, code) = descr.split_at(1);
+        let (order, code) = descr.split_at_checked(1)?;
         if !matches!(order, "<" | "|" | "=") {
             return None;
         }
@@ -169,6 +169,15 @@ impl Npy {
                 u32::from_le_bytes([map[8], map[9], map[10], map[11]]) as usize,
                 12,
             ),
+            2 | 3 => {
+                return Err(bad(
+                    "header",
+                    format!(
+                        "truncated: {} bytes, a version 2 header needs 12",
+                        map.len()
+                    ),
+                ))
+            }
             v => return Err(bad("version", format!("unsupported .npy version {v}"))),
         };
         let offset = start + hlen;
@@ -479,5 +488,9 @@ mod tests {
         assert!(e.contains("truncated") && e.contains("e.npy"), "{e}");
         std::fs::write(&p, b"hello world").unwrap();
         assert!(Npy::open(&p).err().unwrap().to_string().contains("magic"));
+        // Version 2 with its 4-byte header length cut off (was "unsupported version 2").
+        std::fs::write(&p, b"\x93NUMPY\x02\x00\x10\x00").unwrap();
+        let e = Npy::open(&p).err().unwrap().to_string();
+        assert!(e.contains("truncated") && e.contains("e.npy"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! Per-instance teacher/reference scores: score runs and plain `.npy` arrays
 //! (layout in docs/FORMATS.md).
 
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -131,7 +132,7 @@ impl ScoreRun {
         }
         let parts = specs
             .into_iter()
-            .map(|(start, end, name)| open_part(dir, &name, start, end))
+            .map(|(start, end, name)| open_part(dir, &mpath, &name, start, end))
             .collect::<Result<Vec<_>>>()?;
         Ok(ScoreRun {
             dir: dir.to_path_buf(),
@@ -234,9 +235,30 @@ fn mean_into<F: Copy + Into<f64>>(sums: &[F], counts: &[u32], out: &mut [f64]) {
     }
 }
 
-fn open_part(dir: &Path, name: &str, start: u64, end: u64) -> Result<Part> {
-    let nll_sum = Npy::open(dir.join(name).join("nll_sum.npy"))?;
-    let n_scored = Npy::open(dir.join(name).join("n_scored.npy"))?;
+/// A part the manifest `mpath` lists but the run lacks is a format error of the
+/// manifest (also a name that cannot be a directory here: a file, a NUL byte, too long).
+fn open_part(dir: &Path, mpath: &Path, name: &str, start: u64, end: u64) -> Result<Part> {
+    let part_dir = dir.join(name);
+    let listed = |what: String| {
+        Error::format(
+            mpath,
+            "parts",
+            format!("part {name:?} is listed but {what}"),
+        )
+    };
+    if !part_dir.is_dir() {
+        return Err(listed(format!("{} is not a directory", part_dir.display())));
+    }
+    let open = |file: &str| {
+        Npy::open(part_dir.join(file)).map_err(|e| match e {
+            Error::Io { path, source } if source.kind() == ErrorKind::NotFound => {
+                listed(format!("{} is missing", path.display()))
+            }
+            e => e,
+        })
+    };
+    let nll_sum = open("nll_sum.npy")?;
+    let n_scored = open("n_scored.npy")?;
     nll_sum.floats()?;
     n_scored.view::<u32>()?;
     for a in [&nll_sum, &n_scored] {
@@ -423,5 +445,17 @@ mod tests {
             e.contains("part-000001") && e.contains("n_scored.npy"),
             "{e}"
         );
+        // A listed part or array that is not there: a format error of the manifest.
+        std::fs::remove_file(d.path().join("part-000001/n_scored.npy")).unwrap();
+        let e = ScoreRun::open(d.path()).err().unwrap();
+        assert!(matches!(e, Error::Format { .. }), "{e:?}");
+        let e = e.to_string();
+        assert!(
+            e.contains("manifest.json") && e.contains("n_scored.npy is missing"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(d.path().join("part-000001")).unwrap();
+        let e = ScoreRun::open(d.path()).err().unwrap().to_string();
+        assert!(e.contains("part-000001 is not a directory"), "{e}");
     }
 }
