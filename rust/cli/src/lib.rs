@@ -76,7 +76,8 @@ pub struct SelectArgs {
     #[arg(long)]
     pub reference_nll: Option<PathBuf>,
     /// Keep floor(RATIO x non-excluded instances).
-    #[arg(long)]
+    // Negative numbers are values, refused by the range check, not unknown flags.
+    #[arg(long, allow_hyphen_values = true)]
     pub ratio: Option<f64>,
     /// Keep COUNT instances.
     #[arg(long)]
@@ -97,7 +98,7 @@ pub struct SelectArgs {
     #[arg(long, conflicts_with = "temperature")]
     pub random: bool,
     /// Gumbel-top-K sampling proportional to exp(value / T) instead of exact top-K.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub temperature: Option<f64>,
     /// Seed for --random and --temperature.
     #[arg(long, default_value_t = 0)]

@@ -1,0 +1,137 @@
+"""Bad inputs get messages that name the file or option and say what is wrong (issue 15:
+each of these once gave a misleading one)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import miniplm
+from miniplm.errors import FormatError, InputError
+
+
+def _sample(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["miniplm-sample", *argv], capture_output=True, text=True)
+
+
+def _scores(tmp_path: Path, n: int = 20) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "t.npy", rng.normal(size=n))
+    np.save(tmp_path / "r.npy", rng.normal(size=n))
+    return tmp_path / "t.npy", tmp_path / "r.npy"
+
+
+@pytest.mark.parametrize(
+    "dtype", ["uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64"]
+)
+def test_exclude_of_any_integer_dtype(tmp_path: Path, dtype: str) -> None:
+    t, r = _scores(tmp_path)
+    np.save(tmp_path / "ex.npy", np.array([5, 1, 7], dtype=dtype))
+    rep = miniplm.select(
+        tmp_path / "o", teacher_nll=t, reference_nll=r, count=20, exclude=tmp_path / "ex.npy"
+    )
+    assert rep["num_excluded"] == 3
+    ids = miniplm.load_selection(tmp_path / "o")[0]
+    np.testing.assert_array_equal(ids, np.setdiff1d(np.arange(20), [1, 5, 7]))
+
+
+def test_exclude_errors_say_which_dtypes(tmp_path: Path) -> None:
+    t, r = _scores(tmp_path)
+    np.save(tmp_path / "f.npy", np.array([1.0, 2.0]))
+    with pytest.raises(FormatError, match=r"f\.npy: .*integers \(uint8, .*int64\), found float64"):
+        miniplm.select(
+            tmp_path / "o", teacher_nll=t, reference_nll=r, count=2, exclude=tmp_path / "f.npy"
+        )
+    np.save(tmp_path / "neg.npy", np.array([3, -1], dtype=np.int16))
+    with pytest.raises(InputError, match=r"neg\.npy.*-1"):
+        miniplm.select(
+            tmp_path / "o", teacher_nll=t, reference_nll=r, count=2, exclude=tmp_path / "neg.npy"
+        )
+
+
+def test_directory_as_score_npy(tmp_path: Path) -> None:
+    _, r = _scores(tmp_path)
+    run = miniplm.write_score_run(tmp_path / "run", np.ones(20), np.ones(20))
+    (tmp_path / "plain").mkdir()
+    for d, hint in ((run, "--teacher"), (tmp_path / "plain", "directory")):
+        with pytest.raises(InputError, match=rf"{d}: .*directory.*\.npy") as e:
+            miniplm.select(tmp_path / "o", teacher_nll=d, reference_nll=r, count=2)
+        assert hint in str(e.value) and "No such device" not in str(e.value)
+    out = _sample(
+        "select",
+        "--teacher-nll",
+        str(run),
+        "--reference-nll",
+        str(r),
+        "--count",
+        "2",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert out.returncode == 1
+    assert (
+        f"{run}: " in out.stderr
+        and "--teacher" in out.stderr
+        and "No such device" not in out.stderr
+    )
+    assert not (tmp_path / "o").exists()
+
+
+def test_negative_ratio_is_a_value_not_a_flag(tmp_path: Path) -> None:
+    t, r = _scores(tmp_path)
+    for value in ("-0.1", "-1e-3"):
+        out = _sample(
+            "select",
+            "--teacher-nll",
+            str(t),
+            "--reference-nll",
+            str(r),
+            "--ratio",
+            value,
+            "--out",
+            str(tmp_path / "o"),
+        )
+        assert out.returncode == 1, out.stderr
+        assert f"ratio must lie in [0, 1], got {float(value)}" in out.stderr
+    out = _sample(
+        "select",
+        "--teacher-nll",
+        str(t),
+        "--reference-nll",
+        str(r),
+        "--ratio",
+        "0.5",
+        "--temperature",
+        "-2",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert out.returncode == 1 and "temperature must be finite and > 0, got -2" in out.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_skip_ids_that_are_not_npy(tmp_path: Path) -> None:
+    from miniplm.scoring.runner import ScoreOptions, score
+
+    from tiny_lm import make_dataset, make_model
+
+    model = make_model(tmp_path / "m")
+    make_dataset(tmp_path / "data", n=8)
+    (tmp_path / "ids.txt").write_text("1\n2\n3\n")
+    (tmp_path / "ids.npy").write_bytes(b"\x93NUMPY\x01\x00{garbage")
+    for bad in (tmp_path / "ids.txt", tmp_path / "ids.npy"):
+        opt = ScoreOptions(device="cpu", progress=False, skip_ids=str(bad))
+        with pytest.raises(FormatError, match=rf"--skip-ids {bad}: not a \.npy file") as e:
+            score([str(model)], tmp_path / "data", [tmp_path / "out"], opt)
+        assert "pickle" not in str(e.value)
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
+    opt = ScoreOptions(device="cpu", progress=False, skip_ids=str(tmp_path / "obj.npy"))
+    with pytest.raises(FormatError, match=r"obj\.npy: .*object"):
+        score([str(model)], tmp_path / "data", [tmp_path / "out"], opt)
+    opt = ScoreOptions(device="cpu", progress=False, skip_ids=str(tmp_path))
+    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
+        score([str(model)], tmp_path / "data", [tmp_path / "out"], opt)
+
