@@ -3,6 +3,7 @@ each of these once gave a misleading one)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -135,3 +136,43 @@ def test_skip_ids_that_are_not_npy(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError, match=str(tmp_path)):
         score([str(model)], tmp_path / "data", [tmp_path / "out"], opt)
 
+
+def _config(d: Path, **fields: object) -> Path:
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(fields))
+    return d
+
+
+def test_train_refuses_custom_code_models_by_name(tmp_path: Path) -> None:
+    from miniplm.training.trainer import TrainOptions, train
+
+    from tiny_lm import make_dataset
+
+    make_dataset(tmp_path / "data", n=8)
+    remote = {"AutoConfig": "my_model.MyConfig", "AutoModelForCausalLM": "my_model.MyLM"}
+    custom = _config(tmp_path / "custom", model_type="my_model", auto_map=remote)
+    mapped = _config(tmp_path / "mapped", model_type="llama", auto_map=remote)
+    unknown = _config(tmp_path / "unknown", model_type="not_a_transformers_model")
+    (tmp_path / "cfg.json").write_text(json.dumps({"model_type": "my_model", "auto_map": remote}))
+    cases = [
+        ("init_from", custom, "auto_map"),
+        ("init_from", mapped, "auto_map"),
+        ("model_config", custom, "auto_map"),
+        ("model_config", unknown, "not_a_transformers_model"),
+        ("model_config", tmp_path / "cfg.json", "auto_map"),
+    ]
+    for key, path, why in cases:
+        opt = TrainOptions(
+            data=str(tmp_path / "data"),
+            out=str(tmp_path / "out"),
+            max_steps=1,
+            device="cpu",
+            **{key: str(path)},
+        )  # type: ignore[arg-type]
+        with pytest.raises(InputError) as e:
+            train(opt)
+        msg = str(e.value)
+        flag = "--" + key.replace("_", "-")
+        assert f"{flag} {path}" in msg and why in msg and "--trust-remote-code" in msg, msg
+        assert "Traceback" not in msg
+    assert not (tmp_path / "out").exists()

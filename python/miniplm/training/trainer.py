@@ -31,7 +31,12 @@ from miniplm.errors import InputError
 from miniplm.scoring.models import check_same_tokenizer, load_model
 from miniplm.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from miniplm.training.losses import DEFAULT_CHUNK, head_losses
-from miniplm.training.presets import count_parameters, load_config, preset_config
+from miniplm.training.presets import (
+    count_parameters,
+    load_config,
+    preset_config,
+    refuse_custom_code,
+)
 from miniplm.training.stream import SampleOrder
 
 torch = require("torch")
@@ -84,6 +89,9 @@ class TrainOptions:
     def check(self) -> None:
         if (self.preset is None) + (self.model_config is None) + (self.init_from is None) != 2:
             raise InputError("give exactly one of --preset, --model-config, --init-from")
+        for flag, path in (("--init-from", self.init_from), ("--model-config", self.model_config)):
+            if path is not None:
+                refuse_custom_code(path, flag)
         if (self.epochs is None) == (self.max_steps is None):
             raise InputError("give exactly one of --epochs and --max-steps")
         if self.max_steps is not None and self.max_steps < 1:
