@@ -176,3 +176,61 @@ def test_train_refuses_custom_code_models_by_name(tmp_path: Path) -> None:
         assert f"{flag} {path}" in msg and why in msg and "--trust-remote-code" in msg, msg
         assert "Traceback" not in msg
     assert not (tmp_path / "out").exists()
+
+
+def _dataset_with_tokenizer(d: Path) -> Path:
+    from tokenizers import Tokenizer, models
+
+    from tiny_lm import VOCAB, make_dataset
+
+    make_dataset(d, n=6, max_len=12)
+    vocab = {f"t{i}": i for i in range(VOCAB)}
+    Tokenizer(models.WordLevel(vocab, unk_token="t0")).save(str(d / "tokenizer.json"))
+    return d
+
+
+def test_model_without_tokenizer_files_is_refused_unless_allowed(tmp_path: Path) -> None:
+    from miniplm.evaluation import evaluate
+    from miniplm.scoring.runner import ScoreOptions, score
+    from miniplm.training.trainer import TrainOptions, train
+
+    from tiny_lm import make_model
+
+    model = make_model(tmp_path / "m")
+    data = _dataset_with_tokenizer(tmp_path / "data")
+
+    def refused(run: object) -> None:
+        with pytest.raises(InputError) as e:
+            run()  # type: ignore[operator]
+        msg = str(e.value)
+        assert f"{model}: " in msg and "no tokenizer" in msg, msg
+        assert str(data / "tokenizer.json") in msg and "--allow-tokenizer-mismatch" in msg, msg
+
+    def score_with(allow: bool) -> None:
+        opt = ScoreOptions(device="cpu", progress=False, allow_tokenizer_mismatch=allow)
+        score([str(model)], data, [tmp_path / f"run{allow}"], opt)
+
+    def train_with(allow: bool, **kw: str) -> None:
+        opt = TrainOptions(
+            data=str(data),
+            out=str(tmp_path / f"train{allow}{sorted(kw)}"),
+            max_steps=1,
+            seq_len=8,
+            micro_batch_size=2,
+            global_batch_size=2,
+            warmup_steps=0,
+            device="cpu",
+            progress=False,
+            allow_tokenizer_mismatch=allow,
+            **kw,  # type: ignore[arg-type]
+        )
+        train(opt)
+
+    refused(lambda: score_with(False))
+    refused(lambda: evaluate(str(model), data=data, device="cpu"))
+    refused(lambda: train_with(False, init_from=str(model)))
+    refused(lambda: train_with(False, preset="tiny", kd_teacher=str(model)))
+    score_with(True)
+    assert evaluate(str(model), data=data, device="cpu", allow_tokenizer_mismatch=True)["heldout"]
+    train_with(True, init_from=str(model))
+    train_with(True, preset="tiny", kd_teacher=str(model))

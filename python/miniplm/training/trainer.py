@@ -28,7 +28,13 @@ from miniplm._deps import require
 from miniplm._dist import Dist
 from miniplm.data import DatasetView, TokenDataset
 from miniplm.errors import InputError
-from miniplm.scoring.models import check_same_tokenizer, load_model
+from miniplm.scoring.models import (
+    check_same_tokenizer,
+    check_tokenizer,
+    load_model,
+    model_tokenizer,
+    split_spec,
+)
 from miniplm.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from miniplm.training.losses import DEFAULT_CHUNK, head_losses
 from miniplm.training.presets import (
@@ -82,6 +88,7 @@ class TrainOptions:
     overwrite: bool = False
     kd_teacher: str | None = None
     kd_ratio: float = 0.5
+    allow_tokenizer_mismatch: bool = False
     tensorboard: bool = False
     progress: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -261,6 +268,10 @@ class _Trainer:
 
     def run(self) -> dict[str, Any]:
         opt, dist = self.opt, self.dist
+        if opt.init_from and not opt.allow_tokenizer_mismatch:
+            directory, gguf = split_spec(opt.init_from)
+            tok = model_tokenizer(directory, gguf, trust_remote_code=False)
+            check_tokenizer(opt.init_from, None if tok is None else tok.get_vocab(), opt.data)
         self._prepare_out()
         torch.manual_seed(opt.seed)
         src = self._source()
@@ -269,7 +280,8 @@ class _Trainer:
         if opt.kd_teacher:
             dt = torch.bfloat16 if self.gpu else torch.float32
             teacher = load_model(opt.kd_teacher, device=self.device, dtype=dt)
-            check_same_tokenizer([teacher], opt.data)
+            if not opt.allow_tokenizer_mismatch:
+                check_same_tokenizer([teacher], opt.data)
         model = _build_model(opt, vocab, eos_id, teacher.vocab_size if teacher else None)
         if (
             teacher is not None
