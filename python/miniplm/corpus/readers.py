@@ -188,7 +188,7 @@ class _ZstdFrames(io.RawIOBase):
                 if self._started:
                     raise FormatError(
                         f"{self._path}: truncated zstd stream (the file ends inside frame "
-                        f"{self._frames + 1}, after {self._frames} complete frames)"
+                        f"{self._frames + 1})"
                     )
                 if not self._frames:
                     raise FormatError(f"{self._path}: empty file, no zstd frame")
