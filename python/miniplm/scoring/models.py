@@ -184,12 +184,6 @@ def dataset_tokenizer_file(data_dir: str) -> Path | None:
     return f if f.is_file() else None
 
 
-def dataset_vocab(data_dir: str) -> dict[str, int] | None:
-    """The vocabulary of the tokenizer saved beside a tokenized dataset, if any."""
-    f = dataset_tokenizer_file(data_dir)
-    return None if f is None else _vocab(f)
-
-
 def _vocab(tokenizer_json: Path) -> dict[str, int]:
     tok = require("tokenizers").Tokenizer.from_file(os.fspath(tokenizer_json))
     vocab: dict[str, int] = tok.get_vocab(with_added_tokens=True)
