@@ -208,7 +208,12 @@ def test_tokenizer_sources_and_mismatch(tiny: dict[str, Any], tmp_path: Path) ->
     data = tmp_path / "data"
     make_dataset(data, n=6, max_len=12, seed=5)
     tok_json.replace(data / "tokenizer.json")
-    beside = evaluate(bare, data=data, mc_files=[tiny["mc"]], device="cpu")
+    # A model without a tokenizer of its own cannot be checked against the dataset's.
+    with pytest.raises(InputError, match="no tokenizer comes with the model"):
+        evaluate(bare, data=data, mc_files=[tiny["mc"]], device="cpu")
+    beside = evaluate(
+        bare, data=data, mc_files=[tiny["mc"]], device="cpu", allow_tokenizer_mismatch=True
+    )
     assert beside["tasks"] == want
     other = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1}, unk_token="<unk>"))
     other.save(str(data / "tokenizer.json"))

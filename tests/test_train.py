@@ -328,6 +328,7 @@ def test_to_argv_round_trips_through_the_train_parser() -> None:
         resume=True,
         kd_teacher="t",
         kd_ratio=0.25,
+        allow_tokenizer_mismatch=True,
         save_every=50,
         log_every=1,
         progress=False,

@@ -15,6 +15,9 @@ Formats, by file name:
   below it, in sorted path order (other files are ignored).
 - A glob pattern (``data/*.jsonl``): each matching file, in sorted order.
 
+Every compressed or columnar file must end where its format says it ends (a cut ``cat
+a.zst b.zst`` or Arrow stream parses as a shorter valid one otherwise): else FormatError.
+
 Sources: one per input *argument* unless ``source_field`` names a per-document field: a
 file's name without its extensions (``pile/ArXiv.jsonl.zst`` -> ``ArXiv``), a directory's
 name (all its files are one source), or the matching name of ``sources``. Files of a glob
@@ -158,13 +161,74 @@ def discover(
     return files
 
 
+class _ZstdFrames(io.RawIOBase):
+    """The decompressed bytes of every frame of a zstd file, which must end where a frame
+    ends. (zstandard's ``stream_reader`` returns a cut file's prefix as if it were all.)
+    Compressed input is fed in small pieces, so memory stays flat in the file size."""
+
+    _PIECE = 1 << 16
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._zstd = require("zstandard")
+        self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
+        self._frame = self._zstd.ZstdDecompressor().decompressobj()
+        self._started = False  # bytes of the current frame have been fed
+        self._frames = 0
+        self._out, self._at = b"", 0  # decompressed bytes not yet read: _out[_at:]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        while self._at == len(self._out):
+            piece = self._file.read(self._PIECE)
+            if not piece:
+                if self._started:
+                    raise FormatError(
+                        f"{self._path}: truncated zstd stream (the file ends inside frame "
+                        f"{self._frames + 1})"
+                    )
+                if not self._frames:
+                    raise FormatError(f"{self._path}: empty file, no zstd frame")
+                return 0
+            self._out, self._at = self._feed(piece), 0
+        n = min(len(view), len(self._out) - self._at)
+        view[:n] = self._out[self._at : self._at + n]
+        self._at += n
+        return n
+
+    def _feed(self, piece: bytes) -> bytes:
+        out = []
+        while piece:
+            self._started = True
+            try:
+                out.append(self._frame.decompress(piece))
+            except self._zstd.ZstdError as e:
+                raise FormatError(f"{self._path}: frame {self._frames + 1}: {e}") from e
+            if not self._frame.eof:
+                break
+            self._frames += 1
+            piece = self._frame.unused_data
+            self._frame = self._zstd.ZstdDecompressor().decompressobj()
+            self._started = False
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
 def _open_binary(f: InputFile) -> BinaryIO:
+    if f.compression is not None and f.path.stat().st_size == 0:
+        what = "gzip member" if f.compression == ".gz" else "zstd frame"
+        raise FormatError(f"{f.path}: empty file, no {what}")
     if f.compression == ".gz":
+        # gzip reads every member and raises EOFError where one is cut.
         return cast(BinaryIO, gzip.open(f.path, "rb"))
     if f.compression == ".zst":
-        zstd = require("zstandard")
-        reader = zstd.ZstdDecompressor().stream_reader(open(f.path, "rb"), closefd=True)  # noqa: SIM115
-        return cast(BinaryIO, io.BufferedReader(reader, buffer_size=1 << 20))
+        return cast(BinaryIO, io.BufferedReader(_ZstdFrames(f.path), buffer_size=1 << 20))
     return open(f.path, "rb")  # the caller closes it
 
 
@@ -274,15 +338,50 @@ def _batches(f: InputFile, columns: list[str], rows: int) -> Iterator[Any]:
         yield from pf.iter_batches(batch_size=rows, columns=[c for c in names if c in top])
         return
     with pa.memory_map(os.fspath(f.path), "r") as source:
-        try:
-            reader: Any = pa.ipc.open_file(source)
-        except pa.ArrowInvalid:
-            source.seek(0)
-            reader = pa.ipc.open_stream(source)
-            yield from reader
-        else:
+        reader = _arrow_reader(source, f.path)
+        if isinstance(reader, pa.ipc.RecordBatchFileReader):
             for i in range(reader.num_record_batches):
                 yield reader.get_batch(i)
+            return
+        yield from reader
+        _check_stream_end(source, f.path)
+
+
+_ARROW_FILE_MAGIC = b"ARROW1"
+_CONTINUATION = b"\xff\xff\xff\xff"
+
+
+def _arrow_reader(source: Any, path: Path) -> Any:
+    """An Arrow IPC file reader, or a stream reader where the file has no file magic."""
+    pa = require("pyarrow")
+    if source.read(len(_ARROW_FILE_MAGIC)) == _ARROW_FILE_MAGIC:
+        source.seek(0)
+        try:
+            return pa.ipc.open_file(source)
+        except pa.ArrowInvalid as e:
+            raise FormatError(
+                f"{path}: truncated or damaged Arrow IPC file (no valid footer): {e}"
+            ) from e
+    source.seek(0)
+    return pa.ipc.open_stream(source)
+
+
+def _check_stream_end(source: Any, path: Path) -> None:
+    """An Arrow IPC stream read to its end must stop at its end-of-stream marker (the
+    reader takes a stream cut between two messages for a shorter complete one)."""
+    end = source.tell()
+    legacy = source.size() >= 4 and _read_at(source, 0, 4) != _CONTINUATION
+    marker = b"\x00" * 4 if legacy else _CONTINUATION + b"\x00" * 4
+    if end < len(marker) or _read_at(source, end - len(marker), len(marker)) != marker:
+        raise FormatError(
+            f"{path}: truncated Arrow IPC stream (it ends after {end} bytes without the "
+            "end-of-stream marker)"
+        )
+
+
+def _read_at(source: Any, offset: int, n: int) -> bytes:
+    source.seek(offset)
+    return bytes(source.read(n))
 
 
 def check_columns(files: Sequence[InputFile], text_field: str, source_field: str | None) -> None:
@@ -296,11 +395,7 @@ def check_columns(files: Sequence[InputFile], text_field: str, source_field: str
                 names = require("pyarrow.parquet").read_schema(f.path).names
             else:
                 with pa.memory_map(os.fspath(f.path), "r") as source:
-                    try:
-                        names = pa.ipc.open_file(source).schema.names
-                    except pa.ArrowInvalid:
-                        source.seek(0)
-                        names = pa.ipc.open_stream(source).schema.names
+                    names = _arrow_reader(source, f.path).schema.names
         except (OSError, pa.ArrowException) as e:
             if isinstance(e, FileNotFoundError):
                 raise

@@ -214,7 +214,7 @@ def _progress_bar(progress: bool | None) -> Any:
     return tqdm(unit=" docs", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
 
 
-def _check_options(
+def check_options(
     seq_len: int,
     packing: str,
     batch_docs: int,
@@ -222,6 +222,7 @@ def _check_options(
     reference_fraction: float | None,
     workers: int,
 ) -> None:
+    """The option checks of ``tokenize_corpus`` (``miniplm run`` makes them up front)."""
     if seq_len < 1:
         raise InputError(f"seq_len must be >= 1, got {seq_len}")
     if packing not in PACKINGS:
@@ -273,7 +274,7 @@ def tokenize_corpus(
         inputs = [inputs]
     if workers is None:
         workers = min(os.cpu_count() or 1, 8)
-    _check_options(seq_len, packing, batch_docs, min_tokens, reference_fraction, workers)
+    check_options(seq_len, packing, batch_docs, min_tokens, reference_fraction, workers)
     max_shard_bytes = None if shard_size is None else parse_size(shard_size)
     out_dir = Path(out)
     if out_dir.exists() and not overwrite:

@@ -33,7 +33,7 @@ def register(sub: Any) -> None:
     d.add_argument(
         "--allow-tokenizer-mismatch",
         action="store_true",
-        help="evaluate even if the model's tokenizer differs from the dataset's",
+        help="evaluate even if the model's tokenizer differs from the dataset's, or it has none",
     )
     d.add_argument(
         "--ignore-id",

@@ -16,7 +16,7 @@ from miniplm._deps import require
 from miniplm.data import DatasetView, PathLike, TokenDataset
 from miniplm.errors import InputError
 from miniplm.evaluation.model import EvalModel
-from miniplm.scoring.models import dataset_vocab
+from miniplm.scoring.models import check_tokenizer
 from miniplm.scoring.nll import ChunkedScorer
 
 torch = require("torch")
@@ -56,13 +56,7 @@ def heldout_nll(
     if seq_len is not None:
         lengths = np.minimum(lengths, seq_len + 1)
     if not allow_tokenizer_mismatch:
-        want = dataset_vocab(os.fspath(data))
-        have = em.own_vocab
-        if want is not None and have is not None and want != have:
-            raise InputError(
-                f"{em.spec}: its tokenizer differs from the one {os.fspath(data)} was "
-                "tokenized with; pass --allow-tokenizer-mismatch to evaluate anyway"
-            )
+        check_tokenizer(em.spec, em.own_vocab, os.fspath(data))
     longest = int(lengths.max()) if n else 0
     if em.max_positions is not None and longest - 1 > em.max_positions:
         raise InputError(

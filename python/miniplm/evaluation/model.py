@@ -12,6 +12,7 @@ from typing import Any, Union
 from miniplm._deps import require
 from miniplm.errors import InputError
 from miniplm.scoring.models import (
+    dataset_tokenizer_file,
     load_model,
     model_tokenizer,
     resolve_device,
@@ -88,11 +89,8 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False) -> Any:
 
 def _dataset_tokenizer(data: str | None) -> str | None:
     """The ``tokenizer.json`` saved beside a tokenized dataset, if any."""
-    if data is None:
-        return None
-    p = Path(data)
-    f = p / "tokenizer.json" if p.is_dir() else p.parent / "tokenizer.json"
-    return os.fspath(f) if f.is_file() else None
+    f = None if data is None else dataset_tokenizer_file(data)
+    return None if f is None else os.fspath(f)
 
 
 def load_eval_model(

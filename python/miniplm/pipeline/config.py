@@ -21,17 +21,26 @@ BASELINES = ("random", "kd", "ppl")
 
 @dataclass
 class CorpusSpec:
+    """What ``miniplm tokenize`` takes (same names; "" / -1 / 0 for its unset options)."""
+
     inputs: list[str] = field(default_factory=list)  # empty: the bundled default corpus
+    sources: list[str] = field(default_factory=list)  # --source: one name per input
     max_bytes: int = 0  # bundled corpus only: cap on its size (0: all of it)
     text_field: str = "text"
-    source_field: str = "source"
+    source_field: str = "source"  # "": one source per input
+    text_split: str = "document"  # .txt files: document, lines or blank-lines
     seq_len: int = 256
     packing: str = "boundary"
+    min_tokens: int = 2
+    shard_size: str = ""  # largest .bin per shard, e.g. "500M" ("": one shard)
+    batch_docs: int = 1000
+    workers: int = 0  # encoding processes (0: min(cpus, 8)); the output is the same
     reference_fraction: float = 0.1
     heldout_fraction: float = 0.05
     # The document separator by its text ("": the tokenizer's own EOS); e.g.
     # "<|endoftext|>" for a chat-tuned teacher whose EOS is "<|im_end|>".
     eos_token: str = ""
+    eos_id: int = -1  # the separator by id instead (-1: unset)
 
 
 @dataclass
@@ -223,6 +232,48 @@ def _check_train(t: TrainSpec, where: str) -> None:
         )
 
 
+def corpus_files(c: CorpusSpec) -> list[Any]:
+    """The files of ``corpus.inputs``, expanded as ``miniplm tokenize`` expands its
+    arguments (globs, directories), with their source names."""
+    from miniplm.corpus.readers import discover
+
+    return discover(c.inputs, c.sources or None)
+
+
+def _check_corpus_inputs(c: CorpusSpec) -> None:
+    """The ``miniplm tokenize`` checks of the corpus options, made before any stage runs."""
+    from miniplm.corpus.readers import TEXT_SPLITS, check_columns
+    from miniplm.corpus.tokenize import check_options, parse_size
+
+    if c.sources and not c.inputs:
+        raise InputError("corpus.sources: names the sources of corpus.inputs, which is empty")
+    if c.text_split not in TEXT_SPLITS:
+        raise InputError(
+            f"corpus.text_split: {c.text_split!r} is not one of {', '.join(TEXT_SPLITS)}"
+        )
+    if c.eos_id >= 0 and c.eos_token:
+        raise InputError("corpus: give eos_id or eos_token, not both")
+    if c.workers < 0:
+        raise InputError(f"corpus.workers: must be >= 0 (0: the default), got {c.workers}")
+    try:
+        check_options(c.seq_len, c.packing, c.batch_docs, c.min_tokens, None, c.workers or 1)
+    except InputError as e:
+        raise InputError(f"corpus: {e}") from None
+    try:
+        if c.shard_size:
+            parse_size(c.shard_size)
+    except InputError as e:
+        raise InputError(f"corpus.shard_size: {e}") from None
+    if not c.inputs:
+        return
+    try:
+        files = corpus_files(c)
+        check_columns(files, c.text_field, c.source_field or None)
+    except (OSError, InputError) as e:
+        key = "sources" if c.sources and "source names" in str(e) else "inputs"
+        raise InputError(f"corpus.{key}: {e}") from None
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     c = cfg.corpus
     if c.seq_len < 8:
@@ -233,9 +284,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise InputError("corpus.reference_fraction and heldout_fraction must lie in (0, 1)")
     if c.reference_fraction + c.heldout_fraction >= 0.9:
         raise InputError("corpus.reference_fraction + heldout_fraction leave too little to select")
-    for p in c.inputs:
-        if not Path(p).exists():
-            raise InputError(f"corpus.inputs: {p} does not exist")
+    _check_corpus_inputs(c)
     if c.max_bytes < 0:
         raise InputError("corpus.max_bytes must be >= 0")
     t = cfg.teacher

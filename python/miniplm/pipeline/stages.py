@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from miniplm._atomic import atomic_write_text
-from miniplm.pipeline.config import RunConfig, TrainSpec
+from miniplm.pipeline.config import RunConfig, TrainSpec, corpus_files
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -244,9 +244,16 @@ def data_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
         packing=c.packing,
         text_field=c.text_field,
         source_field=c.source_field or None,
+        sources=c.sources or None,
+        text_split=c.text_split,
+        min_tokens=c.min_tokens,
+        shard_size=c.shard_size or None,
+        batch_docs=c.batch_docs,
+        workers=c.workers or None,
         reference_fraction=c.reference_fraction,
         seed=cfg.seed,
         eos_token=c.eos_token or None,
+        eos_id=None if c.eos_id < 0 else c.eos_id,
         overwrite=True,
         progress=False if ctx.quiet else None,
     )
@@ -490,12 +497,17 @@ def build_stages(cfg: RunConfig) -> list[Stage]:
         tok_params["fingerprints"] = [_core.file_fingerprint(str(f)) for f in files if f.is_file()]
     stages.append(Stage("tokenizer", tok_reads, tok_params, tokenizer_stage))
     data_reads = ("tokenizer",) + (("text",) if not cfg.corpus.inputs else ())
-    data_params = {k: v for k, v in c["corpus"].items() if k != "heldout_fraction"}
+    # The number of workers does not change the output.
+    unread = ("heldout_fraction", "workers")
+    data_params = {k: v for k, v in c["corpus"].items() if k not in unread}
     data_params["seed"] = cfg.seed
     if cfg.corpus.inputs:
         from miniplm import _core
 
-        data_params["fingerprints"] = [_core.file_fingerprint(p) for p in cfg.corpus.inputs]
+        data_params["fingerprints"] = [
+            [os.fspath(f.path), _core.file_fingerprint(os.fspath(f.path))]
+            for f in corpus_files(cfg.corpus)
+        ]
     stages.append(Stage("data", data_reads, data_params, data_stage))
     split_params = {"heldout_fraction": cfg.corpus.heldout_fraction, "seed": cfg.seed}
     stages.append(Stage("split", ("data",), split_params, split_stage))

@@ -83,7 +83,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--allow-tokenizer-mismatch",
         action="store_true",
-        help="score even if the model's tokenizer differs from the dataset's",
+        help="score even if the model's tokenizer differs from the dataset's, or it has none",
     )
     p.add_argument(
         "--skip-ids",

@@ -15,6 +15,7 @@ from miniplm.errors import InputError
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 @dataclass
@@ -103,10 +104,7 @@ def resolve_device(device: str) -> str:
 def model_tokenizer(directory: str, gguf: str | None, trust_remote_code: bool) -> Any:
     """The model's own tokenizer, or None when the directory has none."""
     transformers = require("transformers")
-    has_files = gguf is not None or any(
-        (Path(directory) / f).exists()
-        for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-    )
+    has_files = gguf is not None or any((Path(directory) / f).exists() for f in TOKENIZER_FILES)
     if not has_files:
         return None
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
@@ -178,27 +176,46 @@ def load_model(
     )
 
 
-def dataset_vocab(data_dir: str) -> dict[str, int] | None:
-    """The vocabulary of the tokenizer saved beside a tokenized dataset, if any."""
+def dataset_tokenizer_file(data_dir: str) -> Path | None:
+    """The ``tokenizer.json`` saved beside a tokenized dataset (a directory or a shard
+    prefix), if any."""
     p = Path(data_dir)
     f = p / "tokenizer.json" if p.is_dir() else p.parent / "tokenizer.json"
-    if not f.is_file():
-        return None
-    tokenizers = require("tokenizers")
-    tok = tokenizers.Tokenizer.from_file(os.fspath(f))
+    return f if f.is_file() else None
+
+
+def _vocab(tokenizer_json: Path) -> dict[str, int]:
+    tok = require("tokenizers").Tokenizer.from_file(os.fspath(tokenizer_json))
     vocab: dict[str, int] = tok.get_vocab(with_added_tokens=True)
     return vocab
 
 
+def check_tokenizer(spec: str, vocab: dict[str, int] | None, data_dir: str) -> None:
+    """Scores, training and held-out losses are only meaningful when the model reads the
+    ids the corpus was written with: refuse a model whose tokenizer differs from the one
+    saved beside the dataset, or that has none to compare (``--allow-tokenizer-mismatch``
+    skips this check; a dataset without a tokenizer has nothing to check against)."""
+    tok_file = dataset_tokenizer_file(data_dir)
+    if tok_file is None:
+        return
+    if vocab is None:
+        raise InputError(
+            f"{spec}: no tokenizer comes with the model (none of {', '.join(TOKENIZER_FILES)}), "
+            f"so it cannot be checked against {tok_file}, which the dataset was tokenized "
+            "with; copy that tokenizer into the model directory, or pass "
+            "--allow-tokenizer-mismatch (allow_tokenizer_mismatch=True) to go on unchecked"
+        )
+    want = _vocab(tok_file)
+    if vocab != want:
+        diff = len(set(want.items()) ^ set(vocab.items()))
+        raise InputError(
+            f"{spec}: its tokenizer differs from {tok_file}, which the dataset was "
+            f"tokenized with ({diff} vocabulary entries differ); re-tokenize the corpus "
+            "with this model's tokenizer, or pass --allow-tokenizer-mismatch"
+        )
+
+
 def check_same_tokenizer(models: list[LoadedModel], data_dir: str) -> None:
-    """Scores are only meaningful when the model reads the ids the corpus was written
-    with: refuse models whose tokenizer differs from the dataset's (when both are known)."""
-    want = dataset_vocab(data_dir)
+    """``check_tokenizer`` for each of ``models``."""
     for m in models:
-        if want is not None and m.tokenizer_vocab is not None and m.tokenizer_vocab != want:
-            diff = len(set(want.items()) ^ set(m.tokenizer_vocab.items()))
-            raise InputError(
-                f"{m.spec}: its tokenizer differs from the one the dataset {data_dir} was "
-                f"tokenized with ({diff} vocabulary entries differ); re-tokenize the corpus "
-                "with this model's tokenizer, or pass --allow-tokenizer-mismatch"
-            )
+        check_tokenizer(m.spec, m.tokenizer_vocab, data_dir)

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from miniplm._deps import require
 from miniplm._dist import Dist
+from miniplm._npy import load_npy
 from miniplm.data import PathLike, TokenDataset
 from miniplm.errors import InputError
 from miniplm.scoring.models import (
@@ -111,10 +112,7 @@ def _skip_mask(opt: ScoreOptions, n: int) -> tuple[npt.NDArray[np.bool_], dict[s
         return skip, None
     from miniplm import _core
 
-    try:
-        ids = np.load(opt.skip_ids, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"--skip-ids {opt.skip_ids}: not a readable .npy array ({e})") from e
+    ids = load_npy(opt.skip_ids, "--skip-ids")
     if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
         raise InputError(f"--skip-ids {opt.skip_ids}: expected 1-D integer ids, got {ids.dtype}")
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n):

@@ -78,6 +78,12 @@ def register(sub: Any) -> None:
         default=0.5,
         help="loss = (1 - r) CE + r CE(p_teacher, q_student) (0.5)",
     )
+    m.add_argument(
+        "--allow-tokenizer-mismatch",
+        action="store_true",
+        help="train even if --init-from / --kd-teacher has no tokenizer or another one "
+        "than the dataset's",
+    )
     p.set_defaults(func=run)
 
 

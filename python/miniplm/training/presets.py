@@ -56,6 +56,39 @@ def preset_config(
     )
 
 
+def refuse_custom_code(path: str, flag: str) -> None:
+    """Refuse a model (a config json file or a model directory) that needs its own code:
+    training runs none, so a config whose ``auto_map`` points at custom classes or whose
+    ``model_type`` transformers does not know gets a message, not a transformers traceback.
+    A path without a readable config is left to the loader's own error."""
+    p = Path(path)
+    f = p / "config.json" if p.is_dir() else p
+    if not f.is_file():
+        return
+    try:
+        d = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{flag} {path}: {f.name} is not JSON ({e})") from e
+    if not isinstance(d, dict):
+        raise InputError(f"{flag} {path}: {f.name} is not a JSON object")
+    never = (
+        "miniplm train runs no model's own code (there is no --trust-remote-code for "
+        "train): use a config of an architecture transformers has, e.g. llama or qwen2"
+    )
+    if d.get("auto_map"):
+        names = ", ".join(sorted(map(str, d["auto_map"])))
+        raise InputError(
+            f"{flag} {path}: {f.name} maps to the model's own code (auto_map: {names}); {never}"
+        )
+    model_type = d.get("model_type")
+    mapping = require("transformers").models.auto.configuration_auto.CONFIG_MAPPING
+    if model_type is not None and model_type not in mapping:
+        raise InputError(
+            f"{flag} {path}: model_type {model_type!r} is not an architecture transformers "
+            f"has (a custom model needs its own code); {never}"
+        )
+
+
 def load_config(path: str) -> Any:
     """An HF config from a json file or a model directory (no remote code)."""
     transformers = require("transformers")

@@ -28,10 +28,21 @@ from miniplm._deps import require
 from miniplm._dist import Dist
 from miniplm.data import DatasetView, TokenDataset
 from miniplm.errors import InputError
-from miniplm.scoring.models import check_same_tokenizer, load_model
+from miniplm.scoring.models import (
+    check_same_tokenizer,
+    check_tokenizer,
+    load_model,
+    model_tokenizer,
+    split_spec,
+)
 from miniplm.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from miniplm.training.losses import DEFAULT_CHUNK, head_losses
-from miniplm.training.presets import count_parameters, load_config, preset_config
+from miniplm.training.presets import (
+    count_parameters,
+    load_config,
+    preset_config,
+    refuse_custom_code,
+)
 from miniplm.training.stream import SampleOrder
 
 torch = require("torch")
@@ -77,6 +88,7 @@ class TrainOptions:
     overwrite: bool = False
     kd_teacher: str | None = None
     kd_ratio: float = 0.5
+    allow_tokenizer_mismatch: bool = False
     tensorboard: bool = False
     progress: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -84,6 +96,9 @@ class TrainOptions:
     def check(self) -> None:
         if (self.preset is None) + (self.model_config is None) + (self.init_from is None) != 2:
             raise InputError("give exactly one of --preset, --model-config, --init-from")
+        for flag, path in (("--init-from", self.init_from), ("--model-config", self.model_config)):
+            if path is not None:
+                refuse_custom_code(path, flag)
         if (self.epochs is None) == (self.max_steps is None):
             raise InputError("give exactly one of --epochs and --max-steps")
         if self.max_steps is not None and self.max_steps < 1:
@@ -253,6 +268,10 @@ class _Trainer:
 
     def run(self) -> dict[str, Any]:
         opt, dist = self.opt, self.dist
+        if opt.init_from and not opt.allow_tokenizer_mismatch:
+            directory, gguf = split_spec(opt.init_from)
+            tok = model_tokenizer(directory, gguf, trust_remote_code=False)
+            check_tokenizer(opt.init_from, None if tok is None else tok.get_vocab(), opt.data)
         self._prepare_out()
         torch.manual_seed(opt.seed)
         src = self._source()
@@ -261,7 +280,8 @@ class _Trainer:
         if opt.kd_teacher:
             dt = torch.bfloat16 if self.gpu else torch.float32
             teacher = load_model(opt.kd_teacher, device=self.device, dtype=dt)
-            check_same_tokenizer([teacher], opt.data)
+            if not opt.allow_tokenizer_mismatch:
+                check_same_tokenizer([teacher], opt.data)
         model = _build_model(opt, vocab, eos_id, teacher.vocab_size if teacher else None)
         if (
             teacher is not None

@@ -76,7 +76,8 @@ pub struct SelectArgs {
     #[arg(long)]
     pub reference_nll: Option<PathBuf>,
     /// Keep floor(RATIO x non-excluded instances).
-    #[arg(long)]
+    // Negative numbers are values, refused by the range check, not unknown flags.
+    #[arg(long, allow_hyphen_values = true)]
     pub ratio: Option<f64>,
     /// Keep COUNT instances.
     #[arg(long)]
@@ -97,7 +98,7 @@ pub struct SelectArgs {
     #[arg(long, conflicts_with = "temperature")]
     pub random: bool,
     /// Gumbel-top-K sampling proportional to exp(value / T) instead of exact top-K.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub temperature: Option<f64>,
     /// Seed for --random and --temperature.
     #[arg(long, default_value_t = 0)]
@@ -328,7 +329,33 @@ pub fn run(argv: Vec<OsString>, cancel: &AtomicBool) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_size, Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn negative_numbers_are_values() {
+        for (flag, value) in [
+            ("--ratio", "-0.1"),
+            ("--ratio", "-1e-3"),
+            ("--temperature", "-2"),
+        ] {
+            let mut argv = vec!["miniplm-sample", "select", "--teacher-nll", "t.npy"];
+            argv.extend(["--out", "o", flag, value]);
+            if flag != "--ratio" {
+                argv.extend(["--ratio", "0.5"]);
+            }
+            let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{flag} {value}: {e}"));
+            let Command::Select(a) = cli.command else {
+                panic!("not select")
+            };
+            let got = if flag == "--ratio" {
+                a.ratio
+            } else {
+                a.temperature
+            };
+            assert_eq!(got, Some(value.parse().unwrap()));
+        }
+    }
 
     #[test]
     fn sizes() {

@@ -13,7 +13,9 @@ use crate::error::{Error, IoContext, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
     U8,
+    I8,
     U16,
+    I16,
     I32,
     U32,
     I64,
@@ -26,7 +28,9 @@ impl DType {
     pub fn descr(self) -> &'static str {
         match self {
             DType::U8 => "|u1",
+            DType::I8 => "|i1",
             DType::U16 => "<u2",
+            DType::I16 => "<i2",
             DType::I32 => "<i4",
             DType::U32 => "<u4",
             DType::I64 => "<i8",
@@ -39,7 +43,9 @@ impl DType {
     pub fn name(self) -> &'static str {
         match self {
             DType::U8 => "uint8",
+            DType::I8 => "int8",
             DType::U16 => "uint16",
+            DType::I16 => "int16",
             DType::I32 => "int32",
             DType::U32 => "uint32",
             DType::I64 => "int64",
@@ -51,8 +57,8 @@ impl DType {
 
     pub fn size(self) -> usize {
         match self {
-            DType::U8 => 1,
-            DType::U16 => 2,
+            DType::U8 | DType::I8 => 1,
+            DType::U16 | DType::I16 => 2,
             DType::I32 | DType::U32 | DType::F32 => 4,
             DType::I64 | DType::U64 | DType::F64 => 8,
         }
@@ -66,7 +72,9 @@ impl DType {
         }
         Some(match code {
             "u1" => DType::U8,
+            "i1" => DType::I8,
             "u2" => DType::U16,
+            "i2" => DType::I16,
             "i4" => DType::I32,
             "u4" => DType::U32,
             "i8" => DType::I64,
@@ -85,8 +93,14 @@ pub trait Element: bytemuck::Pod + Send + Sync {
 impl Element for u8 {
     const DTYPE: DType = DType::U8;
 }
+impl Element for i8 {
+    const DTYPE: DType = DType::I8;
+}
 impl Element for u16 {
     const DTYPE: DType = DType::U16;
+}
+impl Element for i16 {
+    const DTYPE: DType = DType::I16;
 }
 impl Element for i32 {
     const DTYPE: DType = DType::I32;
@@ -152,6 +166,13 @@ impl Npy {
     pub fn open(path: impl AsRef<Path>) -> Result<Npy> {
         let path = path.as_ref().to_path_buf();
         let file = File::open(&path).at(&path)?;
+        if file.metadata().at(&path)?.is_dir() {
+            // mmap of a directory fails with a bare "No such device".
+            return Err(Error::invalid(format!(
+                "{}: is a directory, not a .npy file",
+                path.display()
+            )));
+        }
         // SAFETY: the map is read-only and private to this process. Like every reader of
         // memory-mapped files we assume nobody truncates or rewrites the file while it is
         // open; outputs of this crate are only ever replaced by rename, never in place.
@@ -195,7 +216,7 @@ impl Npy {
         let dtype = DType::parse(descr).ok_or_else(|| {
             bad(
                 "descr",
-                format!("dtype {descr:?} is not supported (little-endian u1/u2/i4/u4/i8/u8/f4/f8)"),
+                format!("dtype {descr:?} is not supported (little-endian u1/i1/u2/i2/u4/i4/u8/i8/f4/f8)"),
             )
         })?;
         let shape = header_field(header, "shape")
@@ -492,5 +513,21 @@ mod tests {
         std::fs::write(&p, b"\x93NUMPY\x02\x00\x10\x00").unwrap();
         let e = Npy::open(&p).err().unwrap().to_string();
         assert!(e.contains("truncated") && e.contains("e.npy"), "{e}");
+    }
+
+    #[test]
+    fn small_integer_dtypes_and_directories() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.npy");
+        write_npy(&p, &[-3i8, 4]).unwrap();
+        assert_eq!(Npy::open(&p).unwrap().view::<i8>().unwrap(), [-3, 4]);
+        write_npy(&p, &[-300i16, 4]).unwrap();
+        assert_eq!(Npy::open(&p).unwrap().view::<i16>().unwrap(), [-300, 4]);
+        let e = Npy::open(d.path()).err().unwrap();
+        assert!(matches!(e, Error::Invalid(_)), "{e:?}");
+        assert!(
+            e.to_string().contains("is a directory, not a .npy file"),
+            "{e}"
+        );
     }
 }

@@ -295,6 +295,13 @@ impl ScoreSource {
     }
 
     pub fn open_npy(path: &Path) -> Result<ScoreSource> {
+        if path.join("manifest.json").is_file() {
+            return Err(Error::invalid(format!(
+                "{}: is a score run directory, not a .npy file of mean NLLs: pass it as \
+                 --teacher / --reference (teacher= / reference=) instead",
+                path.display()
+            )));
+        }
         let a = Npy::open(path)?;
         a.floats()?;
         Ok(ScoreSource::MeanNll(a))

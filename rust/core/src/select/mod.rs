@@ -201,11 +201,19 @@ impl Exclude {
             DType::I64 => widen(npy.view::<i64>()?.iter().map(|&x| x as i128), n, bad)?,
             DType::U32 => widen(npy.view::<u32>()?.iter().map(|&x| x as i128), n, bad)?,
             DType::I32 => widen(npy.view::<i32>()?.iter().map(|&x| x as i128), n, bad)?,
-            d => {
+            DType::U16 => widen(npy.view::<u16>()?.iter().map(|&x| x as i128), n, bad)?,
+            DType::I16 => widen(npy.view::<i16>()?.iter().map(|&x| x as i128), n, bad)?,
+            DType::U8 => widen(npy.view::<u8>()?.iter().map(|&x| x as i128), n, bad)?,
+            DType::I8 => widen(npy.view::<i8>()?.iter().map(|&x| x as i128), n, bad)?,
+            d @ (DType::F32 | DType::F64) => {
                 return Err(Error::format(
                     path,
                     "dtype",
-                    format!("exclude ids must be integers, found {}", d.name()),
+                    format!(
+                        "exclude ids must be integers (uint8, uint16, uint32, uint64, int8, int16, \
+                         int32 or int64), found {}",
+                        d.name()
+                    ),
                 ))
             }
         };
