@@ -36,7 +36,7 @@ impl Default for BuildOptions {
 pub struct BuildReport {
     pub format: &'static str,
     pub version: u32,
-    pub dataset: Input,
+    pub dataset: DataInput,
     pub selection: Input,
     pub shuffle_seed: Option<u64>,
     pub num_instances: u64,
@@ -50,6 +50,13 @@ pub struct BuildReport {
 #[derive(Debug, Serialize)]
 pub struct Input {
     pub path: PathBuf,
+    pub fingerprint: String,
+}
+
+/// The source dataset as it was given: its path (or glob), or the list of its paths.
+#[derive(Debug, Serialize)]
+pub struct DataInput {
+    pub path: serde_json::Value,
     pub fingerprint: String,
 }
 
@@ -98,8 +105,8 @@ pub fn build(
     if let Some(seed) = opts.shuffle_seed {
         shuffle(&mut ids, seed);
     }
-    let dataset = Input {
-        path: data_path(data),
+    let dataset = DataInput {
+        path: given_path(data),
         fingerprint: data.fingerprint()?,
     };
     let selection = Input {
@@ -149,12 +156,17 @@ pub fn build(
     })
 }
 
-/// Where the dataset's first shard lives, for the record.
-fn data_path(data: &Dataset) -> PathBuf {
-    data.shards()
-        .first()
-        .map(|s| s.idx_path().with_extension(""))
-        .unwrap_or_default()
+/// The dataset as it was opened: one path as a string, several as a list.
+fn given_path(data: &Dataset) -> serde_json::Value {
+    let paths: Vec<serde_json::Value> = data
+        .paths()
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned().into())
+        .collect();
+    match <[serde_json::Value; 1]>::try_from(paths) {
+        Ok([one]) => one,
+        Err(many) => many.into(),
+    }
 }
 
 #[cfg(test)]
@@ -169,7 +181,7 @@ mod tests {
             w.add_tokens(s).unwrap();
         }
         w.finish().unwrap();
-        Dataset::open(&dir.join("c")).unwrap()
+        Dataset::open(dir).unwrap()
     }
 
     #[test]
@@ -189,6 +201,11 @@ mod tests {
         };
         let rep = build(&data, &sel, &d.path().join("out"), &opts, &Job::default()).unwrap();
         assert!(rep.shards.len() > 1);
+        // The dataset as given (a directory of several shards), not its first shard.
+        assert_eq!(
+            rep.dataset.path,
+            d.path().join("src").to_string_lossy().as_ref()
+        );
         let out = Dataset::open(&d.path().join("out")).unwrap();
         assert_eq!(out.len(), ids.len() as u64);
         for (j, &i) in ids.iter().enumerate() {

@@ -2,11 +2,14 @@
 
 mod dataset;
 mod dtype;
+mod manifest;
+mod resolve;
 mod shard;
 mod writer;
 
 pub use dataset::{Dataset, GatherOut};
 pub use dtype::TokenDType;
+pub use resolve::describe;
 pub use shard::Shard;
 pub use writer::{DatasetWriter, ShardSummary, ShardWriter};
 
