@@ -191,3 +191,53 @@ def test_build_refuses_bad_selection(tmp_path: Path) -> None:
     with pytest.raises((FormatError, InputError), match=r"ids\.npy"):
         miniplm.build(tmp_path / "ds", sel, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds.bin", "ds.idx", "sel"]
+
+
+def test_indices_must_be_integers(tmp_path: Path) -> None:
+    megatron_write(tmp_path / "c", [np.array([1, 2]), np.array([3]), np.array([4])], np.uint16)
+    ds = TokenDataset(tmp_path / "c")
+    assert ds[np.int64(1)].tolist() == [3]
+    assert ds[np.uint8(2)].tolist() == [4]
+    for bad in [1.5, True, np.float64(1.0), np.bool_(True), "1"]:
+        with pytest.raises(TypeError, match="integer"):
+            ds[bad]  # type: ignore[index]
+    for ids in [[0.5, 1.2], np.array([0.0]), [True, False]]:
+        with pytest.raises(TypeError, match="integers"):
+            ds.gather(np.asarray(ids), 2)
+    out, _ = ds.gather(np.array([], dtype=np.int64), 2)
+    assert out.shape == (0, 2)
+    view = ds.select(np.array([0, 2], dtype=np.uint64))
+    assert view[1].tolist() == [4]
+    with pytest.raises(TypeError):
+        view[0.0]  # type: ignore[index]
+    with pytest.raises(TypeError):
+        view.gather(np.array([0.7]), 2)
+
+
+def test_token_range_and_vocab_check(tmp_path: Path) -> None:
+    megatron_write(tmp_path / "c_0", [np.array([0, 7]), np.array([3])], np.int32)
+    megatron_write(tmp_path / "c_1", [np.array([1, -2]), np.array([50])], np.int32)
+    ds = TokenDataset(tmp_path)
+    assert ds.token_range() == (-2, 50)
+    with pytest.raises(InputError, match=r"instance 2 holds token id -2"):
+        ds.check_vocab(100)
+    megatron_write(tmp_path / "c_1", [np.array([1, 2]), np.array([50])], np.int32)
+    ds = TokenDataset(tmp_path)
+    ds.check_vocab(51)
+    with pytest.raises(InputError, match=rf"{tmp_path}.*instance 3 holds token id 50"):
+        ds.check_vocab(50)
+
+
+def test_datatrove_prefixes_as_glob_or_list(tmp_path: Path) -> None:
+    for k in range(3):
+        megatron_write(tmp_path / f"{k:05d}_tokens", [np.array([k]), np.array([k, k])], np.uint16)
+    with pytest.raises(InputError, match="several datasets"):
+        TokenDataset(tmp_path)
+    glob = TokenDataset(f"{tmp_path}/*_tokens")
+    assert len(glob) == 6 and glob[2].tolist() == [1]
+    assert glob.record() == f"{tmp_path}/*_tokens"
+    listed = TokenDataset([tmp_path / "00002_tokens", tmp_path / "00000_tokens"])
+    assert [listed[i].tolist() for i in range(4)] == [[2], [2, 2], [0], [0, 0]]
+    assert listed.record() == [str(tmp_path / "00002_tokens"), str(tmp_path / "00000_tokens")]
+    assert glob.fingerprint().startswith("xxh3c:")
+    assert glob.fingerprint() != listed.fingerprint()

@@ -336,3 +336,12 @@ def test_to_argv_round_trips_through_the_train_parser() -> None:
     assert back == opt
     with pytest.raises(ValueError, match="betas"):
         to_argv(TrainOptions(data="d", out="o", betas=(0.9, 0.95)))
+
+
+def test_token_outside_the_vocabulary_is_refused_before_the_output(tmp_path: Path) -> None:
+    seqs = [np.arange(4, 20) for _ in range(10)]
+    seqs[6] = np.array([5, 6, VOCAB + 2, 7])
+    miniplm.write_dataset(tmp_path / "d", seqs, dtype="int32")
+    with pytest.raises(InputError, match=f"instance 6 holds token id {VOCAB + 2}"):
+        train(_opts(tmp_path / "d", tmp_path / "o"))
+    assert not (tmp_path / "o").exists()

@@ -16,7 +16,6 @@ use crate::errors::to_py;
 #[pyclass(name = "Dataset", module = "miniplm._core", frozen)]
 pub struct PyDataset {
     inner: Dataset,
-    path: PathBuf,
 }
 
 fn gather_into<T: numpy::Element + GatherOut + Send>(
@@ -40,10 +39,16 @@ fn gather_into<T: numpy::Element + GatherOut + Send>(
 
 #[pymethods]
 impl PyDataset {
+    /// `path`: a prefix, a directory, a glob of prefixes, or a list of those (one
+    /// dataset, in the order given).
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = py.detach(|| Dataset::open(&path)).map_err(to_py)?;
-        Ok(PyDataset { inner, path })
+    fn new(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let paths: Vec<PathBuf> = match path.extract::<PathBuf>() {
+            Ok(p) => vec![p],
+            Err(_) => path.extract()?,
+        };
+        let inner = py.detach(|| Dataset::open_many(&paths)).map_err(to_py)?;
+        Ok(PyDataset { inner })
     }
 
     fn __len__(&self) -> usize {
@@ -53,7 +58,7 @@ impl PyDataset {
     fn __repr__(&self) -> String {
         format!(
             "Dataset({:?}, instances={}, tokens={}, dtype={})",
-            self.path,
+            self.inner.describe(),
             self.inner.len(),
             self.inner.num_tokens(),
             self.inner.dtype().name()
@@ -70,9 +75,19 @@ impl PyDataset {
         self.inner.dtype().name()
     }
 
+    /// The dataset as given: its path, or its paths joined by ", ".
     #[getter]
-    fn path(&self) -> PathBuf {
-        self.path.clone()
+    fn path(&self) -> String {
+        self.inner.describe()
+    }
+
+    /// The paths the dataset was opened from, as given.
+    fn paths(&self) -> Vec<String> {
+        self.inner
+            .paths()
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
     }
 
     /// One dict per shard: file paths, dtype, counts, first global id and the byte
@@ -141,5 +156,16 @@ impl PyDataset {
 
     fn fingerprint(&self, py: Python<'_>) -> PyResult<String> {
         py.detach(|| self.inner.fingerprint()).map_err(to_py)
+    }
+
+    /// `(min, max)` token id over all instances, `None` without tokens.
+    fn token_range(&self, py: Python<'_>) -> PyResult<Option<(i64, i64)>> {
+        py.detach(|| self.inner.token_range()).map_err(to_py)
+    }
+
+    /// Raise `InputError` naming the first instance with a token id outside `[0, vocab_size)`.
+    fn check_vocab(&self, py: Python<'_>, vocab_size: u64) -> PyResult<()> {
+        py.detach(|| self.inner.check_vocab(vocab_size))
+            .map_err(to_py)
     }
 }

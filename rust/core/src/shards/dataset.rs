@@ -3,11 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use super::dtype::TokenDType;
+use super::fingerprint::{cache_dir, combine, shard_content, ShardContent};
 use super::manifest::check;
 use super::resolve::{describe, resolve};
 use super::shard::Shard;
 use crate::error::{Error, Result};
-use crate::fsutil::quick_fingerprint;
+use rayon::prelude::*;
+use std::sync::OnceLock;
 
 pub struct Dataset {
     shards: Vec<Shard>,
@@ -16,6 +18,8 @@ pub struct Dataset {
     dtype: TokenDType,
     /// The paths the dataset was opened from, as given (what records name).
     given: Vec<PathBuf>,
+    /// Per-shard content digests and token ranges, computed on first use.
+    content: OnceLock<Vec<ShardContent>>,
 }
 
 /// Output element types of [`Dataset::gather`].
@@ -97,6 +101,7 @@ impl Dataset {
             starts,
             dtype,
             given,
+            content: OnceLock::new(),
         })
     }
 
@@ -200,14 +205,59 @@ impl Dataset {
         Ok(())
     }
 
-    /// Combined quick fingerprints of every shard file (see `fsutil::quick_fingerprint`).
-    pub fn fingerprint(&self) -> Result<String> {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for s in &self.shards {
-            h.update(quick_fingerprint(s.idx_path())?.as_bytes());
-            h.update(quick_fingerprint(s.bin_path())?.as_bytes());
+    /// Every shard's content digest and token range (one parallel pass over the files,
+    /// or the per-user cache; see `fingerprint.rs`).
+    pub fn contents(&self) -> Result<&[ShardContent]> {
+        self.contents_with(cache_dir().as_deref())
+    }
+
+    pub(crate) fn contents_with(&self, cache: Option<&Path>) -> Result<&[ShardContent]> {
+        if let Some(c) = self.content.get() {
+            return Ok(c);
         }
-        Ok(format!("xxh3:{:016x}", h.digest()))
+        let c = self
+            .shards
+            .par_iter()
+            .map(|s| shard_content(s, cache))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.content.get_or_init(|| c))
+    }
+
+    /// A fingerprint of every byte of every shard file (`xxh3c:...`, docs/FORMATS.md).
+    pub fn fingerprint(&self) -> Result<String> {
+        Ok(combine(self.dtype, self.contents()?))
+    }
+
+    /// Smallest and largest token id over all instances, `None` without tokens.
+    pub fn token_range(&self) -> Result<Option<(i64, i64)>> {
+        Ok(self
+            .contents()?
+            .iter()
+            .filter_map(|c| c.range)
+            .reduce(|(l1, h1), (l2, h2)| (l1.min(l2), h1.max(h2))))
+    }
+
+    /// Refuse a token id outside `[0, vocab_size)`, naming the dataset, the first
+    /// instance holding one and the id.
+    pub fn check_vocab(&self, vocab_size: u64) -> Result<()> {
+        let bad = |t: i64| t < 0 || t as u64 >= vocab_size;
+        let contents = self.contents()?;
+        for (k, (shard, c)) in self.shards.iter().zip(contents).enumerate() {
+            let Some((lo, hi)) = c.range else { continue };
+            if !bad(lo) && !bad(hi) {
+                continue;
+            }
+            for i in 0..shard.len() {
+                let id = self.starts[k] + i;
+                if let Some(&t) = self.tokens_i64(id)?.iter().find(|&&t| bad(t)) {
+                    return Err(Error::invalid(format!(
+                        "{}: instance {id} holds token id {t}, outside the vocabulary of                          {vocab_size} ids [0, {vocab_size}); the dataset does not belong to                          this model or tokenizer",
+                        self.describe()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

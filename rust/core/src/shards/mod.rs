@@ -2,6 +2,7 @@
 
 mod dataset;
 mod dtype;
+mod fingerprint;
 mod manifest;
 mod resolve;
 mod shard;
@@ -9,6 +10,7 @@ mod writer;
 
 pub use dataset::{Dataset, GatherOut};
 pub use dtype::TokenDType;
+pub use fingerprint::{cache_dir, ShardContent};
 pub use resolve::describe;
 pub use shard::Shard;
 pub use writer::{DatasetWriter, ShardSummary, ShardWriter};

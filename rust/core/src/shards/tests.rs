@@ -360,3 +360,67 @@ fn datatrove_prefixes_glob_and_list() {
     let e = Dataset::open(&d.path().join("*_nothing")).err().unwrap();
     assert!(matches!(e, crate::Error::Io { .. }), "{e}");
 }
+
+#[test]
+fn fingerprint_sees_an_in_place_edit_of_the_same_size() {
+    let d = tempfile::tempdir().unwrap();
+    // 4 MiB of tokens: more than the 16 sampled blocks of a quick fingerprint cover.
+    let seqs: Vec<Vec<i64>> = (0..64).map(|i| vec![i % 7; 32 * 1024]).collect();
+    let (idx, mut bin) = megatron_bytes(&seqs, TokenDType::U16);
+    write_pair(&d.path().join("c"), &idx, &bin);
+    let a = Dataset::open(&d.path().join("c"))
+        .unwrap()
+        .fingerprint()
+        .unwrap();
+    assert!(a.starts_with("xxh3c:"), "{a}");
+    assert_eq!(
+        Dataset::open(&d.path().join("c"))
+            .unwrap()
+            .fingerprint()
+            .unwrap(),
+        a
+    );
+    bin[100_000] ^= 1;
+    std::fs::write(d.path().join("c.bin"), &bin).unwrap();
+    let b = Dataset::open(&d.path().join("c"))
+        .unwrap()
+        .fingerprint()
+        .unwrap();
+    assert_ne!(a, b);
+    // A copy elsewhere has the same content and the same fingerprint.
+    let e = tempfile::tempdir().unwrap();
+    write_pair(&e.path().join("c"), &idx, &bin);
+    let c = Dataset::open(&e.path().join("c"))
+        .unwrap()
+        .fingerprint()
+        .unwrap();
+    assert_eq!(b, c);
+}
+
+#[test]
+fn token_range_and_vocab_check_find_the_first_offender() {
+    let d = tempfile::tempdir().unwrap();
+    let (idx, bin) = megatron_bytes(&[vec![0, 5], vec![3]], TokenDType::I32);
+    write_pair(&d.path().join("x_0"), &idx, &bin);
+    let (idx, bin) = megatron_bytes(&[vec![1], vec![2, -4, 9], vec![12]], TokenDType::I32);
+    write_pair(&d.path().join("x_1"), &idx, &bin);
+    let ds = Dataset::open(d.path()).unwrap();
+    assert_eq!(ds.token_range().unwrap(), Some((-4, 12)));
+    let e = ds.check_vocab(100).err().unwrap();
+    assert!(matches!(e, crate::Error::Invalid(_)));
+    let e = e.to_string();
+    assert!(e.contains("instance 3") && e.contains("token id -4"), "{e}");
+    let (idx, bin) = megatron_bytes(&[vec![1], vec![2, 4, 9], vec![12]], TokenDType::I32);
+    write_pair(&d.path().join("x_1"), &idx, &bin);
+    let ds = Dataset::open(d.path()).unwrap();
+    ds.check_vocab(13).unwrap();
+    let e = ds.check_vocab(10).err().unwrap().to_string();
+    assert!(e.contains("instance 4") && e.contains("token id 12"), "{e}");
+    let e = ds.check_vocab(9).err().unwrap().to_string();
+    assert!(e.contains("instance 3") && e.contains("token id 9"), "{e}");
+    let (idx, bin) = megatron_bytes(&[vec![]], TokenDType::U16);
+    write_pair(&d.path().join("empty"), &idx, &bin);
+    let ds = Dataset::open(&d.path().join("empty")).unwrap();
+    assert_eq!(ds.token_range().unwrap(), None);
+    ds.check_vocab(1).unwrap();
+}
