@@ -184,6 +184,7 @@ def test_build_refuses_bad_selection(tmp_path: Path) -> None:
     megatron_write(tmp_path / "ds", [np.arange(3)] * 5, np.uint16)
     sel = tmp_path / "sel"
     sel.mkdir()
+    (sel / "selection.json").write_text('{"format": "miniplm.selection"}')
     np.save(sel / "ids.npy", np.array([3, 1], dtype=np.uint64))
     with pytest.raises(FormatError, match=r"ids\.npy"):
         miniplm.build(tmp_path / "ds", sel, tmp_path / "out")
@@ -241,3 +242,82 @@ def test_datatrove_prefixes_as_glob_or_list(tmp_path: Path) -> None:
     assert listed.record() == [str(tmp_path / "00002_tokens"), str(tmp_path / "00000_tokens")]
     assert glob.fingerprint().startswith("xxh3c:")
     assert glob.fingerprint() != listed.fingerprint()
+
+
+def test_selection_is_tied_to_its_dataset(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(0, 1000, 5).astype(np.uint16) for _ in range(20)]
+    megatron_write(tmp_path / "ds", seqs, np.uint16)
+    megatron_write(tmp_path / "small", seqs[:19], np.uint16)
+    megatron_write(tmp_path / "same", seqs[::-1], np.uint16)
+    ds = TokenDataset(tmp_path / "ds")
+    info = miniplm.select(tmp_path / "sel", random=True, ratio=0.5, data=tmp_path / "ds")
+    assert info["dataset"] == {
+        "num_instances": 20,
+        "fingerprint": ds.fingerprint(),
+        "path": str(tmp_path / "ds"),
+    }
+    assert len(ds.select(tmp_path / "sel")) == 10
+    for other, what in [("small", "dataset of 20 instances"), ("same", "another dataset")]:
+        with pytest.raises(InputError, match=what):
+            TokenDataset(tmp_path / other).select(tmp_path / "sel")
+        with pytest.raises(InputError, match=what):
+            miniplm.build(tmp_path / other, tmp_path / "sel", tmp_path / "out")
+    # Plain .npy scores: only the count is known, unless --data is given.
+    np.save(tmp_path / "nll.npy", rng.random(20))
+    info = miniplm.select(tmp_path / "s2", teacher_nll=tmp_path / "nll.npy", by="teacher", count=5)
+    assert info["dataset"] == {"num_instances": 20, "fingerprint": None, "path": None}
+    TokenDataset(tmp_path / "same").select(tmp_path / "s2")
+    with pytest.raises(InputError, match="dataset of 20 instances"):
+        TokenDataset(tmp_path / "small").select(tmp_path / "s2")
+    # A garbage or foreign selection.json names the file.
+    (tmp_path / "s2" / "selection.json").write_text("{garbage")
+    with pytest.raises(FormatError, match=r"selection\.json.*JSON"):
+        ds.select(tmp_path / "s2")
+    with pytest.raises(FormatError, match=r"selection\.json.*JSON"):
+        miniplm.load_selection(tmp_path / "s2")
+    (tmp_path / "s2" / "selection.json").write_text("[]")
+    with pytest.raises(FormatError, match="not a selection"):
+        ds.select(tmp_path / "s2")
+    # Unsorted or duplicate ids are refused, from a file or an array.
+    for bad in [[3, 1], [1, 1]]:
+        with pytest.raises(InputError, match="ascending"):
+            ds.select(np.array(bad))
+        sel = ds.write_selection(tmp_path / "given", np.array([1, 3]), "test", overwrite=True)
+        np.save(sel / "ids.npy", np.array(bad, dtype=np.uint64))
+        with pytest.raises(FormatError, match="ascending"):
+            ds.select(sel)
+    # The core writer sorts and records the binding.
+    sel = ds.write_selection(tmp_path / "given", np.array([7, 2, 7]), "test", overwrite=True)
+    assert ds.select(sel).ids.tolist() == [2, 7]
+    meta = miniplm.load_selection(sel)[1]
+    assert meta["mode"] == "given" and meta["num_selected"] == 2
+    assert meta["dataset"]["fingerprint"] == ds.fingerprint()
+
+
+def test_selection_from_score_runs_records_their_dataset(tmp_path: Path) -> None:
+    from miniplm.scores import write_score_run
+
+    seqs = [np.arange(i % 5 + 1, dtype=np.uint16) for i in range(12)]
+    megatron_write(tmp_path / "ds", seqs, np.uint16)
+    megatron_write(tmp_path / "other", seqs[::-1], np.uint16)
+    ds, other = TokenDataset(tmp_path / "ds"), TokenDataset(tmp_path / "other")
+    rng = np.random.default_rng(1)
+    cnt = np.full(12, 3)
+    for name, d in [("t", ds), ("r", ds), ("x", other)]:
+        rec = {"path": str(d.path), "fingerprint": d.fingerprint()}
+        write_score_run(tmp_path / name, rng.random(12), cnt, dataset=rec)
+    info = miniplm.select(
+        tmp_path / "sel", teacher=tmp_path / "t", reference=tmp_path / "r", count=4
+    )
+    assert info["dataset"]["fingerprint"] == ds.fingerprint()
+    assert info["dataset"]["path"] == str(tmp_path / "ds")
+    with pytest.raises(InputError, match="another dataset"):
+        other.select(tmp_path / "sel")
+    with pytest.raises(InputError, match="different datasets"):
+        miniplm.select(tmp_path / "s2", teacher=tmp_path / "t", reference=tmp_path / "x", count=4)
+    with pytest.raises(InputError, match="different datasets"):
+        miniplm.select(
+            tmp_path / "s3", teacher=tmp_path / "t", data=tmp_path / "other", by="teacher", count=4
+        )
+    assert not (tmp_path / "s2").exists() and not (tmp_path / "s3").exists()

@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from miniplm import _core
 from miniplm._atomic import atomic_dir
+from miniplm.errors import InputError
 
 PathLike = Union[str, "os.PathLike[str]"]
 IdArray = npt.NDArray[np.integer[Any]]
@@ -157,6 +158,20 @@ class TokenDataset:
         lengths = self._native.gather(ids64, out, pad_id)
         return out, lengths
 
+    def write_selection(
+        self, out: PathLike, ids: IdArray, what: str, *, overwrite: bool = False
+    ) -> Path:
+        """Write ``ids`` of this dataset (sorted, deduplicated) as a selection directory
+        (``ids.npy`` + ``selection.json`` with ``mode: "given"``, the dataset's count and
+        fingerprint), the way ``miniplm-sample select`` writes its own."""
+        raw = _id_array(ids)
+        if raw.size and int(raw.min()) < 0:
+            raise InputError(f"negative instance id {int(raw.min())} for {self.path}")
+        self._native.write_selection(
+            os.fspath(out), np.ascontiguousarray(raw, dtype=np.uint64), what, overwrite
+        )
+        return Path(out)
+
     def select(self, selection: PathLike | IdArray) -> DatasetView:
         """A view of the instances kept by a selection (a directory with ``ids.npy``, or
         an id array), without copying tokens."""
@@ -168,20 +183,26 @@ class DatasetView:
 
     def __init__(self, base: TokenDataset, selection: PathLike | IdArray) -> None:
         if isinstance(selection, (str, os.PathLike)):
-            from miniplm.sampling import load_selection
-
-            ids, _ = load_selection(selection)
+            # ids.npy and selection.json checked in the core, against this dataset.
+            ids: npt.NDArray[Any] = base._native.read_selection(os.fspath(selection))
         else:
             ids = np.asarray(selection)
-        if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
-            raise ValueError(
-                f"selection ids must be a 1-D integer array, got {ids.dtype}{ids.shape}"
-            )
-        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= len(base)):
-            raise IndexError(
-                f"selection ids range over [{int(ids.min())}, {int(ids.max())}] "
-                f"but {base.path} has {len(base)} instances"
-            )
+            if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
+                raise ValueError(
+                    f"selection ids must be a 1-D integer array, got {ids.dtype}{ids.shape}"
+                )
+            if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= len(base)):
+                raise IndexError(
+                    f"selection ids range over [{int(ids.min())}, {int(ids.max())}] "
+                    f"but {base.path} has {len(base)} instances"
+                )
+            steps = np.diff(ids.astype(np.int64))
+            if steps.size and int(steps.min()) <= 0:
+                at = int(np.argmax(steps <= 0)) + 1
+                raise InputError(
+                    f"selection ids must be strictly ascending (no duplicates): "
+                    f"position {at} holds {int(ids[at])} after {int(ids[at - 1])}"
+                )
         self.base = base
         self.ids = ids.astype(np.uint64, copy=False)
 

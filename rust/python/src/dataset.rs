@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use miniplm_core::select::{read_selection, write_given_selection};
 use miniplm_core::shards::{Dataset, GatherOut};
 use miniplm_core::Error;
 use numpy::{
@@ -156,6 +157,39 @@ impl PyDataset {
 
     fn fingerprint(&self, py: Python<'_>) -> PyResult<String> {
         py.detach(|| self.inner.fingerprint()).map_err(to_py)
+    }
+
+    /// The ids of the selection directory `dir`, checked against this dataset (see
+    /// `miniplm_core::select::read_selection`).
+    fn read_selection<'py>(
+        &self,
+        py: Python<'py>,
+        dir: PathBuf,
+    ) -> PyResult<Bound<'py, PyArray1<u64>>> {
+        let ids = py
+            .detach(|| read_selection(&dir, &self.inner))
+            .map_err(to_py)?;
+        Ok(ids.into_pyarray(py))
+    }
+
+    /// Write `ids` of this dataset as a selection directory `out` (`mode: "given"`).
+    #[pyo3(signature = (out, ids, what, overwrite=false))]
+    fn write_selection(
+        &self,
+        py: Python<'_>,
+        out: PathBuf,
+        ids: PyReadonlyArray1<'_, u64>,
+        what: &str,
+        overwrite: bool,
+    ) -> PyResult<()> {
+        let ids = ids.as_slice().map_err(|_| {
+            to_py(Error::invalid(
+                "write_selection: ids must be a contiguous uint64 array",
+            ))
+        })?;
+        py.detach(|| write_given_selection(&out, ids, &self.inner, what, overwrite))
+            .map_err(to_py)?;
+        Ok(())
     }
 
     /// `(min, max)` token id over all instances, `None` without tokens.
