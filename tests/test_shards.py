@@ -321,3 +321,21 @@ def test_selection_from_score_runs_records_their_dataset(tmp_path: Path) -> None
             tmp_path / "s3", teacher=tmp_path / "t", data=tmp_path / "other", by="teacher", count=4
         )
     assert not (tmp_path / "s2").exists() and not (tmp_path / "s3").exists()
+
+
+def test_glob_dataset_through_select_build_and_inspect(tmp_path: Path) -> None:
+    from miniplm import _core
+
+    (tmp_path / "dt").mkdir()
+    for k in range(2):
+        seqs = [np.array([k, i], dtype=np.uint16) for i in range(6)]
+        megatron_write(tmp_path / "dt" / f"{k:05d}_tokens", seqs, np.uint16)
+    glob = str(tmp_path / "dt" / "*_tokens")
+    info = miniplm.select(tmp_path / "sel", random=True, count=5, data=glob)
+    assert info["dataset"]["path"] == glob and info["num_instances"] == 12
+    rep = miniplm.build(glob, tmp_path / "sel", tmp_path / "out")
+    assert rep["dataset"]["path"] == glob
+    assert rep["dataset"]["fingerprint"] == TokenDataset(glob).fingerprint()
+    argv = ["miniplm-sample", "--quiet", "inspect", "--json", glob]
+    assert _core.sample_main(argv) == 0
+    assert miniplm.inspect(glob)["num_instances"] == 12

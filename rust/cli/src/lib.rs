@@ -116,7 +116,8 @@ pub struct SelectArgs {
 
 #[derive(Args)]
 pub struct BuildArgs {
-    /// Source token dataset (directory or prefix of Megatron shards).
+    /// Source token dataset: a directory, a shard prefix, or a quoted glob of prefixes
+    /// ('dir/*_tokens').
     #[arg(long)]
     pub data: PathBuf,
     /// Selection directory written by `select`.
