@@ -131,7 +131,7 @@ def test_heldout_selection_max_instances_and_seq_len(tiny: dict[str, Any]) -> No
     sel.mkdir(exist_ok=True)
     ids = np.array([1, 4, 5, 9, 13, 20], dtype=np.uint64)
     np.save(sel / "ids.npy", ids)
-    (sel / "selection.json").write_text("{}")
+    (sel / "selection.json").write_text('{"format": "miniplm.selection"}')
     r = evaluate(
         tiny["model"],
         data=tiny["data"],
