@@ -50,6 +50,12 @@ def test_inspect_every_kind(tmp_path: Path) -> None:
     assert sel["kind"] == "selection" and sel["num_ids"] == 2 and sel["problems"] == []
     np.save(tmp_path / "sel" / "ids.npy", np.array([3, 0], dtype=np.uint64))
     assert any("ascending" in p for p in miniplm.inspect(tmp_path / "sel")["problems"])
+    meta = json.loads((tmp_path / "sel" / "selection.json").read_text())
+    assert meta["dataset"]["num_instances"] == meta["num_instances"]
+    meta["dataset"]["num_instances"] += 1
+    (tmp_path / "sel" / "selection.json").write_text(json.dumps(meta))
+    problems = miniplm.inspect(tmp_path / "sel")["problems"]
+    assert any("dataset.num_instances" in p for p in problems), problems
 
 
 def test_cli_inspect_text_and_json(tmp_path: Path) -> None:

@@ -131,7 +131,7 @@ def test_heldout_selection_max_instances_and_seq_len(tiny: dict[str, Any]) -> No
     sel.mkdir(exist_ok=True)
     ids = np.array([1, 4, 5, 9, 13, 20], dtype=np.uint64)
     np.save(sel / "ids.npy", ids)
-    (sel / "selection.json").write_text("{}")
+    (sel / "selection.json").write_text('{"format": "miniplm.selection"}')
     r = evaluate(
         tiny["model"],
         data=tiny["data"],
@@ -387,3 +387,18 @@ def test_cli_end_to_end(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"{bad}:1: 'choices' is empty" in err and "miniplm eval: error" in err
+
+
+def test_heldout_token_outside_the_vocabulary(tiny: dict[str, Any], tmp_path: Path) -> None:
+    import miniplm
+
+    vocab = int(
+        AutoModelForCausalLM.from_pretrained(tiny["model"]).get_input_embeddings().weight.shape[0]
+    )
+    seqs = [np.array([4, 5, 6]), np.array([5, vocab + 3, 4]), np.array([-1, 4], dtype=np.int64)]
+    miniplm.write_dataset(tmp_path / "d", seqs, dtype="int32")
+    with pytest.raises(InputError, match=f"instance 1 holds token id {vocab + 3}"):
+        evaluate(tiny["model"], data=tmp_path / "d", device="cpu", allow_tokenizer_mismatch=True)
+    miniplm.write_dataset(tmp_path / "n", seqs[2:], dtype="int32")
+    with pytest.raises(InputError, match="instance 0 holds token id -1"):
+        evaluate(tiny["model"], data=tmp_path / "n", device="cpu", allow_tokenizer_mismatch=True)

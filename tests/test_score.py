@@ -119,9 +119,12 @@ def test_two_models_in_one_pass_equal_separate_runs(tmp_path: Path) -> None:
 
 def test_bad_inputs_are_refused(tmp_path: Path) -> None:
     model = make_model(tmp_path / "m", vocab=50)
-    make_dataset(tmp_path / "data", n=10, vocab=97)  # ids beyond the model's vocabulary
-    with pytest.raises(InputError, match="outside the model vocabulary of 50"):
+    seqs = make_dataset(tmp_path / "data", n=10, vocab=97)  # ids beyond the model's vocabulary
+    first = next(i for i, s in enumerate(seqs) if len(s) and int(s.max()) >= 50)
+    token = next(int(t) for t in seqs[first] if t >= 50)
+    with pytest.raises(InputError, match=f"instance {first} holds token id {token}, outside"):
         _run(model, tmp_path / "data", tmp_path / "r")
+    assert not (tmp_path / "r").exists()
     with pytest.raises(InputError, match="one --out per --model"):
         score([str(model)], tmp_path / "data", [], _opts())
     with pytest.raises(FileNotFoundError, match="no such model"):

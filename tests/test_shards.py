@@ -184,6 +184,7 @@ def test_build_refuses_bad_selection(tmp_path: Path) -> None:
     megatron_write(tmp_path / "ds", [np.arange(3)] * 5, np.uint16)
     sel = tmp_path / "sel"
     sel.mkdir()
+    (sel / "selection.json").write_text('{"format": "miniplm.selection"}')
     np.save(sel / "ids.npy", np.array([3, 1], dtype=np.uint64))
     with pytest.raises(FormatError, match=r"ids\.npy"):
         miniplm.build(tmp_path / "ds", sel, tmp_path / "out")
@@ -191,3 +192,150 @@ def test_build_refuses_bad_selection(tmp_path: Path) -> None:
     with pytest.raises((FormatError, InputError), match=r"ids\.npy"):
         miniplm.build(tmp_path / "ds", sel, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds.bin", "ds.idx", "sel"]
+
+
+def test_indices_must_be_integers(tmp_path: Path) -> None:
+    megatron_write(tmp_path / "c", [np.array([1, 2]), np.array([3]), np.array([4])], np.uint16)
+    ds = TokenDataset(tmp_path / "c")
+    assert ds[np.int64(1)].tolist() == [3]
+    assert ds[np.uint8(2)].tolist() == [4]
+    for bad in [1.5, True, np.float64(1.0), np.bool_(True), "1"]:
+        with pytest.raises(TypeError, match="integer"):
+            ds[bad]  # type: ignore[index]
+    for ids in [[0.5, 1.2], np.array([0.0]), [True, False]]:
+        with pytest.raises(TypeError, match="integers"):
+            ds.gather(np.asarray(ids), 2)
+    out, _ = ds.gather(np.array([], dtype=np.int64), 2)
+    assert out.shape == (0, 2)
+    view = ds.select(np.array([0, 2], dtype=np.uint64))
+    assert view[1].tolist() == [4]
+    with pytest.raises(TypeError):
+        view[0.0]  # type: ignore[index]
+    with pytest.raises(TypeError):
+        view.gather(np.array([0.7]), 2)
+
+
+def test_token_range_and_vocab_check(tmp_path: Path) -> None:
+    megatron_write(tmp_path / "c_0", [np.array([0, 7]), np.array([3])], np.int32)
+    megatron_write(tmp_path / "c_1", [np.array([1, -2]), np.array([50])], np.int32)
+    ds = TokenDataset(tmp_path)
+    assert ds.token_range() == (-2, 50)
+    with pytest.raises(InputError, match=r"instance 2 holds token id -2"):
+        ds.check_vocab(100)
+    megatron_write(tmp_path / "c_1", [np.array([1, 2]), np.array([50])], np.int32)
+    ds = TokenDataset(tmp_path)
+    ds.check_vocab(51)
+    with pytest.raises(InputError, match=rf"{tmp_path}.*instance 3 holds token id 50"):
+        ds.check_vocab(50)
+
+
+def test_datatrove_prefixes_as_glob_or_list(tmp_path: Path) -> None:
+    for k in range(3):
+        megatron_write(tmp_path / f"{k:05d}_tokens", [np.array([k]), np.array([k, k])], np.uint16)
+    with pytest.raises(InputError, match="several datasets"):
+        TokenDataset(tmp_path)
+    glob = TokenDataset(f"{tmp_path}/*_tokens")
+    assert len(glob) == 6 and glob[2].tolist() == [1]
+    assert glob.record() == f"{tmp_path}/*_tokens"
+    listed = TokenDataset([tmp_path / "00002_tokens", tmp_path / "00000_tokens"])
+    assert [listed[i].tolist() for i in range(4)] == [[2], [2, 2], [0], [0, 0]]
+    assert listed.record() == [str(tmp_path / "00002_tokens"), str(tmp_path / "00000_tokens")]
+    assert glob.fingerprint().startswith("xxh3c:")
+    assert glob.fingerprint() != listed.fingerprint()
+
+
+def test_selection_is_tied_to_its_dataset(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(0, 1000, 5).astype(np.uint16) for _ in range(20)]
+    megatron_write(tmp_path / "ds", seqs, np.uint16)
+    megatron_write(tmp_path / "small", seqs[:19], np.uint16)
+    megatron_write(tmp_path / "same", seqs[::-1], np.uint16)
+    ds = TokenDataset(tmp_path / "ds")
+    info = miniplm.select(tmp_path / "sel", random=True, ratio=0.5, data=tmp_path / "ds")
+    assert info["dataset"] == {
+        "num_instances": 20,
+        "fingerprint": ds.fingerprint(),
+        "path": str(tmp_path / "ds"),
+    }
+    assert len(ds.select(tmp_path / "sel")) == 10
+    for other, what in [("small", "dataset of 20 instances"), ("same", "another dataset")]:
+        with pytest.raises(InputError, match=what):
+            TokenDataset(tmp_path / other).select(tmp_path / "sel")
+        with pytest.raises(InputError, match=what):
+            miniplm.build(tmp_path / other, tmp_path / "sel", tmp_path / "out")
+    # Plain .npy scores: only the count is known, unless --data is given.
+    np.save(tmp_path / "nll.npy", rng.random(20))
+    info = miniplm.select(tmp_path / "s2", teacher_nll=tmp_path / "nll.npy", by="teacher", count=5)
+    assert info["dataset"] == {"num_instances": 20, "fingerprint": None, "path": None}
+    TokenDataset(tmp_path / "same").select(tmp_path / "s2")
+    with pytest.raises(InputError, match="dataset of 20 instances"):
+        TokenDataset(tmp_path / "small").select(tmp_path / "s2")
+    # A garbage or foreign selection.json names the file.
+    (tmp_path / "s2" / "selection.json").write_text("{garbage")
+    with pytest.raises(FormatError, match=r"selection\.json.*JSON"):
+        ds.select(tmp_path / "s2")
+    with pytest.raises(FormatError, match=r"selection\.json.*JSON"):
+        miniplm.load_selection(tmp_path / "s2")
+    (tmp_path / "s2" / "selection.json").write_text("[]")
+    with pytest.raises(FormatError, match="not a selection"):
+        ds.select(tmp_path / "s2")
+    # Unsorted or duplicate ids are refused, from a file or an array.
+    for bad in [[3, 1], [1, 1]]:
+        with pytest.raises(InputError, match="ascending"):
+            ds.select(np.array(bad))
+        sel = ds.write_selection(tmp_path / "given", np.array([1, 3]), "test", overwrite=True)
+        np.save(sel / "ids.npy", np.array(bad, dtype=np.uint64))
+        with pytest.raises(FormatError, match="ascending"):
+            ds.select(sel)
+    # The core writer sorts and records the binding.
+    sel = ds.write_selection(tmp_path / "given", np.array([7, 2, 7]), "test", overwrite=True)
+    assert ds.select(sel).ids.tolist() == [2, 7]
+    meta = miniplm.load_selection(sel)[1]
+    assert meta["mode"] == "given" and meta["num_selected"] == 2
+    assert meta["dataset"]["fingerprint"] == ds.fingerprint()
+
+
+def test_selection_from_score_runs_records_their_dataset(tmp_path: Path) -> None:
+    from miniplm.scores import write_score_run
+
+    seqs = [np.arange(i % 5 + 1, dtype=np.uint16) for i in range(12)]
+    megatron_write(tmp_path / "ds", seqs, np.uint16)
+    megatron_write(tmp_path / "other", seqs[::-1], np.uint16)
+    ds, other = TokenDataset(tmp_path / "ds"), TokenDataset(tmp_path / "other")
+    rng = np.random.default_rng(1)
+    cnt = np.full(12, 3)
+    for name, d in [("t", ds), ("r", ds), ("x", other)]:
+        rec = {"path": str(d.path), "fingerprint": d.fingerprint()}
+        write_score_run(tmp_path / name, rng.random(12), cnt, dataset=rec)
+    info = miniplm.select(
+        tmp_path / "sel", teacher=tmp_path / "t", reference=tmp_path / "r", count=4
+    )
+    assert info["dataset"]["fingerprint"] == ds.fingerprint()
+    assert info["dataset"]["path"] == str(tmp_path / "ds")
+    with pytest.raises(InputError, match="another dataset"):
+        other.select(tmp_path / "sel")
+    with pytest.raises(InputError, match="different datasets"):
+        miniplm.select(tmp_path / "s2", teacher=tmp_path / "t", reference=tmp_path / "x", count=4)
+    with pytest.raises(InputError, match="different datasets"):
+        miniplm.select(
+            tmp_path / "s3", teacher=tmp_path / "t", data=tmp_path / "other", by="teacher", count=4
+        )
+    assert not (tmp_path / "s2").exists() and not (tmp_path / "s3").exists()
+
+
+def test_glob_dataset_through_select_build_and_inspect(tmp_path: Path) -> None:
+    from miniplm import _core
+
+    (tmp_path / "dt").mkdir()
+    for k in range(2):
+        seqs = [np.array([k, i], dtype=np.uint16) for i in range(6)]
+        megatron_write(tmp_path / "dt" / f"{k:05d}_tokens", seqs, np.uint16)
+    glob = str(tmp_path / "dt" / "*_tokens")
+    info = miniplm.select(tmp_path / "sel", random=True, count=5, data=glob)
+    assert info["dataset"]["path"] == glob and info["num_instances"] == 12
+    rep = miniplm.build(glob, tmp_path / "sel", tmp_path / "out")
+    assert rep["dataset"]["path"] == glob
+    assert rep["dataset"]["fingerprint"] == TokenDataset(glob).fingerprint()
+    argv = ["miniplm-sample", "--quiet", "inspect", "--json", glob]
+    assert _core.sample_main(argv) == 0
+    assert miniplm.inspect(glob)["num_instances"] == 12

@@ -483,3 +483,21 @@ def test_cli_end_to_end(tmp_path: Path, tok_dir: Path, capsys: pytest.CaptureFix
     assert json.loads((tmp_path / "z" / "tokenize.json").read_text())["tokenizer"]["eos_token"] == (
         "<pad>"
     )
+
+
+def test_tokenize_json_lists_shards_and_a_missing_one_is_caught(
+    tmp_path: Path, tok_json: str
+) -> None:
+    a = _write_jsonl(tmp_path / "a.jsonl", [{"text": t} for t in DOCS[:30]])
+    out = tmp_path / "out"
+    meta = _run([a], out, tok_json, min_tokens=1, shard_size=200)
+    shards = meta["shards"]
+    assert len(shards) >= 3, shards
+    assert [s["name"] for s in shards] == [f"corpus_{k}" for k in range(len(shards))]
+    assert sum(s["num_instances"] for s in shards) == meta["counts"]["instances"]
+    assert len(miniplm.TokenDataset(out)) == meta["counts"]["instances"]
+    last = shards[-1]["name"]
+    (out / f"{last}.idx").unlink()
+    (out / f"{last}.bin").unlink()
+    with pytest.raises(FormatError, match=f"tokenize.json.*missing {last}"):
+        miniplm.TokenDataset(out)

@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM
 
 import miniplm
 from miniplm.cli import main as cli_main
-from miniplm.errors import InputError
+from miniplm.errors import FormatError, InputError
 from miniplm.training.losses import head_losses, plain_losses
 from miniplm.training.stream import SampleOrder
 from miniplm.training.trainer import TrainOptions, cosine_lr, train
@@ -337,3 +337,26 @@ def test_to_argv_round_trips_through_the_train_parser() -> None:
     assert back == opt
     with pytest.raises(ValueError, match="betas"):
         to_argv(TrainOptions(data="d", out="o", betas=(0.9, 0.95)))
+
+
+def test_token_outside_the_vocabulary_is_refused_before_the_output(tmp_path: Path) -> None:
+    seqs = [np.arange(4, 20) for _ in range(10)]
+    seqs[6] = np.array([5, 6, VOCAB + 2, 7])
+    miniplm.write_dataset(tmp_path / "d", seqs, dtype="int32")
+    with pytest.raises(InputError, match=f"instance 6 holds token id {VOCAB + 2}"):
+        train(_opts(tmp_path / "d", tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_selection_with_duplicates_or_for_another_dataset_is_refused(tmp_path: Path) -> None:
+    patterned(tmp_path / "d", n=20)
+    patterned(tmp_path / "e", n=21)
+    ds = miniplm.TokenDataset(tmp_path / "d")
+    sel = ds.write_selection(tmp_path / "sel", np.array([1, 2, 3]), "test")
+    np.save(sel / "ids.npy", np.array([1, 2, 2], dtype=np.uint64))
+    with pytest.raises(FormatError, match="ascending"):
+        train(_opts(tmp_path / "d", tmp_path / "o", selection=str(sel)))
+    ds.write_selection(sel, np.array([1, 2, 3]), "test", overwrite=True)
+    with pytest.raises(InputError, match="dataset of 20 instances"):
+        train(_opts(tmp_path / "e", tmp_path / "o", selection=str(sel)))
+    assert not (tmp_path / "o").exists()

@@ -8,6 +8,9 @@ import os
 from dataclasses import fields
 from typing import Any
 
+DATA_HELP = "a directory, a shard prefix, or a quoted glob of prefixes ('dir/*_tokens')"
+"""What every CLI's ``--data`` says it takes (docs/FORMATS.md, "Token dataset")."""
+
 # Negative switches: the field is True by default and the flag turns it off.
 _OFF = {"progress": "--quiet", "shuffle": "--no-shuffle"}
 

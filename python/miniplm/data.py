@@ -4,7 +4,7 @@ and views through a selection without copying anything."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Union
 
@@ -13,9 +13,29 @@ import numpy.typing as npt
 
 from miniplm import _core
 from miniplm._atomic import atomic_dir
+from miniplm.errors import InputError
 
 PathLike = Union[str, "os.PathLike[str]"]
 IdArray = npt.NDArray[np.integer[Any]]
+DataSpec = Union[PathLike, Sequence[PathLike]]
+"""A dataset as users name it: a prefix, a directory, a glob of prefixes, or a list."""
+
+
+def _index(i: object) -> int:
+    """``i`` as an instance index: Python or numpy integers, never bools or floats."""
+    if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+        raise TypeError(f"instance index must be an integer, got {type(i).__name__} {i!r}")
+    return int(i)
+
+
+def _id_array(ids: object) -> npt.NDArray[Any]:
+    """``ids`` as an integer array; floats and bools are refused, not truncated."""
+    raw = np.asarray(ids)
+    if raw.size == 0:
+        return raw.astype(np.int64)
+    if raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.integer):
+        raise TypeError(f"instance ids must be integers, got {raw.dtype}")
+    return raw
 
 
 def _memmap(path: str, dtype: str, offset: int, count: int) -> npt.NDArray[Any]:
@@ -51,9 +71,17 @@ class TokenDataset:
     ``ds.gather(ids, seq_len)`` fills a padded (B, L) batch in Rust.
     """
 
-    def __init__(self, path: PathLike) -> None:
-        self.path = Path(path)
-        self._native = _core.Dataset(os.fspath(path))
+    def __init__(self, path: DataSpec) -> None:
+        given = (
+            os.fspath(path)
+            if isinstance(path, (str, os.PathLike))
+            else [os.fspath(p) for p in path]
+        )
+        self._native = _core.Dataset(given)
+        #: The dataset as given (paths joined by ", " for a list), for messages.
+        self.path = Path(self._native.path)
+        #: The paths the dataset was opened from, as given.
+        self.paths = [Path(p) for p in self._native.paths()]
         self._shards = [_Shard(s) for s in self._native.shards()]
         self._starts = np.array([s.first for s in self._shards], dtype=np.int64)
 
@@ -69,7 +97,23 @@ class TokenDataset:
         return np.dtype(self._native.dtype)
 
     def fingerprint(self) -> str:
+        """xxh3 over every byte of every shard file (``xxh3c:...``; cached per file)."""
         return self._native.fingerprint()
+
+    def record(self) -> str | list[str]:
+        """The dataset as given, with absolute paths, for manifests: one path (or glob),
+        or the list of paths."""
+        paths = [os.path.abspath(p) for p in self.paths]
+        return paths[0] if len(paths) == 1 else paths
+
+    def token_range(self) -> tuple[int, int] | None:
+        """``(min, max)`` token id over all instances (``None`` without tokens)."""
+        return self._native.token_range()
+
+    def check_vocab(self, vocab_size: int) -> None:
+        """Raise ``InputError`` naming the dataset, the first instance holding a token id
+        outside ``[0, vocab_size)`` and that id."""
+        self._native.check_vocab(vocab_size)
 
     def lengths(self) -> npt.NDArray[np.int32]:
         """Token count of every instance (a copy, concatenated over shards)."""
@@ -79,7 +123,7 @@ class TokenDataset:
 
     def __getitem__(self, i: int) -> npt.NDArray[Any]:
         n = len(self)
-        i = int(i)
+        i = _index(i)
         if i < 0:
             i += n
         if not 0 <= i < n:
@@ -103,7 +147,7 @@ class TokenDataset:
         """Copy instances ``ids`` into a (B, seq_len) int64 array (or into ``out``, int64 or
         int32, C-contiguous), truncating long ones and padding short ones with ``pad_id``.
         Returns the batch and the number of real tokens per row."""
-        raw = np.asarray(ids)
+        raw = _id_array(ids)
         if raw.size and np.issubdtype(raw.dtype, np.signedinteger) and int(raw.min()) < 0:
             raise IndexError(f"negative instance id {int(raw.min())} for {self.path}")
         ids64: npt.NDArray[np.uint64] = np.ascontiguousarray(raw, dtype=np.uint64)
@@ -113,6 +157,20 @@ class TokenDataset:
             out = np.empty((len(ids64), seq_len), dtype=np.int64)
         lengths = self._native.gather(ids64, out, pad_id)
         return out, lengths
+
+    def write_selection(
+        self, out: PathLike, ids: IdArray, what: str, *, overwrite: bool = False
+    ) -> Path:
+        """Write ``ids`` of this dataset (sorted, deduplicated) as a selection directory
+        (``ids.npy`` + ``selection.json`` with ``mode: "given"``, the dataset's count and
+        fingerprint), the way ``miniplm-sample select`` writes its own."""
+        raw = _id_array(ids)
+        if raw.size and int(raw.min()) < 0:
+            raise InputError(f"negative instance id {int(raw.min())} for {self.path}")
+        self._native.write_selection(
+            os.fspath(out), np.ascontiguousarray(raw, dtype=np.uint64), what, overwrite
+        )
+        return Path(out)
 
     def select(self, selection: PathLike | IdArray) -> DatasetView:
         """A view of the instances kept by a selection (a directory with ``ids.npy``, or
@@ -125,20 +183,26 @@ class DatasetView:
 
     def __init__(self, base: TokenDataset, selection: PathLike | IdArray) -> None:
         if isinstance(selection, (str, os.PathLike)):
-            from miniplm.sampling import load_selection
-
-            ids, _ = load_selection(selection)
+            # ids.npy and selection.json checked in the core, against this dataset.
+            ids: npt.NDArray[Any] = base._native.read_selection(os.fspath(selection))
         else:
             ids = np.asarray(selection)
-        if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
-            raise ValueError(
-                f"selection ids must be a 1-D integer array, got {ids.dtype}{ids.shape}"
-            )
-        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= len(base)):
-            raise IndexError(
-                f"selection ids range over [{int(ids.min())}, {int(ids.max())}] "
-                f"but {base.path} has {len(base)} instances"
-            )
+            if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
+                raise ValueError(
+                    f"selection ids must be a 1-D integer array, got {ids.dtype}{ids.shape}"
+                )
+            if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= len(base)):
+                raise IndexError(
+                    f"selection ids range over [{int(ids.min())}, {int(ids.max())}] "
+                    f"but {base.path} has {len(base)} instances"
+                )
+            steps = np.diff(ids.astype(np.int64))
+            if steps.size and int(steps.min()) <= 0:
+                at = int(np.argmax(steps <= 0)) + 1
+                raise InputError(
+                    f"selection ids must be strictly ascending (no duplicates): "
+                    f"position {at} holds {int(ids[at])} after {int(ids[at - 1])}"
+                )
         self.base = base
         self.ids = ids.astype(np.uint64, copy=False)
 
@@ -146,7 +210,7 @@ class DatasetView:
         return len(self.ids)
 
     def __getitem__(self, j: int) -> npt.NDArray[Any]:
-        return self.base[int(self.ids[j])]
+        return self.base[int(self.ids[_index(j)])]
 
     def gather(
         self,
@@ -157,7 +221,7 @@ class DatasetView:
         out: npt.NDArray[Any] | None = None,
     ) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint32]]:
         """``gather`` of the base dataset at ``ids[positions]``."""
-        return self.base.gather(self.ids[np.asarray(positions)], seq_len, pad_id=pad_id, out=out)
+        return self.base.gather(self.ids[_id_array(positions)], seq_len, pad_id=pad_id, out=out)
 
 
 def write_dataset(

@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from miniplm import _core
 from miniplm.data import PathLike
+from miniplm.errors import FormatError
 
 
 def _path(p: PathLike | None) -> str | None:
@@ -106,8 +107,15 @@ def inspect(path: PathLike, *, threads: int = 0, progress: bool = False) -> dict
 
 
 def load_selection(path: PathLike) -> tuple[npt.NDArray[np.uint64], dict[str, Any]]:
-    """``(ids, info)``: the kept ids (memory-mapped, ascending) and selection.json."""
+    """``(ids, info)``: the kept ids (memory-mapped) and selection.json, unchecked against
+    any dataset (``TokenDataset.select`` checks them)."""
     d = Path(path)
-    info: dict[str, Any] = json.loads((d / "selection.json").read_text())
+    meta = d / "selection.json"
+    try:
+        info = json.loads(meta.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FormatError(f"{meta}: bad JSON: {e}") from None
+    if not isinstance(info, dict) or info.get("format") != "miniplm.selection":
+        raise FormatError(f'{meta}: bad format: not "miniplm.selection"; not a selection')
     ids: npt.NDArray[np.uint64] = np.load(d / "ids.npy", mmap_mode="r")
     return ids, info

@@ -148,6 +148,7 @@ class _Output:
         self.pending_tokens = 0
         self.instances = 0
         self.dropped = 0
+        self.shards: list[dict[str, Any]] = []
         self.source_file: BinaryIO = open(directory / ".sources.u32", "wb")  # noqa: SIM115
 
     def add(self, chunks: list[Chunk], per_source: list[dict[str, int]]) -> None:
@@ -175,7 +176,14 @@ class _Output:
 
     def finish(self, directory: Path, num_sources: int) -> None:
         self.flush()
-        self.writer.finish()
+        self.shards = [
+            {
+                "name": Path(s["prefix"]).name,
+                "num_instances": s["num_instances"],
+                "num_tokens": s["num_tokens"],
+            }
+            for s in self.writer.finish()
+        ]
         self.source_file.close()
         raw = directory / ".sources.u32"
         dtype = np.uint16 if num_sources <= 1 << 16 else np.uint32
@@ -327,6 +335,7 @@ def tokenize_corpus(
                 "dtype": dtype,
                 "sources": run.names,
                 "inputs": inputs_meta,
+                "shards": output.shards,
                 "counts": {
                     "documents": run.documents,
                     "empty_documents": docs.empty,

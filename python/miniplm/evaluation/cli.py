@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from miniplm._argv import DATA_HELP
 from miniplm.scoring.cli import add_device_options
 
 
@@ -27,7 +28,7 @@ def register(sub: Any) -> None:
         "model's own, else the tokenizer.json beside --data)",
     )
     d = p.add_argument_group("held-out loss")
-    d.add_argument("--data", help="held-out token dataset (directory or shard prefix)")
+    d.add_argument("--data", help=f"held-out token dataset: {DATA_HELP}")
     d.add_argument("--selection", help="only the instances of a selection (SELDIR)")
     d.add_argument("--max-instances", type=int, help="only the first N instances")
     d.add_argument(

@@ -20,12 +20,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from miniplm._atomic import atomic_write_text
 from miniplm.pipeline.config import RunConfig, TrainSpec, corpus_files
+
+if TYPE_CHECKING:
+    from miniplm.data import TokenDataset
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -120,11 +123,11 @@ def _torchrun(ctx: Context, args: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def _write_ids(d: Path, ids: np.ndarray, what: str) -> str:
-    """A selection-shaped folder (``ids.npy`` + ``selection.json``) for ``ids``."""
-    d.mkdir(parents=True, exist_ok=True)
-    np.save(d / "ids.npy", np.sort(ids).astype(np.uint64))
-    _write_json(d / "selection.json", {"format": "miniplm.selection", "what": what, "k": len(ids)})
+def _write_ids(ds: TokenDataset, d: Path, ids: np.ndarray, what: str) -> str:
+    """A selection folder for ``ids`` of ``ds``, written by the core's selection writer
+    (so it carries the dataset's count and fingerprint like ``select``'s own)."""
+    d.parent.mkdir(parents=True, exist_ok=True)
+    ds.write_selection(d, ids, what, overwrite=True)
     return str(d)
 
 
@@ -268,7 +271,8 @@ def split_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
 
     cfg = ctx.cfg
     data = Path(ctx.out("data")["dataset"])
-    n = len(TokenDataset(data))
+    ds = TokenDataset(data)
+    n = len(ds)
     ref = np.load(data / "ref_ids.npy").astype(np.int64)
     rest = np.setdiff1d(np.arange(n), ref)
     rng = np.random.default_rng([cfg.seed, 1])
@@ -282,7 +286,10 @@ def split_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     np.save(sdir / "exclude.npy", exclude.astype(np.uint64))
     by_source = {
         str(name): _write_ids(
-            sdir / "heldout-by-source" / str(k), heldout[sources[heldout] == k], f"held-out {name}"
+            ds,
+            sdir / "heldout-by-source" / str(k),
+            heldout[sources[heldout] == k],
+            f"held-out {name}",
         )
         for k, name in enumerate(names)
         if (sources[heldout] == k).any()
@@ -290,10 +297,12 @@ def split_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     return {
         "heldout_by_source": by_source,
         "instances": n,
-        "ref": _write_ids(sdir / "ref", ref, "reference training slice D_ref"),
-        "heldout": _write_ids(sdir / "heldout", heldout, "held-out evaluation slice"),
-        "heldout_clean": _write_ids(sdir / "heldout-clean", clean, "held-out, noise removed"),
-        "pool": _write_ids(sdir / "pool", np.setdiff1d(np.arange(n), heldout), "all but held-out"),
+        "ref": _write_ids(ds, sdir / "ref", ref, "reference training slice D_ref"),
+        "heldout": _write_ids(ds, sdir / "heldout", heldout, "held-out evaluation slice"),
+        "heldout_clean": _write_ids(ds, sdir / "heldout-clean", clean, "held-out, noise removed"),
+        "pool": _write_ids(
+            ds, sdir / "pool", np.setdiff1d(np.arange(n), heldout), "all but held-out"
+        ),
         "exclude": str(sdir / "exclude.npy"),
         "counts": {"ref": len(ref), "heldout": len(heldout), "heldout_clean": len(clean)},
     }

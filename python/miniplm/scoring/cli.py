@@ -7,6 +7,8 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from miniplm._argv import DATA_HELP
+
 if TYPE_CHECKING:  # not at run time: miniplm.data loads numpy, the CLI starts without it
     from miniplm.data import PathLike
 
@@ -39,7 +41,7 @@ def register(sub: Any) -> None:
         metavar="M",
         help="Hugging Face model directory (safetensors) or .gguf file; repeatable",
     )
-    p.add_argument("--data", required=True, help="token dataset (directory or shard prefix)")
+    p.add_argument("--data", required=True, help=f"token dataset: {DATA_HELP}")
     p.add_argument(
         "--out",
         action="append",

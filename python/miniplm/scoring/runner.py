@@ -154,7 +154,7 @@ def _header(
         "normalization": "mean_nll_per_scored_token",
         "model": m.describe(),
         "tokenizer": None if m.tokenizer_vocab is None else f"{len(m.tokenizer_vocab)} entries",
-        "dataset": {"path": os.path.abspath(ds.path), "fingerprint": ds.fingerprint()},
+        "dataset": {"path": ds.record(), "fingerprint": ds.fingerprint()},
         "settings": settings,
     }
 
@@ -196,6 +196,8 @@ def _score(
                 f"longer than the model's {m.max_positions} positions + 1"
             )
     scorers = [ChunkedScorer(m.model, m.ignore_id, opt.chunk_tokens) for m in loaded]
+    # Every token id inside every model's vocabulary, before any run directory exists.
+    ds.check_vocab(min(s.vocab_size for s in scorers))
     runs = [
         RunDir(out, _header(m, ds, opt, device, dtype, s.chunk_tokens, skip_info), opt.part_size)
         for out, m, s in zip(outs, loaded, scorers)
@@ -261,7 +263,6 @@ class _PartScorer:
         self.scorers = scorers
         self.opt = opt
         self.device = torch.device(device)
-        self.vocab = min(s.vocab_size for s in scorers)
         self.pin = self.device.type == "cuda"
 
     def batches(self, start: int, end: int) -> list[npt.NDArray[np.int64]]:
@@ -321,12 +322,6 @@ class _PartScorer:
         gid = start + local
         width = max(1, int(self.lengths[gid].max()))
         batch, lens = self.ds.gather(gid.astype(np.uint64), width, pad_id=0)
-        top = int(batch.max()) if batch.size else 0
-        if top >= self.vocab:
-            raise InputError(
-                f"{self.ds.path}: instance tokens reach id {top}, outside the "
-                f"model vocabulary of {self.vocab}: wrong tokenizer?"
-            )
         host = [
             torch.from_numpy(batch),
             torch.from_numpy(lens.astype(np.int64)),

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from miniplm._argv import DATA_HELP
 from miniplm.training.presets import ARCHS, PRESETS
 
 
@@ -25,7 +26,7 @@ def register(sub: Any) -> None:
     m.add_argument("--arch", choices=ARCHS, default="qwen2", help="family of --preset (qwen2)")
     m.add_argument("--vocab-size", type=int, help="default: the corpus tokenizer's")
     d = p.add_argument_group("data")
-    d.add_argument("--data", required=True, help="token dataset (directory or prefix)")
+    d.add_argument("--data", required=True, help=f"token dataset: {DATA_HELP}")
     d.add_argument("--selection", help="train on a selection (SELDIR with ids.npy), no copy")
     d.add_argument("--seq-len", type=int, default=1024, help="L: instances of L+1 tokens")
     d.add_argument("--epochs", type=float, help="passes over the (selected) data")

@@ -272,7 +272,6 @@ class _Trainer:
             directory, gguf = split_spec(opt.init_from)
             tok = model_tokenizer(directory, gguf, trust_remote_code=False)
             check_tokenizer(opt.init_from, None if tok is None else tok.get_vocab(), opt.data)
-        self._prepare_out()
         torch.manual_seed(opt.seed)
         src = self._source()
         vocab, eos_tok, eos_id, tok_file = _dataset_meta(opt.data)
@@ -292,6 +291,10 @@ class _Trainer:
                 f"student has {model.get_output_embeddings().weight.shape[0]}: Vanilla KD "
                 "needs one tokenizer and one vocabulary"
             )
+        # Every token id inside the student's vocabulary, before the output is created.
+        base = src.base if isinstance(src, DatasetView) else src
+        base.check_vocab(int(model.get_input_embeddings().weight.shape[0]))
+        self._prepare_out()
         if opt.grad_checkpointing:
             model.gradient_checkpointing_enable()
         model.to(self.device)

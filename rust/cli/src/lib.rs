@@ -13,7 +13,7 @@ use miniplm_core::build::{build, BuildOptions, BuildReport};
 use miniplm_core::inspect::inspect;
 use miniplm_core::scores::ScoreSource;
 use miniplm_core::select::{
-    select, Amount, By, Keep, Mode, SelectInputs, SelectSpec, SelectionReport,
+    select, Amount, By, DatasetRef, Keep, Mode, SelectInputs, SelectSpec, SelectionReport,
 };
 use miniplm_core::shards::Dataset;
 use miniplm_core::{Error, Job, Result};
@@ -85,7 +85,8 @@ pub struct SelectArgs {
     /// Instance ids never kept (the reference model's training slice), a .npy of ids.
     #[arg(long)]
     pub exclude: Option<PathBuf>,
-    /// Token dataset the scores belong to (checks lengths; gives N for --random without scores).
+    /// Token dataset the scores belong to: checks lengths and the score runs' dataset,
+    /// records its fingerprint in selection.json, gives N for --random without scores.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// What to rank by: the difference r, or one model's NLL (perplexity filtering).
@@ -116,7 +117,8 @@ pub struct SelectArgs {
 
 #[derive(Args)]
 pub struct BuildArgs {
-    /// Source token dataset (directory or prefix of Megatron shards).
+    /// Source token dataset: a directory, a shard prefix, or a quoted glob of prefixes
+    /// ('dir/*_tokens').
     #[arg(long)]
     pub data: PathBuf,
     /// Selection directory written by `select`.
@@ -227,15 +229,13 @@ fn spec_of(a: &SelectArgs) -> SelectSpec {
 
 /// `select` as the CLI runs it; the Python binding calls this too.
 pub fn select_cmd(a: &SelectArgs, job: &Job) -> Result<SelectionReport> {
-    let num_instances = match &a.data {
-        Some(d) => Some(Dataset::open(d)?.len()),
-        None => None,
-    };
+    let data = a.data.as_deref().map(Dataset::open).transpose()?;
     let inputs = SelectInputs {
         teacher: open_scores(&a.teacher, &a.teacher_nll)?,
         reference: open_scores(&a.reference, &a.reference_nll)?,
         exclude: a.exclude.clone(),
-        num_instances,
+        num_instances: data.as_ref().map(Dataset::len),
+        dataset: data.as_ref().map(DatasetRef::of).transpose()?,
     };
     select(&inputs, &spec_of(a), &a.out, a.overwrite, job)
 }

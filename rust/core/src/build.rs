@@ -8,8 +8,10 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::fsutil::{quick_fingerprint, write_dir_atomically, write_file_atomically};
 use crate::job::Job;
-use crate::npy::{Npy, NpyWriter};
+use crate::npy::NpyWriter;
 use crate::rng::shuffle;
+use crate::select::read_selection;
+use crate::select::record::given_path;
 use crate::shards::{Dataset, DatasetWriter, ShardSummary};
 
 pub struct BuildOptions {
@@ -36,7 +38,7 @@ impl Default for BuildOptions {
 pub struct BuildReport {
     pub format: &'static str,
     pub version: u32,
-    pub dataset: Input,
+    pub dataset: DataInput,
     pub selection: Input,
     pub shuffle_seed: Option<u64>,
     pub num_instances: u64,
@@ -53,32 +55,11 @@ pub struct Input {
     pub fingerprint: String,
 }
 
-/// The selected ids, checked: strictly ascending and inside the dataset.
-fn read_ids(path: &Path, n: u64) -> Result<Vec<u64>> {
-    let npy = Npy::open(path)?;
-    let ids = npy.view::<u64>()?;
-    if let Some(p) = ids.windows(2).position(|w| w[0] >= w[1]) {
-        return Err(Error::format(
-            path,
-            "ids",
-            format!(
-                "not strictly ascending at position {}: {} then {}",
-                p + 1,
-                ids[p],
-                ids[p + 1]
-            ),
-        ));
-    }
-    if let Some(&last) = ids.last() {
-        if last >= n {
-            return Err(Error::format(
-                path,
-                "ids",
-                format!("id {last} is out of range for a dataset of {n} instances"),
-            ));
-        }
-    }
-    Ok(ids.to_vec())
+/// The source dataset as it was given: its path (or glob), or the list of its paths.
+#[derive(Debug, Serialize)]
+pub struct DataInput {
+    pub path: serde_json::Value,
+    pub fingerprint: String,
 }
 
 const BATCH: usize = 4096;
@@ -94,12 +75,12 @@ pub fn build(
 ) -> Result<BuildReport> {
     let start = Instant::now();
     let ids_path = selection_dir.join("ids.npy");
-    let mut ids = read_ids(&ids_path, data.len())?;
+    let mut ids = read_selection(selection_dir, data)?;
     if let Some(seed) = opts.shuffle_seed {
         shuffle(&mut ids, seed);
     }
-    let dataset = Input {
-        path: data_path(data),
+    let dataset = DataInput {
+        path: given_path(data),
         fingerprint: data.fingerprint()?,
     };
     let selection = Input {
@@ -149,18 +130,11 @@ pub fn build(
     })
 }
 
-/// Where the dataset's first shard lives, for the record.
-fn data_path(data: &Dataset) -> PathBuf {
-    data.shards()
-        .first()
-        .map(|s| s.idx_path().with_extension(""))
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::npy::write_npy;
+    use crate::npy::{write_npy, Npy};
+    use crate::select::write_given_selection;
     use crate::shards::TokenDType;
 
     fn dataset(dir: &Path, seqs: &[Vec<i64>]) -> Dataset {
@@ -169,7 +143,7 @@ mod tests {
             w.add_tokens(s).unwrap();
         }
         w.finish().unwrap();
-        Dataset::open(&dir.join("c")).unwrap()
+        Dataset::open(dir).unwrap()
     }
 
     #[test]
@@ -180,15 +154,19 @@ mod tests {
             .collect();
         let data = dataset(&d.path().join("src"), &seqs);
         let sel = d.path().join("sel");
-        std::fs::create_dir(&sel).unwrap();
         let ids: Vec<u64> = (0..50).filter(|i| i % 3 == 0).collect();
-        write_npy(sel.join("ids.npy"), &ids).unwrap();
+        write_given_selection(&sel, &ids, &data, "test", false).unwrap();
         let opts = BuildOptions {
             max_shard_bytes: Some(20),
             ..Default::default()
         };
         let rep = build(&data, &sel, &d.path().join("out"), &opts, &Job::default()).unwrap();
         assert!(rep.shards.len() > 1);
+        // The dataset as given (a directory of several shards), not its first shard.
+        assert_eq!(
+            rep.dataset.path,
+            d.path().join("src").to_string_lossy().as_ref()
+        );
         let out = Dataset::open(&d.path().join("out")).unwrap();
         assert_eq!(out.len(), ids.len() as u64);
         for (j, &i) in ids.iter().enumerate() {
@@ -216,6 +194,11 @@ mod tests {
         let data = dataset(&d.path().join("src"), &[vec![1, 2], vec![3]]);
         let sel = d.path().join("sel");
         std::fs::create_dir(&sel).unwrap();
+        std::fs::write(
+            sel.join("selection.json"),
+            r#"{"format": "miniplm.selection"}"#,
+        )
+        .unwrap();
         for bad in [vec![1u64, 0], vec![0, 2], vec![1, 1]] {
             write_npy(sel.join("ids.npy"), &bad).unwrap();
             let e = build(
@@ -230,5 +213,55 @@ mod tests {
             assert!(e.contains("ids.npy"), "{e}");
             assert!(!d.path().join("out").exists());
         }
+    }
+
+    #[test]
+    fn selection_json_is_read_and_tied_to_the_dataset() {
+        let d = tempfile::tempdir().unwrap();
+        let seqs: Vec<Vec<i64>> = (0..6).map(|i| vec![i, i + 1]).collect();
+        let data = dataset(&d.path().join("src"), &seqs);
+        let sel = d.path().join("sel");
+        write_given_selection(&sel, &[1, 3], &data, "test", false).unwrap();
+        let go = |data: &Dataset| {
+            let out = d.path().join("out");
+            let r = build(data, &sel, &out, &BuildOptions::default(), &Job::default());
+            assert!(r.is_err() || out.exists());
+            let _ = std::fs::remove_dir_all(&out);
+            r.map(|_| ()).map_err(|e| e.to_string())
+        };
+        go(&data).unwrap();
+        // Another dataset of another size, and one of the same size with other tokens.
+        let other = dataset(&d.path().join("small"), &seqs[..5]);
+        let e = go(&other).unwrap_err();
+        assert!(
+            e.contains("dataset of 6 instances") && e.contains("has 5"),
+            "{e}"
+        );
+        let same_size: Vec<Vec<i64>> = (0..6).map(|i| vec![i + 9]).collect();
+        let other = dataset(&d.path().join("same"), &same_size);
+        let e = go(&other).unwrap_err();
+        assert!(e.contains("another dataset"), "{e}");
+        // Counts that disagree with ids.npy, garbage, a missing file.
+        let json = sel.join("selection.json");
+        let good = std::fs::read_to_string(&json).unwrap();
+        std::fs::write(
+            &json,
+            good.replace("\"num_selected\": 2", "\"num_selected\": 3"),
+        )
+        .unwrap();
+        let e = go(&data).unwrap_err();
+        assert!(
+            e.contains("selection.json") && e.contains("num_selected"),
+            "{e}"
+        );
+        std::fs::write(&json, "{garbage").unwrap();
+        let e = go(&data).unwrap_err();
+        assert!(e.contains("selection.json") && e.contains("JSON"), "{e}");
+        std::fs::write(&json, "[1]").unwrap();
+        let e = go(&data).unwrap_err();
+        assert!(e.contains("not a selection"), "{e}");
+        std::fs::remove_file(&json).unwrap();
+        let e = go(&data).unwrap_err();
+        assert!(e.contains("selection.json"), "{e}");
     }
 }

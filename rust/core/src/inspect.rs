@@ -350,6 +350,19 @@ fn inspect_selection(dir: &Path, _job: &Job) -> Result<SelectionInfo> {
             problems.push(format!("id {last} is past num_instances = {n}"));
         }
     }
+    let bound = selection
+        .pointer("/dataset/num_instances")
+        .and_then(|v| v.as_u64());
+    if let (Some(b), Some(n)) = (
+        bound,
+        selection.get("num_instances").and_then(|v| v.as_u64()),
+    ) {
+        if b != n {
+            problems.push(format!(
+                "selection.json says num_instances = {n} but dataset.num_instances = {b}"
+            ));
+        }
+    }
     Ok(SelectionInfo {
         path: dir.to_path_buf(),
         num_ids: ids.len() as u64,

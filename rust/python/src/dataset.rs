@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use miniplm_core::select::{read_selection, write_given_selection};
 use miniplm_core::shards::{Dataset, GatherOut};
 use miniplm_core::Error;
 use numpy::{
@@ -16,7 +17,6 @@ use crate::errors::to_py;
 #[pyclass(name = "Dataset", module = "miniplm._core", frozen)]
 pub struct PyDataset {
     inner: Dataset,
-    path: PathBuf,
 }
 
 fn gather_into<T: numpy::Element + GatherOut + Send>(
@@ -40,10 +40,16 @@ fn gather_into<T: numpy::Element + GatherOut + Send>(
 
 #[pymethods]
 impl PyDataset {
+    /// `path`: a prefix, a directory, a glob of prefixes, or a list of those (one
+    /// dataset, in the order given).
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = py.detach(|| Dataset::open(&path)).map_err(to_py)?;
-        Ok(PyDataset { inner, path })
+    fn new(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let paths: Vec<PathBuf> = match path.extract::<PathBuf>() {
+            Ok(p) => vec![p],
+            Err(_) => path.extract()?,
+        };
+        let inner = py.detach(|| Dataset::open_many(&paths)).map_err(to_py)?;
+        Ok(PyDataset { inner })
     }
 
     fn __len__(&self) -> usize {
@@ -53,7 +59,7 @@ impl PyDataset {
     fn __repr__(&self) -> String {
         format!(
             "Dataset({:?}, instances={}, tokens={}, dtype={})",
-            self.path,
+            self.inner.describe(),
             self.inner.len(),
             self.inner.num_tokens(),
             self.inner.dtype().name()
@@ -70,9 +76,19 @@ impl PyDataset {
         self.inner.dtype().name()
     }
 
+    /// The dataset as given: its path, or its paths joined by ", ".
     #[getter]
-    fn path(&self) -> PathBuf {
-        self.path.clone()
+    fn path(&self) -> String {
+        self.inner.describe()
+    }
+
+    /// The paths the dataset was opened from, as given.
+    fn paths(&self) -> Vec<String> {
+        self.inner
+            .paths()
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
     }
 
     /// One dict per shard: file paths, dtype, counts, first global id and the byte
@@ -141,5 +157,49 @@ impl PyDataset {
 
     fn fingerprint(&self, py: Python<'_>) -> PyResult<String> {
         py.detach(|| self.inner.fingerprint()).map_err(to_py)
+    }
+
+    /// The ids of the selection directory `dir`, checked against this dataset (see
+    /// `miniplm_core::select::read_selection`).
+    fn read_selection<'py>(
+        &self,
+        py: Python<'py>,
+        dir: PathBuf,
+    ) -> PyResult<Bound<'py, PyArray1<u64>>> {
+        let ids = py
+            .detach(|| read_selection(&dir, &self.inner))
+            .map_err(to_py)?;
+        Ok(ids.into_pyarray(py))
+    }
+
+    /// Write `ids` of this dataset as a selection directory `out` (`mode: "given"`).
+    #[pyo3(signature = (out, ids, what, overwrite=false))]
+    fn write_selection(
+        &self,
+        py: Python<'_>,
+        out: PathBuf,
+        ids: PyReadonlyArray1<'_, u64>,
+        what: &str,
+        overwrite: bool,
+    ) -> PyResult<()> {
+        let ids = ids.as_slice().map_err(|_| {
+            to_py(Error::invalid(
+                "write_selection: ids must be a contiguous uint64 array",
+            ))
+        })?;
+        py.detach(|| write_given_selection(&out, ids, &self.inner, what, overwrite))
+            .map_err(to_py)?;
+        Ok(())
+    }
+
+    /// `(min, max)` token id over all instances, `None` without tokens.
+    fn token_range(&self, py: Python<'_>) -> PyResult<Option<(i64, i64)>> {
+        py.detach(|| self.inner.token_range()).map_err(to_py)
+    }
+
+    /// Raise `InputError` naming the first instance with a token id outside `[0, vocab_size)`.
+    fn check_vocab(&self, py: Python<'_>, vocab_size: u64) -> PyResult<()> {
+        py.detach(|| self.inner.check_vocab(vocab_size))
+            .map_err(to_py)
     }
 }

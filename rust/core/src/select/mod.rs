@@ -40,6 +40,9 @@ use crate::npy::{DType, Npy, NpyAtWriter};
 use crate::scores::ScoreSource;
 
 mod kernel;
+pub mod record;
+
+pub use record::{read_selection, write_given_selection, DatasetBinding, DatasetRef};
 
 #[cfg(test)]
 use crate::rng::rand_u64;
@@ -93,6 +96,9 @@ pub struct SelectInputs {
     pub exclude: Option<PathBuf>,
     /// Instance count of the dataset the scores belong to, to check lengths against.
     pub num_instances: Option<u64>,
+    /// The dataset itself (`--data`), recorded in `selection.json` and checked against
+    /// the score runs' record of theirs.
+    pub dataset: Option<DatasetRef>,
 }
 
 /// Work sizes; the defaults suit real runs, tests shrink them to reach every path.
@@ -164,6 +170,8 @@ pub struct SelectionReport {
     pub score_stats: Option<ScoreStats>,
     pub histogram: Option<Histogram>,
     pub inputs: Inputs,
+    /// The dataset the selection was made for; every consumer checks it.
+    pub dataset: DatasetBinding,
     /// Full passes over the scores (2 when the sampled guess of the threshold held).
     pub passes: usize,
     pub elapsed_s: f64,
@@ -1293,6 +1301,7 @@ fn select_into(
             reference: info(&inputs.reference)?,
             exclude: exclude_info,
         },
+        dataset: record::binding(inputs, n)?,
         passes: plan.passes.load(Ordering::Relaxed),
         elapsed_s: started.elapsed().as_secs_f64(),
     })

@@ -100,6 +100,7 @@ fn inputs_in(dir: &std::path::Path, c: &Case) -> SelectInputs {
         reference: Some(ScoreSource::open_npy(&dir.join("r.npy")).unwrap()),
         exclude: Some(dir.join("x.npy")),
         num_instances: None,
+        dataset: None,
     }
 }
 
@@ -294,6 +295,7 @@ fn interrupted_select_writes_nothing() {
         reference: None,
         exclude: None,
         num_instances: None,
+        dataset: None,
     };
     let spec = SelectSpec {
         by: By::Teacher,
@@ -340,6 +342,7 @@ fn input_errors_are_clear() {
         reference: src("r.npy"),
         exclude: None,
         num_instances: None,
+        dataset: None,
     };
     let e = go(&mism, spec(Amount::Ratio(0.5)));
     assert!(
@@ -351,6 +354,7 @@ fn input_errors_are_clear() {
         reference: src("t.npy"),
         exclude: Some(d.path().join("x.npy")),
         num_instances: None,
+        dataset: None,
     };
     let e = go(&ok, spec(Amount::Ratio(0.5)));
     assert!(e.contains("x.npy") && e.contains("10"), "{e}");
@@ -364,6 +368,7 @@ fn input_errors_are_clear() {
         reference: None,
         exclude: None,
         num_instances: None,
+        dataset: None,
     };
     assert!(go(&only_t, spec(Amount::Count(1))).contains("reference"));
     let g = SelectSpec {

@@ -3,15 +3,23 @@
 use std::path::{Path, PathBuf};
 
 use super::dtype::TokenDType;
-use super::shard::{with_ext, Shard};
-use crate::error::{Error, IoContext, Result};
-use crate::fsutil::quick_fingerprint;
+use super::fingerprint::{cache_dir, combine, shard_content, ShardContent};
+use super::manifest::check;
+use super::resolve::{describe, resolve};
+use super::shard::Shard;
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+use std::sync::OnceLock;
 
 pub struct Dataset {
     shards: Vec<Shard>,
     /// `starts[k]` = global id of shard k's first instance; one extra entry = len().
     starts: Vec<u64>,
     dtype: TokenDType,
+    /// The paths the dataset was opened from, as given (what records name).
+    given: Vec<PathBuf>,
+    /// Per-shard content digests and token ranges, computed on first use.
+    content: OnceLock<Vec<ShardContent>>,
 }
 
 /// Output element types of [`Dataset::gather`].
@@ -34,110 +42,29 @@ impl GatherOut for i32 {
     const NAME: &'static str = "int32";
 }
 
-fn not_found(path: &Path) -> Error {
-    Error::io(
-        path,
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "no token dataset here (expected PREFIX.idx, PREFIX_0.idx, or a directory of shards)",
-        ),
-    )
-}
-
-/// `(family, shard number)` of an index file name `<family>_<k>.idx`.
-fn split_shard_name(stem: &str) -> Option<(&str, u64)> {
-    let (family, k) = stem.rsplit_once('_')?;
-    if k.is_empty() || !k.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((family, k.parse().ok()?))
-}
-
-/// The `.idx` stems in `dir`.
-fn idx_stems(dir: &Path) -> Result<Vec<String>> {
-    let mut stems = Vec::new();
-    for entry in std::fs::read_dir(dir).at(dir)? {
-        let name = entry.at(dir)?.file_name().to_string_lossy().into_owned();
-        if let Some(stem) = name.strip_suffix(".idx") {
-            if !stem.starts_with('.') {
-                stems.push(stem.to_string());
-            }
-        }
-    }
-    stems.sort();
-    Ok(stems)
-}
-
-/// Shard prefixes `prefix_0, prefix_1, ...`, refusing gaps.
-fn numbered(prefix: &Path) -> Result<Vec<PathBuf>> {
-    let stem = prefix
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let dir = match prefix.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut found: Vec<u64> = idx_stems(&dir)?
-        .iter()
-        .filter_map(|s| {
-            split_shard_name(s)
-                .filter(|(f, _)| *f == stem)
-                .map(|(_, k)| k)
-        })
-        .collect();
-    found.sort_unstable();
-    for (want, &k) in found.iter().enumerate() {
-        if k != want as u64 {
-            return Err(Error::invalid(format!(
-                "{}: shard {}_{want}.idx is missing (found shard {k}); shards must be numbered 0, 1, 2, ...",
-                dir.display(),
-                stem
-            )));
-        }
-    }
-    Ok((0..found.len())
-        .map(|k| with_ext(prefix, &format!("_{k}")))
-        .collect())
-}
-
-/// Resolve `path` to shard prefixes (see docs/FORMATS.md, "Token dataset").
-fn resolve(path: &Path) -> Result<Vec<PathBuf>> {
-    if with_ext(path, ".idx").is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    if with_ext(path, "_0.idx").is_file() {
-        return numbered(path);
-    }
-    if path.is_dir() {
-        let stems = idx_stems(path)?;
-        let families: Vec<&str> = stems
-            .iter()
-            .map(|s| split_shard_name(s).map_or(s.as_str(), |(f, _)| f))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        return match families.as_slice() {
-            [one] => resolve(&path.join(one)),
-            [] => Err(not_found(path)),
-            many => Err(Error::invalid(format!(
-                "{}: several datasets in one directory ({}); pass one prefix",
-                path.display(),
-                many.join(", ")
-            ))),
-        };
-    }
-    Err(not_found(path))
-}
-
 impl Dataset {
-    /// Open a prefix, a prefix of numbered shards, or a directory of one family.
+    /// Open a prefix, a prefix of numbered shards, a directory of one family, or a glob
+    /// of prefixes (docs/FORMATS.md, "Token dataset").
     pub fn open(path: &Path) -> Result<Dataset> {
-        let shards = resolve(path)?
-            .iter()
-            .map(|p| Shard::open(p))
-            .collect::<Result<Vec<_>>>()?;
-        Dataset::from_shards(shards)
+        Dataset::open_many(&[path.to_path_buf()])
+    }
+
+    /// One dataset of several paths (each as [`Dataset::open`] takes), in the order given.
+    /// A family whose shard set was inferred is checked against its directory's manifest.
+    pub fn open_many(paths: &[PathBuf]) -> Result<Dataset> {
+        let mut shards = Vec::new();
+        for family in resolve(paths)? {
+            let opened = family
+                .prefixes
+                .iter()
+                .map(|p| Shard::open(p))
+                .collect::<Result<Vec<_>>>()?;
+            check(&family, &opened)?;
+            shards.extend(opened);
+        }
+        let mut data = Dataset::from_shards(shards)?;
+        data.given = paths.to_vec();
+        Ok(data)
     }
 
     /// A dataset of already opened shards, which must share a dtype.
@@ -165,10 +92,16 @@ impl Dataset {
             at += s.len();
         }
         starts.push(at);
+        let given = shards
+            .iter()
+            .map(|s| s.idx_path().with_extension(""))
+            .collect();
         Ok(Dataset {
             shards,
             starts,
             dtype,
+            given,
+            content: OnceLock::new(),
         })
     }
 
@@ -183,6 +116,14 @@ impl Dataset {
     }
     pub fn dtype(&self) -> TokenDType {
         self.dtype
+    }
+    /// The paths the dataset was opened from, as given.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.given
+    }
+    /// The dataset as given: one path, or several joined by ", ".
+    pub fn describe(&self) -> String {
+        describe(&self.given)
     }
     pub fn shards(&self) -> &[Shard] {
         &self.shards
@@ -264,14 +205,59 @@ impl Dataset {
         Ok(())
     }
 
-    /// Combined quick fingerprints of every shard file (see `fsutil::quick_fingerprint`).
-    pub fn fingerprint(&self) -> Result<String> {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for s in &self.shards {
-            h.update(quick_fingerprint(s.idx_path())?.as_bytes());
-            h.update(quick_fingerprint(s.bin_path())?.as_bytes());
+    /// Every shard's content digest and token range (one parallel pass over the files,
+    /// or the per-user cache; see `fingerprint.rs`).
+    pub fn contents(&self) -> Result<&[ShardContent]> {
+        self.contents_with(cache_dir().as_deref())
+    }
+
+    pub(crate) fn contents_with(&self, cache: Option<&Path>) -> Result<&[ShardContent]> {
+        if let Some(c) = self.content.get() {
+            return Ok(c);
         }
-        Ok(format!("xxh3:{:016x}", h.digest()))
+        let c = self
+            .shards
+            .par_iter()
+            .map(|s| shard_content(s, cache))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.content.get_or_init(|| c))
+    }
+
+    /// A fingerprint of every byte of every shard file (`xxh3c:...`, docs/FORMATS.md).
+    pub fn fingerprint(&self) -> Result<String> {
+        Ok(combine(self.dtype, self.contents()?))
+    }
+
+    /// Smallest and largest token id over all instances, `None` without tokens.
+    pub fn token_range(&self) -> Result<Option<(i64, i64)>> {
+        Ok(self
+            .contents()?
+            .iter()
+            .filter_map(|c| c.range)
+            .reduce(|(l1, h1), (l2, h2)| (l1.min(l2), h1.max(h2))))
+    }
+
+    /// Refuse a token id outside `[0, vocab_size)`, naming the dataset, the first
+    /// instance holding one and the id.
+    pub fn check_vocab(&self, vocab_size: u64) -> Result<()> {
+        let bad = |t: i64| t < 0 || t as u64 >= vocab_size;
+        let contents = self.contents()?;
+        for (k, (shard, c)) in self.shards.iter().zip(contents).enumerate() {
+            let Some((lo, hi)) = c.range else { continue };
+            if !bad(lo) && !bad(hi) {
+                continue;
+            }
+            for i in 0..shard.len() {
+                let id = self.starts[k] + i;
+                if let Some(&t) = self.tokens_i64(id)?.iter().find(|&&t| bad(t)) {
+                    return Err(Error::invalid(format!(
+                        "{}: instance {id} holds token id {t}, outside the vocabulary of                          {vocab_size} ids [0, {vocab_size}); the dataset does not belong to                          this model or tokenizer",
+                        self.describe()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

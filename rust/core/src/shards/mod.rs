@@ -2,11 +2,16 @@
 
 mod dataset;
 mod dtype;
+mod fingerprint;
+mod manifest;
+mod resolve;
 mod shard;
 mod writer;
 
 pub use dataset::{Dataset, GatherOut};
 pub use dtype::TokenDType;
+pub use fingerprint::{cache_dir, ShardContent};
+pub use resolve::describe;
 pub use shard::Shard;
 pub use writer::{DatasetWriter, ShardSummary, ShardWriter};
 

@@ -210,6 +210,14 @@ impl Shard {
     pub fn bin_path(&self) -> &Path {
         &self.bin_path
     }
+    /// The whole `.idx` file.
+    pub(crate) fn idx_bytes(&self) -> &[u8] {
+        &self.idx
+    }
+    /// The whole `.bin` file (empty when the file is).
+    pub(crate) fn bin_bytes(&self) -> &[u8] {
+        self.bin.as_deref().unwrap_or(&[])
+    }
     /// Byte offset of the int32 sizes array in the `.idx` file.
     pub fn sizes_offset(&self) -> usize {
         HEADER_LEN

@@ -235,3 +235,192 @@ fn layout_errors() {
     e.gather(&[0], &mut out, 2, 9, &mut lens).unwrap();
     assert_eq!((out, lens), ([1, 9], [1]));
 }
+
+/// Shards `dir/<name>_0..` of `per_shard` one-token instances each.
+fn numbered_shards(dir: &Path, name: &str, per_shard: &[usize]) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (k, &n) in per_shard.iter().enumerate() {
+        let seqs: Vec<Vec<i64>> = (0..n as i64).map(|i| vec![i + 10 * k as i64]).collect();
+        let (idx, bin) = megatron_bytes(&seqs, TokenDType::U16);
+        write_pair(&dir.join(format!("{name}_{k}")), &idx, &bin);
+    }
+}
+
+fn remove_shard(prefix: &Path) {
+    std::fs::remove_file(shard::with_ext(prefix, ".idx")).unwrap();
+    std::fs::remove_file(shard::with_ext(prefix, ".bin")).unwrap();
+}
+
+#[test]
+fn single_prefix_beside_numbered_shards_is_ambiguous() {
+    let d = tempfile::tempdir().unwrap();
+    numbered_shards(d.path(), "corpus", &[2, 2, 2]);
+    let (idx, bin) = megatron_bytes(&[vec![1]], TokenDType::U16);
+    write_pair(&d.path().join("corpus"), &idx, &bin);
+    for p in [d.path().to_path_buf(), d.path().join("corpus")] {
+        let e = Dataset::open(&p).err().unwrap().to_string();
+        assert!(
+            e.contains("ambiguous") && e.contains("corpus.idx") && e.contains("corpus_0"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn missing_last_shard_is_caught_by_the_manifest() {
+    let d = tempfile::tempdir().unwrap();
+    numbered_shards(d.path(), "corpus", &[3, 3, 2]);
+    // tokenize.json as written before it listed its shards: totals only.
+    let old = r#"{"format": "miniplm.tokenized_corpus", "version": 1,
+                  "counts": {"instances": 8, "tokens": 8}}"#;
+    std::fs::write(d.path().join("tokenize.json"), old).unwrap();
+    assert_eq!(Dataset::open(d.path()).unwrap().len(), 8);
+    crate::npy::write_npy(d.path().join("sources.npy"), &[0u16; 8]).unwrap();
+    assert_eq!(Dataset::open(d.path()).unwrap().len(), 8);
+    remove_shard(&d.path().join("corpus_2"));
+    for p in [d.path().to_path_buf(), d.path().join("corpus")] {
+        let e = Dataset::open(&p).err().unwrap();
+        assert!(matches!(e, crate::Error::Format { .. }), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains("tokenize.json") && e.contains("8 instances") && e.contains("6 instances"),
+            "{e}"
+        );
+    }
+    // With the shards listed, the message names the missing one.
+    let new = r#"{"format": "miniplm.tokenized_corpus", "version": 1,
+                  "counts": {"instances": 8, "tokens": 8},
+                  "shards": [{"name": "corpus_0", "num_instances": 3, "num_tokens": 3},
+                             {"name": "corpus_1", "num_instances": 3, "num_tokens": 3},
+                             {"name": "corpus_2", "num_instances": 2, "num_tokens": 2}]}"#;
+    std::fs::write(d.path().join("tokenize.json"), new).unwrap();
+    let e = Dataset::open(d.path()).err().unwrap().to_string();
+    assert!(e.contains("missing corpus_2"), "{e}");
+    // No manifest: sources.npy still tells.
+    std::fs::remove_file(d.path().join("tokenize.json")).unwrap();
+    let e = Dataset::open(d.path()).err().unwrap().to_string();
+    assert!(
+        e.contains("sources.npy") && e.contains("8 source ids"),
+        "{e}"
+    );
+    // Garbage manifest: a format error naming it.
+    std::fs::write(d.path().join("tokenize.json"), "{nope").unwrap();
+    let e = Dataset::open(d.path()).err().unwrap().to_string();
+    assert!(e.contains("tokenize.json") && e.contains("JSON"), "{e}");
+    // An explicitly named shard is what the user asked for.
+    assert_eq!(Dataset::open(&d.path().join("corpus_0")).unwrap().len(), 3);
+}
+
+#[test]
+fn build_manifest_checks_its_shards() {
+    let d = tempfile::tempdir().unwrap();
+    numbered_shards(d.path(), "refined", &[2, 1]);
+    let man = r#"{"format": "miniplm.refined_dataset", "version": 1, "num_instances": 3,
+                  "num_tokens": 3,
+                  "shards": [{"prefix": "/elsewhere/refined_0", "num_sequences": 2, "num_tokens": 2},
+                             {"prefix": "/elsewhere/refined_1", "num_sequences": 1, "num_tokens": 1}]}"#;
+    std::fs::write(d.path().join("build.json"), man).unwrap();
+    assert_eq!(Dataset::open(d.path()).unwrap().len(), 3);
+    // A replaced shard of another size.
+    let (idx, bin) = megatron_bytes(&[vec![1, 2]], TokenDType::U16);
+    write_pair(&d.path().join("refined_1"), &idx, &bin);
+    let e = Dataset::open(d.path()).err().unwrap().to_string();
+    assert!(e.contains("build.json") && e.contains("refined_1"), "{e}");
+}
+
+#[test]
+fn datatrove_prefixes_glob_and_list() {
+    let d = tempfile::tempdir().unwrap();
+    for (k, tok) in [
+        (0i64, "00000_tokens"),
+        (1, "00001_tokens"),
+        (2, "00002_tokens"),
+    ] {
+        let (idx, bin) = megatron_bytes(&[vec![k], vec![k, k]], TokenDType::U16);
+        write_pair(&d.path().join(tok), &idx, &bin);
+    }
+    let e = Dataset::open(d.path()).err().unwrap().to_string();
+    assert!(e.contains("several datasets") && e.contains("*"), "{e}");
+    let ds = Dataset::open(&d.path().join("*_tokens")).unwrap();
+    assert_eq!(ds.len(), 6);
+    assert_eq!(ds.tokens_i64(2).unwrap(), [1]);
+    assert_eq!(ds.paths(), [d.path().join("*_tokens")]);
+    let list = [d.path().join("00002_tokens"), d.path().join("00000_tokens")];
+    let ds = Dataset::open_many(&list).unwrap();
+    assert_eq!(ds.len(), 4);
+    assert_eq!(ds.tokens_i64(0).unwrap(), [2]);
+    let e = Dataset::open_many(&[
+        d.path().join("00000_tokens"),
+        d.path().join("0000[0]_tokens"),
+    ])
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("twice"), "{e}");
+    let e = Dataset::open(&d.path().join("*_nothing")).err().unwrap();
+    assert!(matches!(e, crate::Error::Io { .. }), "{e}");
+}
+
+#[test]
+fn fingerprint_sees_an_in_place_edit_of_the_same_size() {
+    let d = tempfile::tempdir().unwrap();
+    // 4 MiB of tokens: more than the 16 sampled blocks of a quick fingerprint cover.
+    let seqs: Vec<Vec<i64>> = (0..64).map(|i| vec![i % 7; 32 * 1024]).collect();
+    let (idx, mut bin) = megatron_bytes(&seqs, TokenDType::U16);
+    write_pair(&d.path().join("c"), &idx, &bin);
+    let a = Dataset::open(&d.path().join("c"))
+        .unwrap()
+        .fingerprint()
+        .unwrap();
+    assert!(a.starts_with("xxh3c:"), "{a}");
+    assert_eq!(
+        Dataset::open(&d.path().join("c"))
+            .unwrap()
+            .fingerprint()
+            .unwrap(),
+        a
+    );
+    bin[100_000] ^= 1;
+    std::fs::write(d.path().join("c.bin"), &bin).unwrap();
+    let b = Dataset::open(&d.path().join("c"))
+        .unwrap()
+        .fingerprint()
+        .unwrap();
+    assert_ne!(a, b);
+    // A copy elsewhere has the same content and the same fingerprint.
+    let e = tempfile::tempdir().unwrap();
+    write_pair(&e.path().join("c"), &idx, &bin);
+    let c = Dataset::open(&e.path().join("c"))
+        .unwrap()
+        .fingerprint()
+        .unwrap();
+    assert_eq!(b, c);
+}
+
+#[test]
+fn token_range_and_vocab_check_find_the_first_offender() {
+    let d = tempfile::tempdir().unwrap();
+    let (idx, bin) = megatron_bytes(&[vec![0, 5], vec![3]], TokenDType::I32);
+    write_pair(&d.path().join("x_0"), &idx, &bin);
+    let (idx, bin) = megatron_bytes(&[vec![1], vec![2, -4, 9], vec![12]], TokenDType::I32);
+    write_pair(&d.path().join("x_1"), &idx, &bin);
+    let ds = Dataset::open(d.path()).unwrap();
+    assert_eq!(ds.token_range().unwrap(), Some((-4, 12)));
+    let e = ds.check_vocab(100).err().unwrap();
+    assert!(matches!(e, crate::Error::Invalid(_)));
+    let e = e.to_string();
+    assert!(e.contains("instance 3") && e.contains("token id -4"), "{e}");
+    let (idx, bin) = megatron_bytes(&[vec![1], vec![2, 4, 9], vec![12]], TokenDType::I32);
+    write_pair(&d.path().join("x_1"), &idx, &bin);
+    let ds = Dataset::open(d.path()).unwrap();
+    ds.check_vocab(13).unwrap();
+    let e = ds.check_vocab(10).err().unwrap().to_string();
+    assert!(e.contains("instance 4") && e.contains("token id 12"), "{e}");
+    let e = ds.check_vocab(9).err().unwrap().to_string();
+    assert!(e.contains("instance 3") && e.contains("token id 9"), "{e}");
+    let (idx, bin) = megatron_bytes(&[vec![]], TokenDType::U16);
+    write_pair(&d.path().join("empty"), &idx, &bin);
+    let ds = Dataset::open(&d.path().join("empty")).unwrap();
+    assert_eq!(ds.token_range().unwrap(), None);
+    ds.check_vocab(1).unwrap();
+}
