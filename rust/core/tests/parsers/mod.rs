@@ -133,6 +133,7 @@ impl Target {
                     reference: Some(ScoreSource::open_run(&r).unwrap()),
                     exclude: None,
                     num_instances: Some(6),
+                    dataset: None,
                 };
                 let spec = SelectSpec {
                     by: By::Diff,
@@ -177,6 +178,8 @@ impl Target {
                 let a = Npy::open(dir.join("a.npy"))?;
                 let n = match a.dtype() {
                     DType::U8 => a.view::<u8>()?.len(),
+                    DType::I8 => a.view::<i8>()?.len(),
+                    DType::I16 => a.view::<i16>()?.len(),
                     DType::U16 => a.view::<u16>()?.len(),
                     DType::I32 => a.view::<i32>()?.len(),
                     DType::U32 => a.view::<u32>()?.len(),
