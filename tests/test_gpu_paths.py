@@ -6,6 +6,7 @@ autocast, and the MFU denominator."""
 from __future__ import annotations
 
 import json
+import shutil
 import traceback
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from miniplm.scoring.models import load_model
@@ -20,7 +22,7 @@ from miniplm.scoring.nll import ChunkedScorer
 from miniplm.training import trainer as trainer_mod
 from miniplm.training.trainer import TrainOptions, train
 
-from tiny_lm import make_dataset, make_model, reference_scores
+from tiny_lm import make_dataset, make_model, reference_scores, torchrun_miniplm
 
 VOCAB = 97
 
@@ -230,3 +232,35 @@ def test_mfu_denominator_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV, "fast")
     with pytest.raises(InputError, match=ENV):
         peak_tflops("NVIDIA H200")
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
+def test_fsdp2_two_ranks_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    """Two gloo ranks under FSDP2: a run restarted from its step-3 checkpoint (as after a
+    kill: the later checkpoint and the final model gone) continues the curve and ends
+    with the same weights."""
+    make_dataset(tmp_path / "d", n=48, max_len=25)
+    args = [
+        "train", "--preset", "tiny", "--vocab-size", str(VOCAB), "--data", str(tmp_path / "d"),
+        "--seq-len", "24", "--max-steps", "6", "--micro-batch-size", "2",
+        "--global-batch-size", "8", "--warmup-steps", "1", "--log-every", "1",
+        "--save-every", "3", "--device", "cpu", "--quiet", "--fsdp",
+    ]  # fmt: skip
+    full = tmp_path / "full"
+    torchrun_miniplm([*args, "--out", str(full)])
+    run = tmp_path / "resumed"
+    shutil.copytree(full, run)
+    shutil.rmtree(run / "checkpoints" / "step-00000006")
+    shutil.rmtree(run / "final")
+    (run / "summary.json").unlink()
+    torchrun_miniplm([*args, "--out", str(run), "--resume"])
+    curves = [
+        [json.loads(ln) for ln in (r / "metrics.jsonl").read_text().splitlines()]
+        for r in (full, run)
+    ]
+    assert [c["step"] for c in curves[1]] == list(range(1, 7))
+    for key in ("loss", "grad_norm"):
+        assert [c[key] for c in curves[1]] == [c[key] for c in curves[0]], key
+    a = load_file(str(full / "final" / "model.safetensors"))
+    b = load_file(str(run / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
