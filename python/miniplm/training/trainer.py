@@ -38,6 +38,7 @@ from miniplm.training.stream import SampleOrder
 torch = require("torch")
 transformers = require("transformers")
 
+
 @dataclass
 class TrainOptions:
     data: str
