@@ -13,6 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -79,25 +80,36 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     )
 
 
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16
-
-
 def throughput_table(
     runs: list[tuple[str, Measure]], flops_per_param_token: float, gpu: str
-) -> tuple[str, dict[str, float]]:
-    """A table of tokens/s, MFU (on a known GPU) and peak memory for child runs that print
-    a JSON line ``{"tokens", "seconds", "peak_gpu_mb", "params"}`` last; and each run's
-    tokens/s. ``params`` comes from the first run that reports it."""
+) -> tuple[str, dict[str, dict[str, Any]]]:
+    """A table of tokens/s, MFU (on a known GPU, or with MINIPLM_PEAK_TFLOPS) and peak
+    memory for child runs that print a JSON line ``{"tokens", "seconds", "peak_gpu_mb",
+    "params"}`` last; and each run's figures (tokens/s, MFU, memory, the MFU denominator).
+    ``params`` comes from the first run that reports it."""
     import json
+
+    from miniplm._peak import peak_tflops
 
     recs = [json.loads(m.stdout.strip().splitlines()[-1]) for _, m in runs]
     params = next(r["params"] for r in recs if r.get("params"))
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
-    rows, tps_of = [], {}
+    peak, peak_from = peak_tflops(gpu) if gpu else (None, "no GPU")
+    rows, figures = [], {}
     for (name, m), r in zip(runs, recs):
         tps = r["tokens"] / r["seconds"]
-        tps_of[name] = tps
-        mfu = f"{100 * flops_per_param_token * params * tps / (peak * 1e12):.1f}%" if peak else "-"
+        mfu_of = flops_per_param_token * params * tps / (peak * 1e12) if peak else None
+        figures[name] = {
+            "tokens": r["tokens"],
+            "seconds": r["seconds"],
+            "tokens_per_s": tps,
+            "mfu": mfu_of,
+            "peak_rss_anon_mb": m.peak_anon_mb,
+            "peak_gpu_mb": r["peak_gpu_mb"],
+            "params": params,
+            "peak_tflops": peak,
+            "peak_from": peak_from,
+        }
+        mfu = f"{100 * mfu_of:.1f}%" if mfu_of is not None else "-"
         rows.append(
             [
                 name,
@@ -110,7 +122,7 @@ def throughput_table(
             ]
         )
     header = ["", "tokens", "seconds", "tokens/s", "MFU", "peak RSS MB (anon)", "peak GPU MB"]
-    return table(header, rows), tps_of
+    return table(header, rows), figures
 
 
 def best_of(runs: list[Measure]) -> Measure:

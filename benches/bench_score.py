@@ -5,6 +5,7 @@ reduction none, batch 16, corpus order), same model, same data, same run.
     python benches/bench_score.py                       # CPU: a small random Llama
     python benches/bench_score.py --model smollm2       # the real SmolLM2-135M (GGUF)
     python benches/bench_score.py --model 1b --seq-len 1024 --n 512   # GPU: ~1.1B Llama
+    python benches/bench_score.py --model qwen1.8b --seq-len 1024 --n 256  # Qwen1.5-1.8B shape
 
 Prints tokens/s, peak memory (process RSS; GPU: torch peak allocated) and, on CUDA, MFU
 with forward FLOPs = 2 x parameters x tokens against the GPU's dense bf16 peak.
@@ -92,17 +93,21 @@ def make_model(kind: str, root: Path, vocab: int) -> tuple[str, int]:
 
         return str(smollm2_gguf()), 49152
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-    sizes = {
-        "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4),
-        "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16),
-    }[kind]
+    if kind == "qwen1.8b":  # Qwen1.5-1.8B's shape (random weights: speed does not need them)
+        vocab = 151936
+        sizes = dict(hidden_size=2048, intermediate_size=5504, num_hidden_layers=24)
+    else:
+        sizes = {
+            "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4),
+            "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16),
+        }[kind]
     heads = sizes["hidden_size"] // 64
     d = root / f"model-{kind}"
     if not d.exists():
         torch.manual_seed(0)
-        cfg = LlamaConfig(
+        kw = dict(
             vocab_size=vocab,
             num_attention_heads=heads,
             num_key_value_heads=heads,
@@ -110,7 +115,12 @@ def make_model(kind: str, root: Path, vocab: int) -> tuple[str, int]:
             eos_token_id=2,
             **sizes,
         )
-        LlamaForCausalLM(cfg).save_pretrained(d)
+        cfg = Qwen2Config(**kw) if kind.startswith("qwen") else LlamaConfig(**kw)
+        # Built on the GPU where there is one: initialising 1.8B weights on the CPU is slow.
+        where = "cuda" if torch.cuda.is_available() else "cpu"
+        with torch.device(where):
+            model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+        model.save_pretrained(d)
     return str(d), vocab
 
 
@@ -125,11 +135,12 @@ def make_data(d: Path, n: int, seq_len: int, vocab: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="small", choices=["small", "smollm2", "1b"])
+    ap.add_argument("--model", default="small", choices=["small", "smollm2", "1b", "qwen1.8b"])
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--n", type=int, default=96)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--repeat", type=int, default=1, help="alternate runs, keep the best")
     ap.add_argument("--dir", default="/tmp/miniplm-bench-score")
     args = ap.parse_args()
@@ -154,7 +165,11 @@ def main() -> None:
         f"{args.seq_len + 1} tokens, batch {args.batch_size}, {device} {gpu}".rstrip()
     )
     print(tab)
-    print(f"speed-up: {res['miniplm score'] / res['plain HF loop']:.2f}x")
+    speedup = res["miniplm score"]["tokens_per_s"] / res["plain HF loop"]["tokens_per_s"]
+    print(f"speed-up: {speedup:.2f}x")
+    if args.json:
+        run = {"device": device, "gpu": gpu, "args": vars(args), "speedup": speedup, **res}
+        Path(args.json).write_text(json.dumps(run, indent=1))
     shutil.rmtree(root / "run", ignore_errors=True)
 
 

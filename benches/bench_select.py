@@ -8,11 +8,14 @@ the best of `--repeat` runs in turn. The baselines are skipped where they would 
 in the memory available (at 1e9 they need about 50 GB).
 
     python benches/bench_select.py [--max-exp 8] [--ratios 0.1,0.01] [--repeat 3] [--dir DIR]
+    python benches/bench_select.py --min-exp 9 --max-exp 9 --repeat 1 --ratios "" \
+        --no-baselines --json OUT.json            # scripts/gpu-check on a 16-core machine
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -160,7 +163,10 @@ def available_bytes() -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--min-exp", type=int, default=6)
     ap.add_argument("--max-exp", type=int, default=8)
+    ap.add_argument("--no-baselines", action="store_true", help="ours and the floors only")
+    ap.add_argument("--json", help="also write the table's rows here (header -> cell)")
     ap.add_argument("--dir", default="/tmp/miniplm-bench-select")
     ap.add_argument("--ratios", default="0.1,0.01", help="more K/N for the largest N")
     ap.add_argument("--repeat", type=int, default=3, help="best of this many, ours and floors")
@@ -168,15 +174,15 @@ def main() -> None:
     root = Path(args.dir)
     sample = installed_sample()
     rows = []
-    for exp in range(6, args.max_exp + 1):
+    for exp in range(args.min_exp, args.max_exp + 1):
         n = 10**exp
         d = root / f"n{exp}w"  # "w": written sequentially (older benches used a memmap)
         d.mkdir(parents=True, exist_ok=True)
         if not (d / "r.npy").exists():
             make_scores(d, n)
             os.sync()  # their write-back would otherwise run during the timings
-        baselines = BASELINE_BYTES * n < 0.8 * available_bytes()
-        if not baselines:
+        baselines = BASELINE_BYTES * n < 0.8 * available_bytes() and not args.no_baselines
+        if not baselines and not args.no_baselines:
             need = BASELINE_BYTES * n / 1e9
             print(f"N = {n:.0e}: numpy and torch.sort skipped (they need about {need:.0f} GB)")
         rows.append(measure(d, n, n // 2, sample, baselines, args.repeat))
@@ -208,6 +214,10 @@ def main() -> None:
         "same ids",
     ]
     print(table(header, rows))
+    if args.json:
+        cores = os.cpu_count()
+        recs = [dict(zip(header, r)) for r in rows]
+        Path(args.json).write_text(json.dumps({"cores": cores, "rows": recs}, indent=1))
 
 
 if __name__ == "__main__":

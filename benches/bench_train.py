@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--global-batch-size", type=int, default=16)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--repeat", type=int, default=1, help="alternate runs, keep the best")
     ap.add_argument("--dir", default="/tmp/miniplm-bench-train")
     args = ap.parse_args()
@@ -150,7 +151,11 @@ def main() -> None:
         f"(first 2 untimed), {device} {gpu}".rstrip()
     )
     print(tab)
-    print(f"speed-up: {res['miniplm train'] / res['plain HF loop']:.2f}x")
+    speedup = res["miniplm train"]["tokens_per_s"] / res["plain HF loop"]["tokens_per_s"]
+    print(f"speed-up: {speedup:.2f}x")
+    if args.json:
+        run = {"device": device, "gpu": gpu, "args": vars(args), "speedup": speedup, **res}
+        Path(args.json).write_text(json.dumps(run, indent=1))
     shutil.rmtree(root / "run", ignore_errors=True)
 
 

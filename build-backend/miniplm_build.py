@@ -56,15 +56,42 @@ def _cargo(env: dict[str, str] | None, *args: str) -> subprocess.CompletedProces
         raise RuntimeError(f"building miniplm needs cargo (the Rust toolchain): {e}") from e
 
 
-def _target(config_settings: Mapping[str, Any] | None) -> str | None:
-    """The `--target` triple passed to maturin, if any: the binary must match the module."""
+def _option(config_settings: Mapping[str, Any] | None, name: str) -> str | None:
+    """The value of maturin option ``name`` (``--target``, ``--compatibility``), if given."""
     args = maturin.get_maturin_pep517_args(config_settings)
     for i, a in enumerate(args):
-        if a == "--target" and i + 1 < len(args):
+        if a == name and i + 1 < len(args):
             return str(args[i + 1])
-        if a.startswith("--target="):
+        if a.startswith(name + "="):
             return str(a.split("=", 1)[1])
     return None
+
+
+def _target(config_settings: Mapping[str, Any] | None) -> str | None:
+    """The `--target` triple passed to maturin, if any: the binary must match the module."""
+    return _option(config_settings, "--target")
+
+
+def _zig_glibc(config_settings: Mapping[str, Any] | None) -> str | None:
+    """With maturin's ``--zig``, the glibc version the binary must link against too
+    (``--compatibility manylinux_2_28`` -> ``2.28``, ``manylinux2014`` -> ``2.17``), so that
+    `cargo zigbuild` makes the CLI as portable as maturin makes the module."""
+    if "--zig" not in maturin.get_maturin_pep517_args(config_settings):
+        return None
+    tag = _option(config_settings, "--compatibility") or "manylinux2014"
+    legacy = {"manylinux2014": "2.17", "manylinux2010": "2.12", "manylinux1": "2.5"}
+    if tag in legacy:
+        return legacy[tag]
+    if tag.startswith("manylinux_"):
+        major, minor = tag.removeprefix("manylinux_").split("_")[:2]
+        return f"{major}.{minor}"
+    raise RuntimeError(f"--zig with --compatibility {tag}: only manylinux tags are supported")
+
+
+def _host_triple(env: dict[str, str] | None) -> str:
+    rustc = (env or os.environ).get("RUSTC", "rustc")
+    out = subprocess.run([rustc, "-vV"], env=env, check=True, stdout=subprocess.PIPE, text=True)
+    return next(ln.split()[1] for ln in out.stdout.splitlines() if ln.startswith("host:"))
 
 
 def _empty_data() -> Path:
@@ -85,8 +112,13 @@ def _native_sample(config_settings: Mapping[str, Any] | None) -> None:
     get_env = getattr(maturin, "_get_env", None)
     env = get_env() if get_env else None
     target = _target(config_settings)
+    glibc = _zig_glibc(config_settings)
     cmd = ["build", "--release", "--locked", "-p", "miniplm-cli"]
-    cmd += ["--target", target] if target else []
+    if glibc is not None:  # cargo-zigbuild: the target triple carries the glibc version
+        target = target or _host_triple(env)
+        cmd = ["zigbuild", *cmd[1:], "--target", f"{target}.{glibc}"]
+    elif target:
+        cmd += ["--target", target]
     print(f"Building the native miniplm-sample (cargo {' '.join(cmd)})")
     sys.stdout.flush()
     _cargo(env, *cmd)

@@ -13,15 +13,25 @@ torch = require("torch")
 
 
 class Dist:
-    def __init__(self, device: str, timeout: datetime.timedelta | None = None):
+    """``device`` is the resolved one (``cuda:<local rank>``, ``cpu``): a CUDA rank is bound
+    to its GPU before the group exists, so NCCL and every later ``synchronize`` use it.
+    ``group``: a one-process group even without torchrun (FSDP2 needs a group)."""
+
+    def __init__(self, device: str, timeout: datetime.timedelta | None = None, group: bool = False):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local = int(os.environ.get("LOCAL_RANK", "0"))
         self.owned = False
-        if self.world > 1 and not torch.distributed.is_initialized():
-            backend = "nccl" if device.startswith("cuda") else "gloo"
-            kw = {"timeout": timeout} if timeout is not None else {}
-            torch.distributed.init_process_group(backend, **kw)
+        cuda = device.startswith("cuda")
+        if cuda:
+            torch.cuda.set_device(torch.device(device))
+        if (self.world > 1 or group) and not torch.distributed.is_initialized():
+            kw: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+            if cuda:
+                kw["device_id"] = torch.device(device)
+            if self.world == 1:
+                kw.update(store=torch.distributed.HashStore(), rank=0, world_size=1)
+            torch.distributed.init_process_group("nccl" if cuda else "gloo", **kw)
             self.owned = True
 
     def all_sum(self, values: list[float], device: Any) -> list[float]:

@@ -90,15 +90,15 @@ def resolve_dtype(dtype: str, device: str) -> Any:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda:<local rank>`` when CUDA is available, else ``cpu``."""
+    """``auto`` -> ``cuda:<local rank>`` when CUDA is available, else ``cpu``; ``cuda``
+    -> ``cuda:<local rank>`` (under torchrun every rank its own GPU, not all on cuda:0)."""
     torch = require("torch")
+    local = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     if device == "auto":
-        if torch.cuda.is_available():
-            return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        return "cpu"
+        return local if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {device}: CUDA is not available on this machine")
-    return device
+    return local if device == "cuda" else device
 
 
 def model_tokenizer(directory: str, gguf: str | None, trust_remote_code: bool) -> Any:

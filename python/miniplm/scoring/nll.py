@@ -1,7 +1,7 @@
 """Per-instance next-token NLL without materialising the [batch, length, vocab] logits:
 the decoder's hidden states are taken once and the head + log-softmax run over chunks of
-the scored positions only (a 152k vocabulary x 1024 positions would be 600 MB of fp32
-logits per sequence)."""
+positions (a 152k vocabulary x 1024 positions would be 600 MB of fp32 logits per
+sequence), with no host sync: the scored positions are masked, not gathered."""
 
 from __future__ import annotations
 
@@ -74,17 +74,21 @@ class ChunkedScorer:
     def _score(self, input_ids: Any, lengths: Any) -> tuple[Any, Any]:
         b = input_ids.shape[0]
         dev = input_ids.device
-        nll_sum = torch.zeros(b, dtype=torch.float64, device=dev)
         if input_ids.shape[1] < 2:
-            return nll_sum, torch.zeros(b, dtype=torch.int64, device=dev)
+            zeros = torch.zeros(b, dtype=torch.float64, device=dev)
+            return zeros, torch.zeros(b, dtype=torch.int64, device=dev)
         mask = self.scored_mask(input_ids, lengths)
-        n_scored = mask.sum(1)
         hidden = self.decoder(input_ids=input_ids[:, :-1], use_cache=False).last_hidden_state
-        rows, cols = mask.nonzero(as_tuple=True)
-        targets = input_ids[:, 1:][rows, cols]
-        for s in range(0, rows.numel(), self.chunk_tokens):
+        # Every position goes through the head (batches are sorted by length: little
+        # padding), so nothing waits for the device to learn how many are scored (a
+        # `nonzero` would), and each row's sum is one reduction of fixed shape:
+        # deterministic, where an `index_add_` of float64 is atomic and not on CUDA.
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        targets = input_ids[:, 1:].reshape(-1)
+        nll = torch.empty(flat.shape[0], dtype=torch.float32, device=dev)
+        for s in range(0, flat.shape[0], self.chunk_tokens):
             e = s + self.chunk_tokens
-            logits = self.logits(hidden[rows[s:e], cols[s:e]])
-            nll = torch.logsumexp(logits, -1) - logits.gather(1, targets[s:e, None])[:, 0]
-            nll_sum.index_add_(0, rows[s:e], nll.double())
-        return nll_sum, n_scored
+            logits = self.logits(flat[s:e])
+            nll[s:e] = torch.logsumexp(logits, -1) - logits.gather(1, targets[s:e, None])[:, 0]
+        nll_sum = torch.where(mask, nll.view(mask.shape).double(), 0.0).sum(1)
+        return nll_sum, mask.sum(1)

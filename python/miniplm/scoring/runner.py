@@ -225,7 +225,7 @@ def _score(
     if bar is not None:
         bar.close()
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     scoring_s = time.perf_counter() - t_loop
     dist.barrier()
     summaries = []

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from miniplm._deps import require
 from miniplm._dist import Dist
+from miniplm._peak import peak_tflops
 from miniplm.data import DatasetView, TokenDataset
 from miniplm.errors import InputError
 from miniplm.scoring.models import (
@@ -33,6 +34,7 @@ from miniplm.scoring.models import (
     check_tokenizer,
     load_model,
     model_tokenizer,
+    resolve_device,
     split_spec,
 )
 from miniplm.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
@@ -47,9 +49,6 @@ from miniplm.training.stream import SampleOrder
 
 torch = require("torch")
 transformers = require("transformers")
-
-# Dense bf16 peak TFLOP/s per GPU, for MFU.
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "L40S": 362.0}
 
 
 @dataclass
@@ -162,14 +161,6 @@ def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _device(opt: TrainOptions, dist: Dist) -> str:
-    if opt.device == "auto":
-        return f"cuda:{dist.local}" if torch.cuda.is_available() else "cpu"
-    if opt.device == "cuda":
-        return f"cuda:{dist.local}"
-    return opt.device
-
-
 def _dataset_meta(data: str) -> tuple[int | None, str | None, int | None, Path | None]:
     """(vocab size, eos token, eos id, tokenizer.json) from a tokenized corpus, if known."""
     d = Path(data) if Path(data).is_dir() else Path(data).parent
@@ -216,31 +207,29 @@ def _flops_per_token(model: Any, seq_len: int) -> float:
 
 
 def _peak_flops(device: str) -> float | None:
+    """The MFU denominator in FLOP/s (miniplm._peak: spec sheet or MINIPLM_PEAK_TFLOPS)."""
     if not device.startswith("cuda"):
         return None
-    name = torch.cuda.get_device_name(torch.device(device))
-    tf = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    tf, _ = peak_tflops(torch.cuda.get_device_name(torch.device(device)))
     return None if tf is None else tf * 1e12
 
 
 def train(opt: TrainOptions) -> dict[str, Any]:
     """Run (or resume) a training job; returns the final summary."""
     opt.check()
-    dist = Dist(opt.device)
+    device = resolve_device(opt.device)
+    dist = Dist(device, group=opt.fsdp)
     try:
-        return _Trainer(opt, dist).run()
+        return _Trainer(opt, dist, device).run()
     finally:
         dist.close()
 
 
 class _Trainer:
-    def __init__(self, opt: TrainOptions, dist: Dist):
-        self.opt, self.dist = opt, dist
-        self.device = _device(opt, dist)
+    def __init__(self, opt: TrainOptions, dist: Dist, device: str):
+        self.opt, self.dist, self.device = opt, dist, device
         self.out = Path(opt.out)
         self.gpu = self.device.startswith("cuda")
-        if self.gpu:
-            torch.cuda.set_device(torch.device(self.device))
 
     # ---- set-up -------------------------------------------------------------------
     def _prepare_out(self) -> None:
@@ -295,6 +284,7 @@ class _Trainer:
         base = src.base if isinstance(src, DatasetView) else src
         base.check_vocab(int(model.get_input_embeddings().weight.shape[0]))
         self._prepare_out()
+        model.train()  # from_pretrained (--init-from) returns it in eval mode: no dropout
         if opt.grad_checkpointing:
             model.gradient_checkpointing_enable()
         model.to(self.device)
@@ -334,9 +324,12 @@ class _Trainer:
                     + _diff(saved.get("settings", {}), settings)
                 )
             state = load_checkpoint(ckpts[-1], wrapped, optimizer)["progress"]
-        core = wrapped  # checkpoints read the uncompiled module's names
         if opt.compile:
-            wrapped = torch.compile(wrapped)
+            # The decoder layers, in place (their names stay those checkpoints use): their
+            # shapes are fixed ([micro batch, L]), while the fused loss sees a new number of
+            # target tokens every micro-step and would recompile for each one.
+            for layer in model.get_decoder().layers:
+                layer.compile()
         fpt = _flops_per_token(model, opt.seq_len)
         peak = _peak_flops(self.device)
         n_params = count_parameters(model)
@@ -372,7 +365,9 @@ class _Trainer:
                 * opt.micro_batch_size
                 * accum
             ]
-            ce_sum = kd_sum = 0.0
+            ce_sum, kd_sum = (
+                torch.zeros((), dtype=torch.float64, device=self.device) for _ in "ck"
+            )
             for m in range(accum):
                 micro = mine[m * opt.micro_batch_size : (m + 1) * opt.micro_batch_size]
                 sync = m == accum - 1
@@ -389,7 +384,10 @@ class _Trainer:
                 "tokens": state["tokens"] + targets_all,
             }
             if state["step"] % opt.log_every == 0 or state["step"] == total:
-                ce_g, kd_g = dist.all_sum([ce_sum, kd_sum], self.device)
+                # This read waits for the device: the throughput below counts finished work.
+                ce_g, kd_g = dist.all_sum([float(ce_sum), float(kd_sum)], self.device)
+                if hasattr(grad_norm, "full_tensor"):  # FSDP2 returns a DTensor: its full value
+                    grad_norm = grad_norm.full_tensor()
                 now = time.perf_counter()
                 tps = (state["tokens"] - tok_last) / max(1e-9, now - t_last)
                 t_last, tok_last = now, state["tokens"]
@@ -409,6 +407,7 @@ class _Trainer:
                     ) / targets_all
                 if peak:
                     rec["mfu"] = fpt * tps / (peak * dist.world)
+                    rec["peak_tflops"] = peak / 1e12  # the denominator, per GPU
                 log.write(rec)
                 last_loss = rec["loss"]
                 if bar is not None:
@@ -419,7 +418,7 @@ class _Trainer:
                 save_checkpoint(
                     self.out / "checkpoints",
                     state["step"],
-                    core,
+                    wrapped,
                     optimizer,
                     {"progress": state, "settings": settings},
                     dist.rank,
@@ -429,7 +428,7 @@ class _Trainer:
         if bar is not None:
             bar.close()
         log.close()
-        self._save_final(core, model, tok_file, eos_tok)
+        self._save_final(wrapped, model, tok_file, eos_tok)
         summary = {
             "steps": state["step"],
             "tokens": state["tokens"],
@@ -465,13 +464,19 @@ class _Trainer:
         return o
 
     def _parallel(self, wrapped: Any) -> Any:
+        if self.opt.fsdp:  # also in one process (a one-rank group): what runs is what is asked
+            fsdp = require("torch.distributed.fsdp")
+            kw: dict[str, Any] = {}
+            if self.gpu:  # bf16 all-gathers and compute, fp32 gradient reduction
+                mp = fsdp.MixedPrecisionPolicy(
+                    param_dtype=torch.bfloat16, reduce_dtype=torch.float32
+                )
+                kw["mp_policy"] = mp
+            for layer in wrapped.model.get_decoder().layers:
+                fsdp.fully_shard(layer, **kw)
+            return fsdp.fully_shard(wrapped, **kw)
         if self.dist.world == 1:
             return wrapped
-        if self.opt.fsdp:
-            fully_shard = require("torch.distributed.fsdp").fully_shard
-            for layer in wrapped.model.get_decoder().layers:
-                fully_shard(layer)
-            return fully_shard(wrapped)
         ddp = torch.nn.parallel.DistributedDataParallel
         return ddp(wrapped, device_ids=[torch.device(self.device).index] if self.gpu else None)
 
@@ -493,13 +498,16 @@ class _Trainer:
         width: int,
         teacher: Any,
         denom: int,
-    ) -> tuple[float, float]:
+    ) -> tuple[Any, Any]:
         x, lens = src.gather(micro, width, pad_id=0)
-        x = torch.from_numpy(x).to(self.device, non_blocking=True)
-        n = torch.from_numpy(lens.astype(np.int64)).to(self.device, non_blocking=True)
+        # The target positions are found on the host, from the lengths: a `nonzero` on the
+        # device would wait for the copy (and for the previous step) every micro-step.
+        valid = np.arange(width - 1)[None, :] < (lens.astype(np.int64)[:, None] - 1)
+        host = [torch.from_numpy(a) for a in (x, *np.nonzero(valid))]
+        if self.gpu:
+            host = [t.pin_memory() for t in host]
+        x, rows, cols = (t.to(self.device, non_blocking=True) for t in host)
         inputs = x[:, :-1]
-        valid = torch.arange(width - 1, device=x.device)[None, :] < (n[:, None] - 1)
-        rows, cols = valid.nonzero(as_tuple=True)
         targets = x[:, 1:][rows, cols]
         t_hidden = t_head = None
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.gpu else contextlib.nullcontext()
@@ -513,7 +521,7 @@ class _Trainer:
         # DDP and FSDP average gradients over ranks; each rank holds its share of the
         # global token sum, so scale by the world size to get the global mean's gradient.
         (loss * (self.dist.world / denom)).backward()
-        return float(ce.detach()), float(kd.detach())
+        return ce.detach(), kd.detach()  # read at log steps only (a read is a host sync)
 
     def _write_run_info(self, settings: dict[str, Any], n_params: int, teacher: Any) -> None:
         info = {
