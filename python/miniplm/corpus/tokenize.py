@@ -302,7 +302,7 @@ def tokenize_corpus(
         with atomic_dir(out_dir, overwrite) as tmp:
             output = _Output(tmp, dtype, max_shard_bytes, min_tokens)
             docs = _NonEmpty(read_documents(files, text_field, source_field, text_split))
-            run = _Run(packer, output)
+            run = _Run(packer, output, tok.eos_id)
             for (_, srcs), encoded in _encoded(_batches(docs, batch_docs), tok, workers):
                 run.add(srcs, *encoded)
                 if bar is not None:
@@ -342,6 +342,7 @@ def tokenize_corpus(
                     "tokens": tokens_out,
                     "dropped_short": output.dropped,
                     "dropped_tokens": run.tokens_in - tokens_out,
+                    "eos_in_text": run.eos_in_text,
                     "per_source": dict(zip(run.names, run.per_source)),
                 },
                 "seed": seed,
@@ -375,8 +376,11 @@ class _NonEmpty:
 class _Run:
     """Source names -> indices, encoded batches -> packer -> output, and the counts."""
 
-    def __init__(self, packer: Packer, output: _Output) -> None:
+    def __init__(self, packer: Packer, output: _Output, eos_id: int) -> None:
         self.packer = packer
+        self.eos_id = eos_id
+        # EOS tokens inside documents' own tokens: export could not tell their end.
+        self.eos_in_text = 0
         self.output = output
         self.names: list[str] = []
         self.index: dict[str, int] = {}
@@ -404,3 +408,4 @@ class _Run:
             self.output.add(self.packer.add(j, flat[lo : int(ends[b - 1])]), self.per_source)
         self.documents += len(sources)
         self.tokens_in += len(flat)
+        self.eos_in_text += int(np.count_nonzero(flat == self.eos_id)) - len(sources)
