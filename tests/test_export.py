@@ -30,7 +30,7 @@ from miniplm.scores import mean_nll, write_score_run
 TRAIN = [
     "The cat sat on the mat. Where is the dog?\n",
     "Ünïcödé täxt, naïve café — «quotes» and 日本語のテキスト。",
-    "Emoji 😀🎉 and astral 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 letters, Ελληνικά, русский текст.",
+    "Emoji 😀🎉 and astral \U0001d518\U0001d52b\U0001d526 letters, Ελληνικά, русский текст.",
     "  leading and trailing whitespace \t\n",
 ]
 
@@ -122,14 +122,13 @@ def _check_pieces(docs: list[tuple[str, str]], rows: list[dict[str, Any]]) -> No
 text = st.text(
     alphabet=st.one_of(
         st.characters(blacklist_categories=("Cs",)),
-        st.sampled_from("ä日😀𝔘 \t\n.a"),
+        st.sampled_from("ä日😀\U0001d518 \t\n.a"),
     ),
     max_size=40,
 )
 documents = st.lists(
-    st.tuples(st.sampled_from(["web", "code", "wiki"]), text.map(lambda t: f" {t} ")) | st.tuples(
-        st.sampled_from(["web", "code"]), text
-    ),
+    st.tuples(st.sampled_from(["web", "code", "wiki"]), text.map(lambda t: f" {t} "))
+    | st.tuples(st.sampled_from(["web", "code"]), text),
     min_size=1,
     max_size=12,
 )
@@ -152,7 +151,9 @@ def test_export_gives_the_documents_back(
     assert info["instances"] == n
     # A selection exports exactly its ids' rows of the full export, in order.
     ids = np.random.default_rng(seq_len).permutation(n)[: max(1, n // 3)]
-    sel = miniplm.TokenDataset(corpus).write_selection(tmp_path / "sel", ids, "test", overwrite=True)
+    sel = miniplm.TokenDataset(corpus).write_selection(
+        tmp_path / "sel", ids, "test", overwrite=True
+    )
     export(corpus, tmp_path / "sel.jsonl", sel, overwrite=True)
     part = _read(tmp_path / "sel.jsonl")
     keep = set(ids.tolist())
@@ -292,7 +293,7 @@ def test_bad_inputs_write_nothing(tmp_path: Path, toks: tuple[str, str]) -> None
     with pytest.raises(InputError, match=r"x\.csv: unknown output format"):
         export(corpus, tmp_path / "x.csv")
     (tmp_path / "old.jsonl").write_text("keep")
-    with pytest.raises(FileExistsError, match="old.jsonl: output exists"):
+    with pytest.raises(FileExistsError, match=r"old\.jsonl: output exists"):
         export(corpus, tmp_path / "old.jsonl")
     assert (tmp_path / "old.jsonl").read_text() == "keep"
     other = tmp_path / "other"
@@ -300,7 +301,13 @@ def test_bad_inputs_write_nothing(tmp_path: Path, toks: tuple[str, str]) -> None
     sel = miniplm.TokenDataset(other).write_selection(tmp_path / "sel", [0, 1], "test")
     with pytest.raises(InputError, match="instances"):
         export(corpus, tmp_path / "y.jsonl", sel)
-    with pytest.raises(FormatError, match="tokenize.json"):
+    with pytest.raises(FormatError, match=r"tokenize\.json"):
         export(other, tmp_path / "y.jsonl")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "docs.jsonl", "old.jsonl", "other", "sel"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "corpus",
+        "docs.jsonl",
+        "old.jsonl",
+        "other",
+        "sel",
+    ]
     assert main(["export", "--data", str(corpus), "--out", str(tmp_path / "z.txt")]) == 2

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -349,7 +349,7 @@ class _Writer:
         raw: IO[bytes] = open(path, "wb")  # noqa: SIM115
         self.raw = raw
         if suffix == ".jsonl.gz":
-            raw = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0)
+            raw = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="wb", mtime=0))
         elif suffix == ".jsonl.zst":
             raw = require("zstandard").ZstdCompressor().stream_writer(raw, closefd=False)
         self.text = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
