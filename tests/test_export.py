@@ -197,7 +197,10 @@ def test_retokenizing_an_export_loses_nothing(
     assert {s: tok.decode(v) for s, v in decoded.items()} == exported
 
 
-def test_score_columns_from_the_selection_runs(tmp_path: Path, toks: tuple[str, str]) -> None:
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_score_columns_from_the_selection_runs(
+    tmp_path: Path, toks: tuple[str, str], suffix: str
+) -> None:
     docs = [("web", t) for t in TRAIN * 3]
     corpus = _corpus(tmp_path, docs, toks[0])
     ds = miniplm.TokenDataset(corpus)
@@ -217,7 +220,7 @@ def test_score_columns_from_the_selection_runs(tmp_path: Path, toks: tuple[str, 
         )
     sel = tmp_path / "sel"
     select(sel, teacher=runs[0], reference=runs[1], ratio=0.5, data=corpus)
-    out = tmp_path / "sel.parquet"
+    out = tmp_path / f"sel{suffix}"
     info = export(corpus, out, sel)
     assert info["columns"] == ["id", "source", "text", "r", "nll_teacher", "nll_reference"]
     rows = _read(out)
@@ -311,3 +314,41 @@ def test_bad_inputs_write_nothing(tmp_path: Path, toks: tuple[str, str]) -> None
         "sel",
     ]
     assert main(["export", "--data", str(corpus), "--out", str(tmp_path / "z.txt")]) == 2
+
+
+def test_chunking_does_not_change_the_export(
+    tmp_path: Path, toks: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = [(s, t) for s in ("web", "code") for t in TRAIN] + [("web", "\U0001f9ea" * 9)]
+    corpus = _corpus(tmp_path, docs, toks[0], seq_len=2, packing="fixed")
+    export(corpus, tmp_path / "one.parquet")
+    monkeypatch.setattr("miniplm.corpus.export._CHUNK_TOKENS", 3)  # one instance per chunk
+    export(corpus, tmp_path / "many.parquet")
+    rows = _read(tmp_path / "many.parquet")
+    assert rows == _read(tmp_path / "one.parquet")
+    assert pq.ParquetFile(tmp_path / "many.parquet").num_row_groups == len(
+        miniplm.TokenDataset(corpus)
+    )
+    _check_pieces(docs, rows)
+
+
+def test_a_normalizer_that_changed_no_document_is_exact(tmp_path: Path) -> None:
+    # Qwen's tokenizer normalizes to NFC: exact on NFC text, refused once it changed one.
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<eos>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(TRAIN, trainer)
+    tok.save(str(tmp_path / "nfc.json"))
+    docs = [("web", t) for t in TRAIN]
+    corpus = _corpus(tmp_path, docs, str(tmp_path / "nfc.json"))
+    assert json.loads((corpus / "tokenize.json").read_text())["counts"]["normalized_documents"] == 0
+    export(corpus, tmp_path / "x.jsonl")
+    _check_pieces(docs, _read(tmp_path / "x.jsonl"))
+    corpus = _corpus(tmp_path, [*docs, ("web", "cafe\u0301")], str(tmp_path / "nfc.json"))
+    with pytest.raises(InputError, match=r"NFC normalizer .*changed 1 document"):
+        export(corpus, tmp_path / "y.jsonl")

@@ -29,7 +29,7 @@ from miniplm.data import DataSpec, PathLike, TokenDataset
 from miniplm.errors import FormatError, InputError
 
 SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst")
-_CHUNK_TOKENS = 1 << 22  # tokens gathered per chunk (the chunk's padded batch is 8x this)
+_CHUNK_TOKENS = 1 << 20  # tokens gathered per chunk (the chunk's padded batch is 8x this)
 
 
 def output_format(out: Path) -> str:
@@ -82,7 +82,8 @@ class _Corpus:
             )
         self.eos = eos
         self.names = names
-        self.table = token_bytes(tok_path.read_text(), str(spec))
+        normalized = meta["counts"].get("normalized_documents")
+        self.table = token_bytes(tok_path.read_text(), str(spec), normalized)
         self.bad = np.zeros(len(self.table.offsets) - 1, dtype=np.bool_)
         self.bad[[t for t in self.table.bad if t != eos]] = True
         sources_path = directory / "sources.npy"
@@ -97,11 +98,12 @@ class _Corpus:
     def next_same_source(self, i: int) -> int | None:
         """The next instance after ``i`` of ``i``'s source (its document may go on there)."""
         s = self.sources[i]
-        step = 1 << 16
-        for lo in range(i + 1, len(self.sources), step):
+        lo, step = i + 1, 64  # usually close by; the window grows when it is not
+        while lo < len(self.sources):
             hit = np.flatnonzero(self.sources[lo : lo + step] == s)
             if hit.size:
                 return lo + int(hit[0])
+            lo, step = lo + step, min(step * 4, 1 << 20)
         return None
 
 
@@ -144,7 +146,8 @@ class _MeanNll:
         return out
 
 
-def _score_columns(selection: Path, info: dict[str, Any], n: int) -> dict[str, _MeanNll]:
+def _score_columns(info: dict[str, Any], n: int) -> dict[str, _MeanNll]:
+    """The mean-NLL columns of the score inputs the selection names."""
     inputs = info.get("inputs") or {}
     cols: dict[str, _MeanNll] = {}
     for role, column in (("teacher", "nll_teacher"), ("reference", "nll_reference")):
@@ -318,10 +321,11 @@ def _completion(corpus: _Corpus, i: int, need: int) -> bytes:
         j = corpus.next_same_source(j) if j is not None else None
         if j is None or corpus.ds[j][:1].tolist() == [corpus.eos]:
             break
-        head = _instance_bytes(corpus, j)[: need - len(got)].tobytes()
+        whole = _instance_bytes(corpus, j).tobytes()
+        head = whole[: need - len(got)]
         cont = len(head) - len(head.lstrip(bytes(range(0x80, 0xC0))))
         got += head[:cont]
-        if cont < len(head) or len(_instance_bytes(corpus, j)) > cont:
+        if cont < len(whole):  # the character ends in instance j (or cannot go on)
             break
     return got
 
@@ -366,15 +370,26 @@ class _Writer:
             self.parquet.write_table(self.pa.table(columns, schema=self.parquet.schema))
             return
         assert self.text is not None
-        lines = []
-        score_lists = {k: v.tolist() for k, v in scores.items()}
-        for k, (i, s, t) in enumerate(zip(rows.ids.tolist(), sources, text.to_pylist())):
-            obj: dict[str, Any] = {"id": i, "source": s, "text": t}
-            for name, values in score_lists.items():
-                v = values[k]
-                obj[name] = None if v != v or v in (float("inf"), float("-inf")) else v
-            lines.append(json.dumps(obj, ensure_ascii=False) + "\n")
-        self.text.writelines(lines)
+        # One f-string per row around the C string encoder: 3x json.dumps of a dict.
+        enc = json.encoder.encode_basestring
+        quoted = {n: enc(n) for n in set(sources)}
+        parts = [
+            [
+                f'{{"id": {i}, "source": {quoted[s]}, "text": '
+                for i, s in zip(rows.ids.tolist(), sources)
+            ]
+        ]
+        parts.append([enc(t) for t in text.to_pylist()])
+        for name, values in scores.items():
+            finite = np.isfinite(values)
+            shown = np.where(finite, values, 0.0).tolist()
+            parts.append(
+                [
+                    f', "{name}": {v!r}' if ok else f', "{name}": null'
+                    for v, ok in zip(shown, finite.tolist())
+                ]
+            )
+        self.text.writelines("".join(p) + "}\n" for p in zip(*parts))
 
     def close(self) -> None:
         if self.parquet is not None:
@@ -420,10 +435,10 @@ def export(
     selected: npt.NDArray[Any] | None = None
     scores: dict[str, _MeanNll] = {}
     if selection is not None:
-        # The core's one reader checks the selection against this dataset.
-        selected = corpus.ds._native.read_selection(os.fspath(selection))
+        # The core's one selection reader checks it against this dataset.
+        selected = corpus.ds.select(selection).ids
         info = json.loads((Path(selection) / "selection.json").read_text())
-        scores = _score_columns(Path(selection), info, n)
+        scores = _score_columns(info, n)
     names = list(scores)
     if len(scores) == 2:
         names = ["r", *names]
