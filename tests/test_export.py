@@ -242,6 +242,14 @@ def _lossy(path: Path, kind: str) -> str:
     elif kind == "prefix-space":
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    elif kind == "alphabet":  # trained without the byte alphabet: unseen bytes are lost
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.train_from_iterator(
+            TRAIN, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"])
+        )
+        tok.save(str(path))
+        return str(path)
     else:  # a word-level model with an unknown token
         tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -265,6 +273,7 @@ def _lossy(path: Path, kind: str) -> str:
         ("normalizer", "NFKC normalizer"),
         ("prefix-space", "adds a space"),
         ("unknown", "WordLevel"),
+        ("alphabet", "lacks .* of the 256 byte tokens"),
     ],
 )
 def test_a_lossy_tokenizer_is_refused(tmp_path: Path, kind: str, says: str) -> None:
@@ -352,3 +361,18 @@ def test_a_normalizer_that_changed_no_document_is_exact(tmp_path: Path) -> None:
     corpus = _corpus(tmp_path, [*docs, ("web", "cafe\u0301")], str(tmp_path / "nfc.json"))
     with pytest.raises(InputError, match=r"NFC normalizer .*changed 1 document"):
         export(corpus, tmp_path / "y.jsonl")
+
+
+def test_an_added_token_that_strips_whitespace_is_refused_where_used(tmp_path: Path) -> None:
+    from tokenizers import AddedToken
+
+    path = Path(_bpe(tmp_path / "strip.json", 300, TRAIN))
+    tok = Tokenizer.from_file(str(path))
+    tok.add_tokens([AddedToken("<x>", lstrip=True)])
+    tok.save(str(path))
+    corpus = _corpus(tmp_path, [("web", "plain text")], str(path))
+    export(corpus, tmp_path / "ok.jsonl")  # the token is not used: nothing is lost
+    corpus = _corpus(tmp_path, [("web", "a  <x> b")], str(path))
+    with pytest.raises(InputError, match="absorbs the whitespace"):
+        export(corpus, tmp_path / "no.jsonl")
+    assert not (tmp_path / "no.jsonl").exists()
