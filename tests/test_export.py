@@ -376,3 +376,12 @@ def test_an_added_token_that_strips_whitespace_is_refused_where_used(tmp_path: P
     with pytest.raises(InputError, match="absorbs the whitespace"):
         export(corpus, tmp_path / "no.jsonl")
     assert not (tmp_path / "no.jsonl").exists()
+
+
+def test_progress_bar_counts_instances(
+    tmp_path: Path, toks: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = _corpus(tmp_path, [("web", t) for t in TRAIN], toks[0])
+    export(corpus, tmp_path / "x.jsonl", progress=True)
+    n = len(miniplm.TokenDataset(corpus))
+    assert f"{n}/{n}" in capsys.readouterr().err
