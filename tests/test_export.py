@@ -384,4 +384,5 @@ def test_progress_bar_counts_instances(
     corpus = _corpus(tmp_path, [("web", t) for t in TRAIN], toks[0])
     export(corpus, tmp_path / "x.jsonl", progress=True)
     n = len(miniplm.TokenDataset(corpus))
-    assert f"{n}/{n}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{n}/{n}" in err and "instances/s" in err

@@ -481,4 +481,5 @@ def _bar(progress: bool | None, total: int) -> Any:
     if not progress:
         return None
     tqdm = require("tqdm").tqdm
-    return tqdm(total=total, unit=" instances", unit_scale=True, file=sys.stderr)
+    # Scaled units (1.2M/10.0M) only where counts are large: "7.00/7.00" reads oddly.
+    return tqdm(total=total, unit=" instances", unit_scale=total >= 100_000, file=sys.stderr)
