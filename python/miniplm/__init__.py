@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from miniplm import _core
 
 if TYPE_CHECKING:
+    from miniplm.corpus.export import export
     from miniplm.data import DatasetView, TokenDataset, write_dataset
     from miniplm.errors import FormatError, InputError, MiniplmError
     from miniplm.sampling import build, inspect, load_selection, select
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 __version__: str = _core.__version__
 
 _WHERE = {
+    "export": "miniplm.corpus.export",
     "DatasetView": "miniplm.data",
     "TokenDataset": "miniplm.data",
     "write_dataset": "miniplm.data",
@@ -47,6 +49,7 @@ __all__ = [
     "TokenDataset",
     "__version__",
     "build",
+    "export",
     "inspect",
     "load_scores",
     "load_selection",

@@ -63,3 +63,23 @@ def atomic_write_text(path: Path, text: str | Iterable[str]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def atomic_file(out: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary sibling name of file ``out`` to write; on success it is fsynced
+    and renamed over ``out``, on any error removed (``out`` untouched). An existing
+    ``out`` is refused unless ``overwrite``."""
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out}: output exists (pass overwrite=True to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+        fsync_dir(out.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

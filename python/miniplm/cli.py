@@ -17,6 +17,7 @@ from miniplm.errors import MiniplmError
 # Stage modules, in pipeline order.
 _STAGES = (
     "miniplm.corpus.cli",
+    "miniplm.corpus.export_cli",
     "miniplm.scoring.cli",
     "miniplm.training.cli",
     "miniplm.evaluation.cli",

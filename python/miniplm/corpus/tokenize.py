@@ -303,9 +303,12 @@ def tokenize_corpus(
         with atomic_dir(out_dir, overwrite) as tmp:
             output = _Output(tmp, dtype, max_shard_bytes, min_tokens)
             docs = _NonEmpty(read_documents(files, text_field, source_field, text_split))
-            run = _Run(packer, output)
-            for (_, srcs), encoded in _encoded(_batches(docs, batch_docs), tok, workers):
+            run = _Run(packer, output, tok.eos_id)
+            normalizer = tok.backend.normalizer
+            for (texts, srcs), encoded in _encoded(_batches(docs, batch_docs), tok, workers):
                 run.add(srcs, *encoded)
+                if normalizer is not None:  # export is exact only where it changed nothing
+                    run.normalized += sum(normalizer.normalize_str(t) != t for t in texts)
                 if bar is not None:
                     bar.update(len(srcs))
                     rate = run.tokens_in / max(time.perf_counter() - t0, 1e-9)
@@ -343,6 +346,8 @@ def tokenize_corpus(
                     "tokens": tokens_out,
                     "dropped_short": output.dropped,
                     "dropped_tokens": run.tokens_in - tokens_out,
+                    "eos_in_text": run.eos_in_text,
+                    "normalized_documents": None if normalizer is None else run.normalized,
                     "per_source": dict(zip(run.names, run.per_source)),
                 },
                 "seed": seed,
@@ -376,8 +381,12 @@ class _NonEmpty:
 class _Run:
     """Source names -> indices, encoded batches -> packer -> output, and the counts."""
 
-    def __init__(self, packer: Packer, output: _Output) -> None:
+    def __init__(self, packer: Packer, output: _Output, eos_id: int) -> None:
         self.packer = packer
+        self.eos_id = eos_id
+        # EOS tokens inside documents' own tokens: export could not tell their end.
+        self.eos_in_text = 0
+        self.normalized = 0  # documents the tokenizer's normalizer changed
         self.output = output
         self.names: list[str] = []
         self.index: dict[str, int] = {}
@@ -405,3 +414,4 @@ class _Run:
             self.output.add(self.packer.add(j, flat[lo : int(ends[b - 1])]), self.per_source)
         self.documents += len(sources)
         self.tokens_in += len(flat)
+        self.eos_in_text += int(np.count_nonzero(flat == self.eos_id)) - len(sources)

@@ -1,0 +1,388 @@
+"""`miniplm export`: the exported rows give back the documents byte for byte (split at
+EOS and at instance cuts, characters cut by an instance kept whole), a selection exports
+exactly its rows, score columns, every output format, re-tokenizing with another
+tokenizer loses nothing, and lossy tokenizers / bad inputs are refused writing nothing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+import miniplm
+from miniplm.cli import main
+from miniplm.corpus.export import export
+from miniplm.corpus.tokenize import tokenize_corpus
+from miniplm.errors import FormatError, InputError
+from miniplm.sampling import select
+from miniplm.scores import mean_nll, write_score_run
+
+TRAIN = [
+    "The cat sat on the mat. Where is the dog?\n",
+    "Ünïcödé täxt, naïve café — «quotes» and 日本語のテキスト。",
+    "Emoji 😀🎉 and astral \U0001d518\U0001d52b\U0001d526 letters, Ελληνικά, русский текст.",
+    "  leading and trailing whitespace \t\n",
+]
+
+
+def _bpe(path: Path, vocab: int, texts: list[str]) -> str:
+    """A byte-level BPE (EOS ``<eos>``) trained on ``texts``, saved as ``path``."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=["<eos>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(texts * 20, trainer)
+    tok.save(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def toks(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """The corpus tokenizer and a second, smaller one for the student."""
+    d = tmp_path_factory.mktemp("tok")
+    return _bpe(d / "teacher.json", 420, TRAIN), _bpe(d / "student.json", 300, TRAIN[::-1])
+
+
+def _jsonl(path: Path, docs: list[tuple[str, str]]) -> Path:
+    lines = [json.dumps({"source": s, "text": t}, ensure_ascii=False) for s, t in docs]
+    path.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    return path
+
+
+def _corpus(tmp: Path, docs: list[tuple[str, str]], tok: str, **kw: Any) -> Path:
+    out = tmp / "corpus"
+    opts: dict[str, Any] = {"seq_len": 8, "workers": 1, "progress": False, "min_tokens": 1}
+    tokenize_corpus(
+        _jsonl(tmp / "docs.jsonl", docs),
+        out,
+        tok,
+        source_field="source",
+        eos_token="<eos>",
+        overwrite=True,
+        **{**opts, **kw},
+    )
+    return out
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".parquet":
+        return list(pq.read_table(path).to_pylist())
+    raw = path.read_bytes()
+    if path.name.endswith(".gz"):
+        raw = gzip.decompress(raw)
+    elif path.name.endswith(".zst"):
+        raw = zstandard.ZstdDecompressor().stream_reader(raw).read()
+    return [json.loads(line) for line in raw.decode("utf-8").split("\n") if line]
+
+
+def _by_source(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = defaultdict(list)
+    for r in rows:
+        out[r["source"]].append(r["text"])
+    return out
+
+
+def _check_pieces(docs: list[tuple[str, str]], rows: list[dict[str, Any]]) -> None:
+    """Per source, the rows in id order tile that source's documents exactly, each row
+    inside one document."""
+    ids = [r["id"] for r in rows]
+    assert ids == sorted(ids)
+    want: dict[str, list[str]] = defaultdict(list)
+    for s, t in docs:
+        if t:
+            want[s].append(t)
+    got = _by_source(rows)
+    assert set(got) == set(want)
+    for s, texts in want.items():
+        d, at = 0, 0
+        for piece in got[s]:
+            assert piece, "empty rows are not written"
+            assert texts[d][at : at + len(piece)] == piece
+            at += len(piece)
+            if at == len(texts[d]):
+                d, at = d + 1, 0
+        assert (d, at) == (len(texts), 0)
+        assert "".join(got[s]) == "".join(texts)
+
+
+text = st.text(
+    alphabet=st.one_of(
+        st.characters(blacklist_categories=("Cs",)),
+        st.sampled_from("ä日😀\U0001d518 \t\n.a"),
+    ),
+    max_size=40,
+)
+documents = st.lists(
+    st.tuples(st.sampled_from(["web", "code", "wiki"]), text.map(lambda t: f" {t} "))
+    | st.tuples(st.sampled_from(["web", "code"]), text),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=30)
+@given(docs=documents, seq_len=st.integers(1, 12), packing=st.sampled_from(["boundary", "fixed"]))
+def test_export_gives_the_documents_back(
+    tmp_path: Path, toks: tuple[str, str], docs: list[tuple[str, str]], seq_len: int, packing: str
+) -> None:
+    if not any(t for _, t in docs):
+        docs = [*docs, ("web", "x")]
+    corpus = _corpus(tmp_path, docs, toks[0], seq_len=seq_len, packing=packing)
+    out = tmp_path / "all.jsonl"
+    info = export(corpus, out, overwrite=True)
+    rows = _read(out)
+    assert info["rows"] == len(rows)
+    _check_pieces(docs, rows)
+    n = len(miniplm.TokenDataset(corpus))
+    assert info["instances"] == n
+    # A selection exports exactly its ids' rows of the full export, in order.
+    ids = np.random.default_rng(seq_len).permutation(n)[: max(1, n // 3)]
+    sel = miniplm.TokenDataset(corpus).write_selection(
+        tmp_path / "sel", ids, "test", overwrite=True
+    )
+    export(corpus, tmp_path / "sel.jsonl", sel, overwrite=True)
+    part = _read(tmp_path / "sel.jsonl")
+    keep = set(ids.tolist())
+    assert part == [r for r in rows if r["id"] in keep]
+
+
+def test_multibyte_cut_is_kept_whole_in_the_row_where_it_starts(
+    tmp_path: Path, toks: tuple[str, str]
+) -> None:
+    # Astral characters become 4 byte tokens; fixed packing of 3 tokens cuts inside them.
+    docs = [("web", "a" + "\U0001f9ea" * 5 + "b"), ("web", "\U0001d518\U0001d52b")]
+    corpus = _corpus(tmp_path, docs, toks[0], seq_len=2, packing="fixed")
+    export(corpus, tmp_path / "x.jsonl")
+    rows = _read(tmp_path / "x.jsonl")
+    _check_pieces(docs, rows)
+    assert len(rows) > len(docs)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst"])
+def test_retokenizing_an_export_loses_nothing(
+    tmp_path: Path, toks: tuple[str, str], suffix: str
+) -> None:
+    docs = [(s, t) for s in ("web", "code") for t in TRAIN] + [("wiki", " x\n" * 30)]
+    corpus = _corpus(tmp_path, docs, toks[0], seq_len=6, packing="boundary")
+    out = tmp_path / f"export{suffix}"
+    assert main(["export", "--data", str(corpus), "--out", str(out), "--quiet"]) == 0
+    rows = _read(out)
+    _check_pieces(docs, rows)
+    student = tmp_path / "student"
+    argv = ["tokenize", str(out), "--source-field", "source", "--tokenizer", toks[1]]
+    assert main([*argv, "--eos-token", "<eos>", "--min-tokens", "1", "--out", str(student)]) == 0
+    tok = Tokenizer.from_file(toks[1])
+    eos = tok.token_to_id("<eos>")
+    ds = miniplm.TokenDataset(student)
+    names = json.loads((student / "tokenize.json").read_text())["sources"]
+    sources = np.load(student / "sources.npy")
+    decoded: dict[str, list[int]] = defaultdict(list)
+    for i in range(len(ds)):
+        decoded[names[int(sources[i])]] += [int(t) for t in ds[i] if t != eos]
+    exported = {s: "".join(v) for s, v in _by_source(rows).items()}
+    assert {s: tok.decode(v) for s, v in decoded.items()} == exported
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_score_columns_from_the_selection_runs(
+    tmp_path: Path, toks: tuple[str, str], suffix: str
+) -> None:
+    docs = [("web", t) for t in TRAIN * 3]
+    corpus = _corpus(tmp_path, docs, toks[0])
+    ds = miniplm.TokenDataset(corpus)
+    n = len(ds)
+    rng = np.random.default_rng(0)
+    binding = {"path": str(corpus), "fingerprint": ds.fingerprint()}
+    runs = []
+    for name in ("teacher", "reference"):
+        runs.append(
+            write_score_run(
+                tmp_path / name,
+                rng.random(n) * 10,
+                rng.integers(0, 4, n),
+                part_size=5,
+                dataset=binding,
+            )
+        )
+    sel = tmp_path / "sel"
+    select(sel, teacher=runs[0], reference=runs[1], ratio=0.5, data=corpus)
+    out = tmp_path / f"sel{suffix}"
+    info = export(corpus, out, sel)
+    assert info["columns"] == ["id", "source", "text", "r", "nll_teacher", "nll_reference"]
+    rows = _read(out)
+    t = mean_nll(miniplm.load_scores(runs[0]))
+    r = mean_nll(miniplm.load_scores(runs[1]))
+    ids = np.load(sel / "ids.npy")
+    assert sorted({x["id"] for x in rows}) == ids.tolist()
+    for x in rows:
+        assert x["nll_teacher"] == t[x["id"]]
+        assert x["nll_reference"] == r[x["id"]]
+        assert x["r"] == r[x["id"]] - t[x["id"]]
+
+
+def _lossy(path: Path, kind: str) -> str:
+    if kind == "normalizer":
+        tok = Tokenizer(models.BPE())
+        tok.normalizer = normalizers.NFKC()
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    elif kind == "prefix-space":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    elif kind == "alphabet":  # trained without the byte alphabet: unseen bytes are lost
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.train_from_iterator(
+            TRAIN, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"])
+        )
+        tok.save(str(path))
+        return str(path)
+    else:  # a word-level model with an unknown token
+        tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer: Any = (
+        trainers.WordLevelTrainer(special_tokens=["<eos>", "<unk>"])
+        if kind == "unknown"
+        else trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<eos>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
+    )
+    tok.train_from_iterator(TRAIN, trainer)
+    tok.save(str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("normalizer", "NFKC normalizer"),
+        ("prefix-space", "adds a space"),
+        ("unknown", "WordLevel"),
+        ("alphabet", "lacks .* of the 256 byte tokens"),
+    ],
+)
+def test_a_lossy_tokenizer_is_refused(tmp_path: Path, kind: str, says: str) -> None:
+    tok = _lossy(tmp_path / "lossy.json", kind)
+    corpus = _corpus(tmp_path, [("web", t) for t in TRAIN], tok)
+    out = tmp_path / "x.jsonl"
+    with pytest.raises(InputError, match=f"lossy.json is not lossless: .*{says}"):
+        export(corpus, out)
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_eos_inside_a_document_and_old_manifests_are_refused(
+    tmp_path: Path, toks: tuple[str, str]
+) -> None:
+    corpus = _corpus(tmp_path, [("web", "a <eos> b"), ("web", "c")], toks[0])
+    meta = json.loads((corpus / "tokenize.json").read_text())
+    assert meta["counts"]["eos_in_text"] == 1
+    with pytest.raises(InputError, match="EOS id 0 occurs 1 time"):
+        export(corpus, tmp_path / "x.jsonl")
+    del meta["counts"]["eos_in_text"]
+    (corpus / "tokenize.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="before tokenize recorded"):
+        export(corpus, tmp_path / "x.jsonl")
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_bad_inputs_write_nothing(tmp_path: Path, toks: tuple[str, str]) -> None:
+    corpus = _corpus(tmp_path, [("web", t) for t in TRAIN], toks[0])
+    with pytest.raises(InputError, match=r"x\.csv: unknown output format"):
+        export(corpus, tmp_path / "x.csv")
+    (tmp_path / "old.jsonl").write_text("keep")
+    with pytest.raises(FileExistsError, match=r"old\.jsonl: output exists"):
+        export(corpus, tmp_path / "old.jsonl")
+    assert (tmp_path / "old.jsonl").read_text() == "keep"
+    other = tmp_path / "other"
+    miniplm.write_dataset(other, [np.array([5, 6])] * 3, vocab_size=420)
+    sel = miniplm.TokenDataset(other).write_selection(tmp_path / "sel", [0, 1], "test")
+    with pytest.raises(InputError, match="instances"):
+        export(corpus, tmp_path / "y.jsonl", sel)
+    with pytest.raises(FormatError, match=r"tokenize\.json"):
+        export(other, tmp_path / "y.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "corpus",
+        "docs.jsonl",
+        "old.jsonl",
+        "other",
+        "sel",
+    ]
+    assert main(["export", "--data", str(corpus), "--out", str(tmp_path / "z.txt")]) == 2
+
+
+def test_chunking_does_not_change_the_export(
+    tmp_path: Path, toks: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = [(s, t) for s in ("web", "code") for t in TRAIN] + [("web", "\U0001f9ea" * 9)]
+    corpus = _corpus(tmp_path, docs, toks[0], seq_len=2, packing="fixed")
+    export(corpus, tmp_path / "one.parquet")
+    monkeypatch.setattr("miniplm.corpus.export._CHUNK_TOKENS", 3)  # one instance per chunk
+    export(corpus, tmp_path / "many.parquet")
+    rows = _read(tmp_path / "many.parquet")
+    assert rows == _read(tmp_path / "one.parquet")
+    assert pq.ParquetFile(tmp_path / "many.parquet").num_row_groups == len(
+        miniplm.TokenDataset(corpus)
+    )
+    _check_pieces(docs, rows)
+
+
+def test_a_normalizer_that_changed_no_document_is_exact(tmp_path: Path) -> None:
+    # Qwen's tokenizer normalizes to NFC: exact on NFC text, refused once it changed one.
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<eos>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(TRAIN, trainer)
+    tok.save(str(tmp_path / "nfc.json"))
+    docs = [("web", t) for t in TRAIN]
+    corpus = _corpus(tmp_path, docs, str(tmp_path / "nfc.json"))
+    assert json.loads((corpus / "tokenize.json").read_text())["counts"]["normalized_documents"] == 0
+    export(corpus, tmp_path / "x.jsonl")
+    _check_pieces(docs, _read(tmp_path / "x.jsonl"))
+    corpus = _corpus(tmp_path, [*docs, ("web", "cafe\u0301")], str(tmp_path / "nfc.json"))
+    with pytest.raises(InputError, match=r"NFC normalizer .*changed 1 document"):
+        export(corpus, tmp_path / "y.jsonl")
+
+
+def test_an_added_token_that_strips_whitespace_is_refused_where_used(tmp_path: Path) -> None:
+    from tokenizers import AddedToken
+
+    path = Path(_bpe(tmp_path / "strip.json", 300, TRAIN))
+    tok = Tokenizer.from_file(str(path))
+    tok.add_tokens([AddedToken("<x>", lstrip=True)])
+    tok.save(str(path))
+    corpus = _corpus(tmp_path, [("web", "plain text")], str(path))
+    export(corpus, tmp_path / "ok.jsonl")  # the token is not used: nothing is lost
+    corpus = _corpus(tmp_path, [("web", "a  <x> b")], str(path))
+    with pytest.raises(InputError, match="absorbs the whitespace"):
+        export(corpus, tmp_path / "no.jsonl")
+    assert not (tmp_path / "no.jsonl").exists()
+
+
+def test_progress_bar_counts_instances(
+    tmp_path: Path, toks: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = _corpus(tmp_path, [("web", t) for t in TRAIN], toks[0])
+    export(corpus, tmp_path / "x.jsonl", progress=True)
+    n = len(miniplm.TokenDataset(corpus))
+    err = capsys.readouterr().err
+    assert f"{n}/{n}" in err and "instances/s" in err
