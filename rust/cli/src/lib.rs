@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicBool;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use miniplm_core::build::{build, BuildOptions, BuildReport};
 use miniplm_core::inspect::inspect;
+use miniplm_core::output::check_spares_inputs;
 use miniplm_core::scores::ScoreSource;
 use miniplm_core::select::{
     select, Amount, By, Keep, Mode, SelectInputs, SelectSpec, SelectionReport,
@@ -226,6 +227,15 @@ fn spec_of(a: &SelectArgs) -> SelectSpec {
 
 /// `select` as the CLI runs it; the Python binding calls this too.
 pub fn select_cmd(a: &SelectArgs, job: &Job) -> Result<SelectionReport> {
+    let inputs = [
+        &a.teacher,
+        &a.reference,
+        &a.teacher_nll,
+        &a.reference_nll,
+        &a.exclude,
+        &a.data,
+    ];
+    check_spares_inputs(&a.out, &inputs.into_iter().flatten().collect::<Vec<_>>())?;
     let num_instances = match &a.data {
         Some(d) => Some(Dataset::open(d)?.len()),
         None => None,
@@ -259,6 +269,13 @@ fn select_text(a: &SelectArgs, report: &SelectionReport) -> Result<String> {
 /// `build` as the CLI runs it; the Python binding calls this too.
 pub fn build_cmd(a: &BuildArgs, job: &Job) -> Result<BuildReport> {
     let data = Dataset::open(&a.data)?;
+    let mut inputs = vec![a.data.as_path(), a.selection.as_path()];
+    inputs.extend(
+        data.shards()
+            .iter()
+            .flat_map(|s| [s.idx_path(), s.bin_path()]),
+    );
+    check_spares_inputs(&a.out, &inputs)?;
     let opts = BuildOptions {
         name: a.name.clone(),
         shuffle_seed: a.shuffle.then_some(a.seed),
