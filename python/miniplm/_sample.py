@@ -9,10 +9,13 @@ from __future__ import annotations
 import sys
 
 from miniplm import _core
+from miniplm.cli import sigterm_as_interrupt
 
 
 def main() -> None:
-    sys.exit(_core.sample_main(["miniplm-sample", *sys.argv[1:]]))
+    with sigterm_as_interrupt():
+        code = _core.sample_main(["miniplm-sample", *sys.argv[1:]])
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from miniplm._atomic import check_spares_inputs, dataset_files, output_lock
 from miniplm._deps import require
 from miniplm._dist import Dist
 from miniplm.data import DatasetView, TokenDataset
@@ -213,7 +214,9 @@ def train(opt: TrainOptions) -> dict[str, Any]:
     opt.check()
     dist = Dist(opt.device)
     try:
-        return _Trainer(opt, dist).run()
+        trainer = _Trainer(opt, dist)
+        with trainer.locks:  # the output's lock, taken by rank 0 once the inputs are checked
+            return trainer.run()
     finally:
         dist.close()
 
@@ -223,6 +226,7 @@ class _Trainer:
         self.opt, self.dist = opt, dist
         self.device = _device(opt, dist)
         self.out = Path(opt.out)
+        self.locks = contextlib.ExitStack()
         self.gpu = self.device.startswith("cuda")
         if self.gpu:
             torch.cuda.set_device(torch.device(self.device))
@@ -230,8 +234,9 @@ class _Trainer:
     # ---- set-up -------------------------------------------------------------------
     def _prepare_out(self) -> None:
         """An existing output is continued with --resume, replaced with --overwrite, and
-        refused otherwise."""
+        refused otherwise. Rank 0 holds the output's lock from here to the end of the run."""
         if self.dist.rank == 0:
+            self.locks.enter_context(output_lock(self.out))
             if self.out.exists() and any(self.out.iterdir()):
                 if self.opt.overwrite:
                     shutil.rmtree(self.out)
@@ -253,7 +258,8 @@ class _Trainer:
 
     def run(self) -> dict[str, Any]:
         opt, dist = self.opt, self.dist
-        self._prepare_out()
+        inputs = [opt.selection, opt.init_from, opt.model_config, opt.kd_teacher]
+        check_spares_inputs(self.out, [*dataset_files(opt.data), *inputs])
         torch.manual_seed(opt.seed)
         src = self._source()
         vocab, eos_tok, eos_id, tok_file = _dataset_meta(opt.data)
@@ -295,6 +301,7 @@ class _Trainer:
                 f"--micro-batch-size x ranks = {world_batch}"
             )
         accum = opt.global_batch_size // world_batch
+        self._prepare_out()  # only now: an early error above leaves nothing behind
         if opt.max_steps is not None:
             total = opt.max_steps
         else:
