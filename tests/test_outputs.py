@@ -439,3 +439,63 @@ def test_score_resume_clears_a_dead_writers_debris(tmp_path: Path) -> None:
         "part-000001",
         "part-000002",
     ]
+
+
+# ---- 4b. truncated safetensors -----------------------------------------------------------
+
+
+def _truncate(f: Path, keep: int) -> None:
+    f.write_bytes(f.read_bytes()[:keep])
+
+
+@pytest.mark.parametrize("keep", [5, 100, -1000])
+def test_truncated_safetensors_names_the_file(tmp_path: Path, keep: int) -> None:
+    from miniplm.evaluation.model import load_eval_model
+    from miniplm.scoring.models import load_model
+
+    model = make_model(tmp_path / "m")
+    f = model / "model.safetensors"
+    _truncate(f, keep if keep > 0 else f.stat().st_size + keep)
+    make_dataset(tmp_path / "data", n=10)
+    pat = f"{f}: bad (header|data)"
+    with pytest.raises(miniplm.FormatError, match=pat):
+        load_model(str(model), device="cpu", dtype=None)
+    with pytest.raises(miniplm.FormatError, match=pat):
+        load_eval_model(str(model), device="cpu")
+    with pytest.raises(miniplm.FormatError, match=pat):
+        score([str(model)], tmp_path / "data", [tmp_path / "run"], ScoreOptions(device="cpu"))
+    opts = TrainOptions(
+        data=str(tmp_path / "data"),
+        out=str(tmp_path / "out"),
+        init_from=str(model),
+        seq_len=16,
+        max_steps=1,
+        device="cpu",
+        progress=False,
+    )
+    with pytest.raises(miniplm.FormatError, match=pat):
+        train(opts)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()
+
+
+def test_truncated_checkpoint_on_resume_names_the_file(tmp_path: Path) -> None:
+    make_dataset(tmp_path / "data", n=20)
+    opts = TrainOptions(
+        data=str(tmp_path / "data"),
+        out=str(tmp_path / "run"),
+        preset="tiny",
+        vocab_size=VOCAB,
+        seq_len=16,
+        max_steps=2,
+        save_every=1,
+        micro_batch_size=2,
+        global_batch_size=2,
+        device="cpu",
+        progress=False,
+    )
+    train(opts)
+    last = sorted((tmp_path / "run" / "checkpoints").glob("step-*"))[-1] / "model.safetensors"
+    _truncate(last, last.stat().st_size - 10)
+    opts.resume = True
+    with pytest.raises(miniplm.FormatError, match=f"{last}: bad data"):
+        train(opts)

@@ -27,6 +27,7 @@ import numpy.typing as npt
 from miniplm._atomic import check_spares_inputs, dataset_files, output_lock
 from miniplm._deps import require
 from miniplm._dist import Dist
+from miniplm._safetensors import check_safetensors
 from miniplm.data import DatasetView, TokenDataset
 from miniplm.errors import InputError
 from miniplm.scoring.models import check_same_tokenizer, load_model
@@ -174,6 +175,7 @@ def _build_model(
     opt: TrainOptions, vocab: int | None, eos_id: int | None, teacher_vocab: int | None
 ) -> Any:
     if opt.init_from:
+        check_safetensors(opt.init_from)
         return transformers.AutoModelForCausalLM.from_pretrained(opt.init_from, dtype=torch.float32)
     want = opt.vocab_size or teacher_vocab or vocab
     if opt.preset:
