@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -336,6 +337,35 @@ def test_tokenize_disk_full_leaves_nothing(
     with pytest.raises(OSError, match="No space left"):
         tokenize_corpus([src], tmp_path / "out", tok_json, workers=1, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl"]
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 128 KiB tmpfs (root only: skipped where mounting is not allowed)."""
+    d = tmp_path / "small"
+    d.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(d)], capture_output=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], check=True)
+
+
+def test_tokenize_on_a_full_disk_names_the_output_and_leaves_nothing(
+    tmp_path: Path, tok_json: Path, small_fs: Path
+) -> None:
+    src = _jsonl(tmp_path / "a.jsonl", 3_000)  # about 400 KB of shards
+    out = small_fs / "out"
+    with pytest.raises(OSError, match=f"{small_fs}/.out.tmp-.*No space left"):
+        tokenize_corpus([src], out, tok_json, workers=1, progress=False, shard_size="16K")
+    assert list(small_fs.iterdir()) == []
+    p = subprocess.run(_tokenize_argv(src, tok_json, out), capture_output=True, text=True)
+    assert p.returncode == 2 and "No space left" in p.stderr and "Traceback" not in p.stderr
+    assert list(small_fs.iterdir()) == []
 
 
 def test_score_into_a_file_names_the_output(tmp_path: Path) -> None:
