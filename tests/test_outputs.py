@@ -529,3 +529,15 @@ def test_truncated_checkpoint_on_resume_names_the_file(tmp_path: Path) -> None:
     opts.resume = True
     with pytest.raises(miniplm.FormatError, match=f"{last}: bad data"):
         train(opts)
+
+
+def test_eval_refuses_an_input_as_out(tmp_path: Path) -> None:
+    from miniplm.evaluation import evaluate
+
+    model = make_model(tmp_path / "m")
+    make_dataset(tmp_path / "data", n=10)
+    before = _tree(model)
+    for out in (model / "config.json", model, tmp_path / "data" / "corpus_0.bin"):
+        with pytest.raises(InputError, match="input"):
+            evaluate(str(model), data=tmp_path / "data", device="cpu", out=out)
+    assert _tree(model) == before
