@@ -516,7 +516,7 @@ def test_truncated_safetensors_names_the_file(tmp_path: Path, keep: int) -> None
     assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()
 
 
-def test_truncated_checkpoint_on_resume_names_the_file(tmp_path: Path) -> None:
+def test_resume_clears_debris_and_a_truncated_checkpoint_names_the_file(tmp_path: Path) -> None:
     make_dataset(tmp_path / "data", n=20)
     opts = TrainOptions(
         data=str(tmp_path / "data"),
@@ -532,9 +532,15 @@ def test_truncated_checkpoint_on_resume_names_the_file(tmp_path: Path) -> None:
         progress=False,
     )
     train(opts)
+    # A killed run's temporary final model and checkpoint go when the run is resumed.
+    debris = [tmp_path / "run" / ".final.tmp-7", tmp_path / "run" / "checkpoints" / ".step-3.tmp-7"]
+    for d in debris:
+        d.mkdir()
+    opts.resume = True
+    train(opts)
+    assert not any(d.exists() for d in debris)
     last = sorted((tmp_path / "run" / "checkpoints").glob("step-*"))[-1] / "model.safetensors"
     _truncate(last, last.stat().st_size - 10)
-    opts.resume = True
     with pytest.raises(miniplm.FormatError, match=f"{last}: bad data"):
         train(opts)
 

@@ -247,6 +247,12 @@ class _Trainer:
                         f"{self.out}: output exists (pass --resume to continue it, or --overwrite)"
                     )
             self.out.mkdir(parents=True, exist_ok=True)
+            # A killed run's half-written final model and checkpoints (we hold the lock).
+            for debris in [
+                *self.out.glob(".final.tmp-*"),
+                *(self.out / "checkpoints").glob(".step-*.tmp-*"),
+            ]:
+                shutil.rmtree(debris, ignore_errors=True)
         self.dist.barrier()
 
     def _source(self) -> TokenDataset | DatasetView:
