@@ -18,7 +18,7 @@ from miniplm import _core
 if TYPE_CHECKING:
     from miniplm.corpus.export import export
     from miniplm.data import DatasetView, TokenDataset, write_dataset
-    from miniplm.errors import FormatError, InputError, MiniplmError
+    from miniplm.errors import FormatError, InputError, MiniplmError, OutputLockedError
     from miniplm.sampling import build, inspect, load_selection, select
     from miniplm.scores import load_scores, mean_nll, write_score_run
 
@@ -32,6 +32,7 @@ _WHERE = {
     "FormatError": "miniplm.errors",
     "InputError": "miniplm.errors",
     "MiniplmError": "miniplm.errors",
+    "OutputLockedError": "miniplm.errors",
     "build": "miniplm.sampling",
     "inspect": "miniplm.sampling",
     "load_selection": "miniplm.sampling",
@@ -46,6 +47,7 @@ __all__ = [
     "FormatError",
     "InputError",
     "MiniplmError",
+    "OutputLockedError",
     "TokenDataset",
     "__version__",
     "build",

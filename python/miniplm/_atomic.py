@@ -1,37 +1,72 @@
-"""Directories that appear complete or not at all."""
+"""Outputs that are safe: directories that appear complete or not at all, files replaced
+whole, one writer per output (the core's lock), and never an output that destroys an
+input (the core's rule). The rules themselves live in rust/core/src/output.rs."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from miniplm import _core
+
+
+def check_spares_inputs(out: str | os.PathLike[str], inputs: Iterable[object]) -> None:
+    """InputError if ``out`` is, contains, or would replace part of one of ``inputs``
+    (paths; anything else, a hub model name or None, is skipped). Before touching anything."""
+    paths = [os.fspath(p) for p in inputs if isinstance(p, (str, os.PathLike))]
+    _core.check_spares_inputs(os.fspath(out), paths)
+
+
+def dataset_files(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+    """A token dataset (a path, a glob, or a list of prefixes) as the inputs it is read
+    from: what was given and its shard files."""
+    given = [os.fspath(path)] if isinstance(path, (str, os.PathLike)) else [*map(os.fspath, path)]
+    shards = _core.Dataset(given).shards()
+    return [*given, *(os.fspath(s[k]) for s in shards for k in ("idx", "bin"))]
+
+
+@contextmanager
+def output_lock(out: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``out``'s lock (``.<name>.lock`` beside it) for the block: OutputLockedError,
+    naming the holder, if another writer has it. Taking it removes a dead writer's debris
+    (``.<name>.tmp-*``, ``.<name>.old-*``)."""
+    lock = _core.OutputLock(os.fspath(out))
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextmanager
 def atomic_dir(out: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary sibling of ``out`` to fill; on success it replaces ``out`` by
-    rename, on any error it is removed and ``out`` is untouched. An existing ``out`` is
-    refused unless ``overwrite``."""
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: output exists (pass overwrite=True to replace it)")
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """Yield a temporary sibling of ``out`` to fill, holding ``out``'s lock; on success it
+    replaces ``out`` by rename, on any error it is removed and ``out`` is untouched. An
+    existing ``out`` is refused unless ``overwrite``."""
+
+    def refuse_existing() -> None:
+        if out.exists() and not overwrite:
+            raise FileExistsError(f"{out}: output exists (pass overwrite=True to replace it)")
+
+    refuse_existing()
+    with output_lock(out):
+        refuse_existing()  # again under the lock: another writer may just have finished
+        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        tmp.mkdir()
+        try:
+            yield tmp
+            if out.exists():
+                old = out.parent / f".{out.name}.old-{os.getpid()}"
+                out.rename(old)
+                tmp.rename(out)
+                shutil.rmtree(old)
+            else:
+                tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def fsync_dir(path: Path) -> None:
@@ -46,11 +81,12 @@ def fsync_dir(path: Path) -> None:
 def atomic_write_text(path: Path, text: str | Iterable[str]) -> Path:
     """Write ``text`` (a string, or pieces written one after another) to ``path`` through
     a temporary sibling, fsynced then renamed (and the rename synced): the file is the old
-    one or the whole new one, never a part."""
+    one or the whole new one, never a part. The file gets the user's normal mode (0666
+    less the umask), as ``open`` gives."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
             if isinstance(text, str):
                 f.write(text)
             else:
@@ -60,26 +96,32 @@ def atomic_write_text(path: Path, text: str | Iterable[str]) -> Path:
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
 
 @contextmanager
 def atomic_file(out: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary sibling name of file ``out`` to write; on success it is fsynced
-    and renamed over ``out``, on any error removed (``out`` untouched). An existing
-    ``out`` is refused unless ``overwrite``."""
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: output exists (pass overwrite=True to replace it)")
+    """Yield a temporary sibling name of file ``out`` to write, holding ``out``'s lock; on
+    success it is fsynced and renamed over ``out``, on any error removed (``out``
+    untouched). An existing ``out`` is refused unless ``overwrite``."""
+
+    def refuse_existing() -> None:
+        if out.exists() and not overwrite:
+            raise FileExistsError(f"{out}: output exists (pass overwrite=True to replace it)")
+
+    refuse_existing()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-        fsync_dir(out.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with output_lock(out):
+        refuse_existing()  # again under the lock: another writer may just have finished
+        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        try:
+            yield tmp
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, out)
+            fsync_dir(out.parent)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise

@@ -9,10 +9,17 @@ from __future__ import annotations
 import sys
 
 from miniplm import _core
+from miniplm.cli import sigterm_as_interrupt
 
 
 def main() -> None:
-    sys.exit(_core.sample_main(["miniplm-sample", *sys.argv[1:]]))
+    try:
+        with sigterm_as_interrupt():
+            code = _core.sample_main(["miniplm-sample", *sys.argv[1:]])
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the job was cancelled and cleaned up
+        print("miniplm-sample: interrupted; no output was written", file=sys.stderr)
+        code = 130
+    sys.exit(code)
 
 
 if __name__ == "__main__":

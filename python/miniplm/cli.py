@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 
 from miniplm.errors import MiniplmError
 
@@ -37,11 +41,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop, `kill`) handled as Ctrl-C for the block: a
+    KeyboardInterrupt in the main thread, which the native long calls see too (they poll
+    Python's signal handlers), so outputs are cleaned up and locks released. Only in the
+    main thread, where Python allows handlers; the previous handler is put back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with sigterm_as_interrupt():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         code: int = args.func(args)
-    except (MiniplmError, FileNotFoundError, FileExistsError) as e:
+    except (MiniplmError, OSError) as e:  # OSError: not found, exists, disk full, ...
         print(f"miniplm {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

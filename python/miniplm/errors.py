@@ -17,3 +17,7 @@ class FormatError(MiniplmError, ValueError):
 
 class InputError(MiniplmError, ValueError):
     """Arguments or inputs that do not fit together (lengths, ranges, options)."""
+
+
+class OutputLockedError(MiniplmError, RuntimeError):
+    """Another process is writing the same output now (it holds the output's lock)."""

@@ -22,7 +22,7 @@ from typing import IO, Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from miniplm._atomic import atomic_file
+from miniplm._atomic import atomic_file, check_spares_inputs, dataset_files
 from miniplm._deps import require
 from miniplm.corpus.bytelevel import TokenBytes, token_bytes
 from miniplm.data import DataSpec, PathLike, TokenDataset
@@ -430,6 +430,7 @@ def export(
     suffix = output_format(out_path)
     if out_path.exists() and not overwrite:
         raise FileExistsError(f"{out_path}: output exists (pass --overwrite to replace it)")
+    check_spares_inputs(out_path, [*dataset_files(data), selection])
     corpus = _Corpus(data)
     n = len(corpus.ds)
     selected: npt.NDArray[Any] | None = None

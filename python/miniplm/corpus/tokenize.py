@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from miniplm import _core
-from miniplm._atomic import atomic_dir
+from miniplm._atomic import atomic_dir, check_spares_inputs
 from miniplm._deps import require
 from miniplm.corpus.packing import PACKINGS, Chunk, Packer
 from miniplm.corpus.readers import Document, check_columns, discover, read_documents
@@ -288,6 +288,7 @@ def tokenize_corpus(
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir}: output exists (pass --overwrite to replace it)")
     files = discover(inputs, sources)
+    check_spares_inputs(out_dir, [*(f.path for f in files), tokenizer])
     check_columns(files, text_field, source_field)
     tok = load_tokenizer(tokenizer, eos_id, eos_token)
     table = tok.break_table() if packing == "boundary" else None

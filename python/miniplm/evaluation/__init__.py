@@ -73,6 +73,11 @@ def evaluate(
         raise InputError("--selection needs --data")
     if num_fewshot < 0:
         raise InputError("--num-fewshot must be >= 0")
+    if out is not None:
+        from miniplm._atomic import check_spares_inputs
+
+        inputs = [model, data, selection, tokenizer, include_path, *mc_files]
+        check_spares_inputs(out, inputs)
     if task_list:
         from miniplm._deps import require
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from miniplm import _core
 from miniplm._deps import require
+from miniplm._safetensors import check_safetensors
 from miniplm.errors import InputError
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -150,6 +151,8 @@ def load_model(
     """Load ``spec`` (HF directory or .gguf) in eval mode on ``device``."""
     transformers = require("transformers")
     directory, gguf = split_spec(spec)
+    if gguf is None:
+        check_safetensors(directory)  # a truncated file names itself
     fingerprint = model_fingerprint(spec)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": dtype}
     if gguf is not None:

@@ -97,8 +97,13 @@ class RunDir:
                     f"{self.path}: refusing to resume a score run made with a different "
                     f"{', '.join(diff)} ({detail}); use another --out or --overwrite"
                 )
+            # Debris of a killed writer (this one holds the run's lock): temporary files,
+            # and the checkpoint of a part killed between its publication and the unlink.
             for tmp in self.path.glob(".*.tmp-*"):
                 shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+            for k in range(len(self.parts)):
+                if self.is_done(k):
+                    self.checkpoint_path(k).unlink(missing_ok=True)
             parts = old.get("parts", [])
             return bool(parts) and all(p.get("complete") for p in parts)
         if self.path.exists() and any(self.path.iterdir()):
@@ -135,11 +140,15 @@ class RunDir:
     def save_checkpoint(self, k: int, st: PartState) -> None:
         f = self.checkpoint_path(k)
         tmp = f.with_name(f".{f.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, nll_sum=st.nll_sum, n_scored=st.n_scored, done=st.done)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(f)
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, nll_sum=st.nll_sum, n_scored=st.n_scored, done=st.done)
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(f)
+        except BaseException:  # disk full, say: no partial file left
+            tmp.unlink(missing_ok=True)
+            raise
         fsync_dir(self.path)
 
     def write_part(self, k: int, st: PartState) -> None:
@@ -148,10 +157,14 @@ class RunDir:
         tmp = self.path / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        _save_npy(tmp / "nll_sum.npy", st.nll_sum)
-        _save_npy(tmp / "n_scored.npy", st.n_scored)
-        fsync_dir(tmp)
-        tmp.rename(final)
+        try:
+            _save_npy(tmp / "nll_sum.npy", st.nll_sum)
+            _save_npy(tmp / "n_scored.npy", st.n_scored)
+            fsync_dir(tmp)
+            tmp.rename(final)
+        except BaseException:  # disk full, say: no partial part left
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         fsync_dir(self.path)
         self.checkpoint_path(k).unlink(missing_ok=True)
 

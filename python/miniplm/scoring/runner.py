@@ -15,6 +15,7 @@ import datetime
 import os
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from miniplm._atomic import check_spares_inputs, dataset_files, output_lock
 from miniplm._deps import require
 from miniplm._dist import Dist
 from miniplm._npy import load_npy
@@ -99,7 +101,9 @@ def score(
     # Ranks finish their shares at different times: wait long at the last barrier.
     dist = Dist(device, datetime.timedelta(hours=48))
     try:
-        return _score(models, os.fspath(data), [Path(o) for o in outs], opt, device, dtype, dist)
+        with ExitStack() as locks:
+            paths = [Path(o) for o in outs]
+            return _score(models, os.fspath(data), paths, opt, device, dtype, dist, locks)
     finally:
         dist.close()
 
@@ -167,12 +171,15 @@ def _score(
     device: str,
     dtype: Any,
     dist: Dist,
+    locks: ExitStack,
 ) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     show = opt.progress if opt.progress is not None else sys.stderr.isatty()
     if not show or dist.rank != 0:
         require("transformers").utils.logging.disable_progress_bar()
     ds = TokenDataset(data)
+    for out in outs:
+        check_spares_inputs(out, [*dataset_files(data), *models, opt.skip_ids])
     lengths = ds.lengths()
     skip, skip_info = _skip_mask(opt, len(ds))
     loaded = [
@@ -203,6 +210,10 @@ def _score(
         for out, m, s in zip(outs, loaded, scorers)
     ]
     if dist.rank == 0:
+        # One writer per run for the whole job: rank 0 holds the locks (released when the
+        # job ends, in `score`); the other ranks write their parts under them.
+        for r in runs:
+            locks.enter_context(output_lock(r.path))
         for r in runs:
             r.prepare(opt.overwrite)
     dist.barrier()

@@ -18,6 +18,7 @@ from typing import Any
 
 from miniplm._atomic import fsync_dir
 from miniplm._deps import require
+from miniplm._safetensors import check_safetensors
 from miniplm.errors import InputError
 
 torch = require("torch")
@@ -106,6 +107,7 @@ def list_checkpoints(root: Path) -> list[Path]:
 
 def load_checkpoint(path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
     """Restore weights, optimizer and RNG states (on every rank); returns state.json."""
+    check_safetensors(path / "model.safetensors")
     try:
         state: dict[str, Any] = json.loads((path / "state.json").read_text())
         weights = safetensors_torch.load_file(str(path / "model.safetensors"))

@@ -24,9 +24,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from miniplm._atomic import check_spares_inputs, dataset_files, output_lock
 from miniplm._deps import require
 from miniplm._dist import Dist
 from miniplm._peak import peak_tflops
+from miniplm._safetensors import check_safetensors
 from miniplm.data import DatasetView, TokenDataset
 from miniplm.errors import InputError
 from miniplm.scoring.models import (
@@ -179,6 +181,7 @@ def _build_model(
     opt: TrainOptions, vocab: int | None, eos_id: int | None, teacher_vocab: int | None
 ) -> Any:
     if opt.init_from:
+        check_safetensors(opt.init_from)
         return transformers.AutoModelForCausalLM.from_pretrained(opt.init_from, dtype=torch.float32)
     want = opt.vocab_size or teacher_vocab or vocab
     if opt.preset:
@@ -220,7 +223,9 @@ def train(opt: TrainOptions) -> dict[str, Any]:
     device = resolve_device(opt.device)
     dist = Dist(device, group=opt.fsdp)
     try:
-        return _Trainer(opt, dist, device).run()
+        trainer = _Trainer(opt, dist, device)
+        with trainer.locks:  # the output's lock, taken by rank 0 once the inputs are checked
+            return trainer.run()
     finally:
         dist.close()
 
@@ -229,13 +234,15 @@ class _Trainer:
     def __init__(self, opt: TrainOptions, dist: Dist, device: str):
         self.opt, self.dist, self.device = opt, dist, device
         self.out = Path(opt.out)
+        self.locks = contextlib.ExitStack()
         self.gpu = self.device.startswith("cuda")
 
     # ---- set-up -------------------------------------------------------------------
     def _prepare_out(self) -> None:
         """An existing output is continued with --resume, replaced with --overwrite, and
-        refused otherwise."""
+        refused otherwise. Rank 0 holds the output's lock from here to the end of the run."""
         if self.dist.rank == 0:
+            self.locks.enter_context(output_lock(self.out))
             if self.out.exists() and any(self.out.iterdir()):
                 if self.opt.overwrite:
                     shutil.rmtree(self.out)
@@ -244,6 +251,12 @@ class _Trainer:
                         f"{self.out}: output exists (pass --resume to continue it, or --overwrite)"
                     )
             self.out.mkdir(parents=True, exist_ok=True)
+            # A killed run's half-written final model and checkpoints (we hold the lock).
+            for debris in [
+                *self.out.glob(".final.tmp-*"),
+                *(self.out / "checkpoints").glob(".step-*.tmp-*"),
+            ]:
+                shutil.rmtree(debris, ignore_errors=True)
         self.dist.barrier()
 
     def _source(self) -> TokenDataset | DatasetView:
@@ -257,6 +270,8 @@ class _Trainer:
 
     def run(self) -> dict[str, Any]:
         opt, dist = self.opt, self.dist
+        inputs = [opt.selection, opt.init_from, opt.model_config, opt.kd_teacher]
+        check_spares_inputs(self.out, [*dataset_files(opt.data), *inputs])
         if opt.init_from and not opt.allow_tokenizer_mismatch:
             directory, gguf = split_spec(opt.init_from)
             tok = model_tokenizer(directory, gguf, trust_remote_code=False)
@@ -308,6 +323,7 @@ class _Trainer:
                 f"--micro-batch-size x ranks = {world_batch}"
             )
         accum = opt.global_batch_size // world_batch
+        self._prepare_out()  # only now: an early error above leaves nothing behind
         if opt.max_steps is not None:
             total = opt.max_steps
         else:

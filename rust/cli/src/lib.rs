@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicBool;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use miniplm_core::build::{build, BuildOptions, BuildReport};
 use miniplm_core::inspect::inspect;
+use miniplm_core::output::check_spares_inputs;
 use miniplm_core::scores::ScoreSource;
 use miniplm_core::select::{
     select, Amount, By, DatasetRef, Keep, Mode, SelectInputs, SelectSpec, SelectionReport,
@@ -230,6 +231,22 @@ fn spec_of(a: &SelectArgs) -> SelectSpec {
 /// `select` as the CLI runs it; the Python binding calls this too.
 pub fn select_cmd(a: &SelectArgs, job: &Job) -> Result<SelectionReport> {
     let data = a.data.as_deref().map(Dataset::open).transpose()?;
+    let mut inputs: Vec<&std::path::Path> = [
+        &a.teacher,
+        &a.reference,
+        &a.teacher_nll,
+        &a.reference_nll,
+        &a.exclude,
+        &a.data,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|p| p.as_path())
+    .collect();
+    if let Some(d) = &data {
+        inputs.extend(d.shards().iter().flat_map(|s| [s.idx_path(), s.bin_path()]));
+    }
+    check_spares_inputs(&a.out, &inputs)?;
     let inputs = SelectInputs {
         teacher: open_scores(&a.teacher, &a.teacher_nll)?,
         reference: open_scores(&a.reference, &a.reference_nll)?,
@@ -260,6 +277,13 @@ fn select_text(a: &SelectArgs, report: &SelectionReport) -> Result<String> {
 /// `build` as the CLI runs it; the Python binding calls this too.
 pub fn build_cmd(a: &BuildArgs, job: &Job) -> Result<BuildReport> {
     let data = Dataset::open(&a.data)?;
+    let mut inputs = vec![a.data.as_path(), a.selection.as_path()];
+    inputs.extend(
+        data.shards()
+            .iter()
+            .flat_map(|s| [s.idx_path(), s.bin_path()]),
+    );
+    check_spares_inputs(&a.out, &inputs)?;
     let opts = BuildOptions {
         name: a.name.clone(),
         shuffle_seed: a.shuffle.then_some(a.seed),

@@ -8,7 +8,8 @@ use std::sync::Arc;
 fn main() {
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
-    // A second Ctrl-C kills at once; the first asks the running job to stop cleanly.
+    // SIGINT and SIGTERM (the `termination` feature) alike: the first asks the running job
+    // to stop cleanly (no output, no debris), a second kills at once.
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
             std::process::exit(130);

@@ -25,6 +25,9 @@ pub enum Error {
     /// An output that already exists and was not allowed to be replaced.
     #[error("{path}: output exists (pass --overwrite / overwrite=True to replace it)", path = .0.display())]
     OutputExists(PathBuf),
+    /// Another process holds the output's lock (it is writing that output now).
+    #[error("{path}: output is being written by another process ({holder}); wait for it to finish or stop it", path = .path.display())]
+    Locked { path: PathBuf, holder: String },
     /// The caller asked the job to stop (Ctrl-C).
     #[error("interrupted")]
     Interrupted,

@@ -5,6 +5,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::output::{remove_any, sibling_name, OutputLock};
 
 /// Start writing `file`'s dirty pages to disk without waiting for them, so that a later
 /// sync finds little left and the disk works while the caller goes on producing. Only a
@@ -24,23 +25,13 @@ pub fn start_writeback(file: &fs::File) {
 }
 
 fn sibling(out: &Path, tag: &str) -> Result<PathBuf> {
-    let name = out
-        .file_name()
-        .ok_or_else(|| Error::invalid(format!("{}: not a usable output path", out.display())))?;
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    Ok(parent.join(format!(
-        ".{}.{tag}-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    )))
+    sibling_name(out, &format!("{tag}-{}", std::process::id()))
 }
 
 /// Build the directory `out` by letting `fill` write into a temporary sibling directory,
-/// then renaming it into place. On error the temporary directory is removed and `out` is
-/// untouched. An existing `out` is refused unless `overwrite`.
+/// then renaming it into place, holding `out`'s [`OutputLock`] throughout (which also
+/// clears a dead writer's debris). On error the temporary directory is removed and `out`
+/// is untouched. An existing `out` is refused unless `overwrite`.
 pub fn write_dir_atomically<T>(
     out: &Path,
     overwrite: bool,
@@ -49,15 +40,12 @@ pub fn write_dir_atomically<T>(
     if out.exists() && !overwrite {
         return Err(Error::OutputExists(out.to_path_buf()));
     }
-    if let Some(parent) = out.parent() {
-        if !parent.as_os_str().is_empty() {
-            fs::create_dir_all(parent).at(parent)?;
-        }
+    let _lock = OutputLock::acquire(out)?;
+    // Checked again under the lock: another writer may have finished in between.
+    if out.exists() && !overwrite {
+        return Err(Error::OutputExists(out.to_path_buf()));
     }
     let tmp = sibling(out, "tmp")?;
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).at(&tmp)?;
-    }
     fs::create_dir(&tmp).at(&tmp)?;
     let value = match fill(&tmp) {
         Ok(v) => v,
@@ -71,11 +59,7 @@ pub fn write_dir_atomically<T>(
         let old = sibling(out, "old")?;
         fs::rename(out, &old).at(out)?;
         fs::rename(&tmp, out).at(out)?;
-        if old.is_dir() {
-            fs::remove_dir_all(&old).at(&old)?;
-        } else {
-            fs::remove_file(&old).at(&old)?;
-        }
+        remove_any(&old)?;
     } else {
         fs::rename(&tmp, out).at(out)?;
     }

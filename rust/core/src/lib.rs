@@ -10,6 +10,7 @@ pub mod error;
 pub mod fsutil;
 pub mod job;
 pub mod npy;
+pub mod output;
 pub mod rng;
 
 pub use error::{Error, Result};

@@ -31,5 +31,8 @@ pub fn to_py(err: Error) -> PyErr {
         Error::Interrupted => PyKeyboardInterrupt::new_err(msg),
         Error::Format { .. } => Python::attach(|py| miniplm_exception(py, "FormatError", msg)),
         Error::Invalid(_) => Python::attach(|py| miniplm_exception(py, "InputError", msg)),
+        Error::Locked { .. } => {
+            Python::attach(|py| miniplm_exception(py, "OutputLockedError", msg))
+        }
     }
 }

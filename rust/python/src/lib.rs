@@ -4,6 +4,7 @@
 mod dataset;
 mod errors;
 mod long;
+mod output;
 mod writer;
 
 use std::ffi::OsString;
@@ -183,6 +184,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<dataset::PyDataset>()?;
     m.add_class::<writer::PyDatasetWriter>()?;
+    m.add_class::<output::PyOutputLock>()?;
+    m.add_function(wrap_pyfunction!(output::check_spares_inputs, m)?)?;
     m.add_function(wrap_pyfunction!(select, m)?)?;
     m.add_function(wrap_pyfunction!(build, m)?)?;
     m.add_function(wrap_pyfunction!(inspect, m)?)?;
