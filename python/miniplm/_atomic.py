@@ -23,7 +23,7 @@ def check_spares_inputs(out: str | os.PathLike[str], inputs: Iterable[object]) -
 def dataset_files(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
     """A token dataset (a path, a glob, or a list of prefixes) as the inputs it is read
     from: what was given and its shard files."""
-    given = [os.fspath(path)] if isinstance(path, (str, os.PathLike)) else [*map(os.fspath, path)]
+    given = [os.fspath(p) for p in ([path] if isinstance(path, (str, os.PathLike)) else path)]
     shards = _core.Dataset(given).shards()
     return [*given, *(os.fspath(s[k]) for s in shards for k in ("idx", "bin"))]
 
