@@ -21,7 +21,7 @@ from miniplm.training.losses import head_losses
 from miniplm.training.presets import count_parameters, preset_config
 from miniplm.training.trainer import _flops_per_token
 
-from tiny_lm import reference_scores
+from tiny_lm import reference_scores, torchrun_miniplm
 
 
 def test_mamba_presets_and_refusals() -> None:
@@ -148,3 +148,22 @@ def test_students_arch_accepts_the_three_families(tmp_path: Path) -> None:
     f.write_text('[students]\narch = "gpt2"\n')
     with pytest.raises(InputError, match=r"students\.arch 'gpt2': unknown"):
         load_config(str(f), "smoke")
+
+
+def test_mamba_grad_checkpointing_keeps_the_curve(tmp_path: Path) -> None:
+    patterned(tmp_path / "d", n=32)
+    args = [*_args(tmp_path / "d", steps=3)]
+    assert cli_main([*args, "--out", str(tmp_path / "plain")]) == 0
+    assert cli_main([*args, "--grad-checkpointing", "--out", str(tmp_path / "gc")]) == 0
+    np.testing.assert_allclose(_curve(tmp_path / "gc"), _curve(tmp_path / "plain"), rtol=1e-5)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
+def test_mamba_fsdp_two_ranks_equal_one_process(tmp_path: Path) -> None:
+    """FSDP2 shards each Mamba block (get_decoder().layers) like a transformer layer."""
+    patterned(tmp_path / "d", n=32)
+    args = [*_args(tmp_path / "d", steps=3), "--micro-batch-size", "4"]
+    torchrun_miniplm([*args, "--fsdp", "--out", str(tmp_path / "two")])
+    assert cli_main([*args, "--out", str(tmp_path / "one")]) == 0
+    np.testing.assert_allclose(_curve(tmp_path / "two"), _curve(tmp_path / "one"), rtol=1e-4)
+    assert (tmp_path / "two" / "final" / "model.safetensors").is_file()
