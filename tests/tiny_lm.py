@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,9 @@ def one_thread_env() -> dict[str, str]:
 
 
 def torchrun_miniplm(argv: list[str], nproc: int = 2) -> None:
-    """``torchrun --standalone --nproc-per-node NPROC -m miniplm ARGV``; raises if it fails."""
-    cmd = ["torchrun", "--standalone", "--nproc-per-node", str(nproc), "-m", "miniplm"]
+    """``torchrun --standalone --nproc-per-node NPROC -m miniplm ARGV``; raises if it fails.
+    Run as this interpreter's ``-m torch.distributed.run``: a ``torchrun`` on PATH may be
+    another Python's, without this environment's miniplm."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += ["--nproc-per-node", str(nproc), "-m", "miniplm"]
     subprocess.run([*cmd, *argv], check=True, env=one_thread_env())

@@ -214,15 +214,9 @@ def _build(cls: Any, data: dict[str, Any], where: str) -> Any:
 
 
 def _check_train(t: TrainSpec, where: str) -> None:
-    from miniplm.training.presets import ARCHS
-    from miniplm.training.presets import PRESETS as MODEL_PRESETS
+    from miniplm.training.presets import check_preset
 
-    if t.preset not in MODEL_PRESETS:
-        raise InputError(
-            f"{where}.preset: unknown {t.preset!r} (known: {', '.join(MODEL_PRESETS)})"
-        )
-    if t.arch not in ARCHS:
-        raise InputError(f"{where}.arch: unknown {t.arch!r} (known: {', '.join(ARCHS)})")
+    check_preset(t.preset, t.arch, f"{where}.preset", f"{where}.arch")
     if t.epochs <= 0 or t.lr <= 0 or t.warmup_steps < 0:
         raise InputError(f"{where}: epochs and lr must be positive, warmup_steps >= 0")
     if t.micro_batch_size < 1 or t.global_batch_size % t.micro_batch_size:

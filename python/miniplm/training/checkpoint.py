@@ -23,6 +23,7 @@ from miniplm.errors import InputError
 
 torch = require("torch")
 dcp_sd = require("torch.distributed.checkpoint.state_dict")
+safetensors = require("safetensors")
 safetensors_torch = require("safetensors.torch")
 
 _STEP = re.compile(r"^step-(\d{8})$")
@@ -47,16 +48,18 @@ def full_model_state(model: Any) -> dict[str, Any]:
     return state
 
 
-def _dedupe_tied(state: dict[str, Any]) -> dict[str, Any]:
-    """safetensors refuses two names for one storage (tied embeddings): keep the first."""
-    seen: set[int] = set()
-    out = {}
+def _dedupe_tied(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """safetensors refuses two names for one storage (tied embeddings): keep the first;
+    also returns {dropped name: kept name}, saved in the file's metadata for loading."""
+    kept: dict[int, str] = {}
+    out, tied = {}, {}
     for k, v in state.items():
-        if v.numel() and v.data_ptr() in seen:
+        if v.numel() and v.data_ptr() in kept:
+            tied[k] = kept[v.data_ptr()]
             continue
-        seen.add(v.data_ptr())
+        kept[v.data_ptr()] = k
         out[k] = v.contiguous()
-    return out
+    return out, tied
 
 
 def save_checkpoint(
@@ -79,7 +82,10 @@ def save_checkpoint(
     tmp = root / f".step-{step:08d}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    safetensors_torch.save_file(_dedupe_tied(model_state), str(tmp / "model.safetensors"))
+    weights, tied = _dedupe_tied(model_state)
+    safetensors_torch.save_file(
+        weights, str(tmp / "model.safetensors"), metadata={"tied": json.dumps(tied)}
+    )
     torch.save(optim_state, tmp / "optimizer.pt")
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -111,16 +117,21 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
     try:
         state: dict[str, Any] = json.loads((path / "state.json").read_text())
         weights = safetensors_torch.load_file(str(path / "model.safetensors"))
+        with safetensors.safe_open(str(path / "model.safetensors"), "pt") as f:
+            tied = json.loads((f.metadata() or {}).get("tied", "{}"))
         optim_state = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
         rng = torch.load(path / "rng.pt", weights_only=True)
     except (OSError, ValueError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: unreadable checkpoint ({e})") from e
     expected = set(full_model_state(model))
     missing = expected - set(weights)
-    # A tied head is stored once: fill the other name from the same tensor.
+    # A tied head is stored once: fill the other name from the same tensor (named in the
+    # metadata; checkpoints from before it was written: Llama / Qwen2's names).
     for k in list(missing):
         tail = "lm_head.weight"
-        alias = k[: -len(tail)] + "model.embed_tokens.weight" if k.endswith(tail) else None
+        alias = tied.get(k) or (
+            k[: -len(tail)] + "model.embed_tokens.weight" if k.endswith(tail) else None
+        )
         if alias and alias in weights:
             weights[k] = weights[alias]
             missing.discard(k)

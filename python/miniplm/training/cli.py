@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from miniplm._argv import DATA_HELP
-from miniplm.training.presets import ARCHS, PRESETS
+from miniplm.training.presets import ARCHS, PRESET_NAMES
 
 
 def register(sub: Any) -> None:
@@ -20,7 +20,11 @@ def register(sub: Any) -> None:
         "Under torchrun: DDP, or FSDP2 with --fsdp.",
     )
     m = p.add_argument_group("model")
-    m.add_argument("--preset", choices=list(PRESETS), help="paper sizes or tiny CPU sizes")
+    m.add_argument(
+        "--preset",
+        choices=PRESET_NAMES,
+        help="paper sizes or tiny CPU sizes (mamba: tiny, mini, small, 130M)",
+    )
     m.add_argument("--model-config", help="HF config (json file or model directory)")
     m.add_argument("--init-from", help="continue from an HF model directory")
     m.add_argument("--arch", choices=ARCHS, default="qwen2", help="family of --preset (qwen2)")

@@ -1,5 +1,6 @@
-"""Model shapes: the MiniPLM paper's Qwen2-architecture students and reference model,
-plus tiny presets that train on a CPU in seconds; and building a config from them."""
+"""Model shapes: the MiniPLM paper's Qwen2-architecture students and reference model, its
+cross-family Mamba-130M student, plus tiny presets that train on a CPU in seconds; and
+building a config from them."""
 
 from __future__ import annotations
 
@@ -21,7 +22,35 @@ PRESETS: dict[str, tuple[int, int, int, int]] = {
     "500M": (1024, 2816, 24, 16),
     "1.2B": (1536, 4224, 24, 16),
 }
-ARCHS = ("qwen2", "llama")
+# Mamba: hidden, layers (state size 16, expand 2, conv 4: the mamba-130m shape).
+MAMBA_PRESETS: dict[str, tuple[int, int]] = {
+    "tiny": (64, 2),
+    "mini": (128, 4),
+    "small": (256, 6),
+    "130M": (768, 24),
+}
+ARCHS = ("qwen2", "llama", "mamba")
+# Every preset name, for --preset's choices; which ones an arch has: arch_presets.
+PRESET_NAMES = tuple(dict.fromkeys([*PRESETS, *MAMBA_PRESETS]))
+
+
+def arch_presets(arch: str) -> tuple[str, ...]:
+    """The preset names ``arch`` has."""
+    return tuple(MAMBA_PRESETS if arch == "mamba" else PRESETS)
+
+
+def check_preset(
+    name: str, arch: str, preset_key: str = "--preset", arch_key: str = "--arch"
+) -> None:
+    """Refuse an unknown ``arch`` or a preset ``arch`` does not have (the keys name the
+    flags or config keys in the message)."""
+    if arch not in ARCHS:
+        raise InputError(f"{arch_key} {arch!r}: unknown (known: {', '.join(ARCHS)})")
+    known = arch_presets(arch)
+    if name not in known:
+        raise InputError(
+            f"{preset_key} {name!r}: unknown for {arch_key} {arch} (known: {', '.join(known)})"
+        )
 
 
 def preset_config(
@@ -32,13 +61,25 @@ def preset_config(
     eos_token_id: int | None = None,
 ) -> Any:
     """A transformers config for preset ``name``: tied embeddings, RoPE theta 1e6, full
-    multi-head attention (as in the paper), ``arch`` family."""
-    if name not in PRESETS:
-        raise InputError(f"--preset {name!r}: unknown (known: {', '.join(PRESETS)})")
-    if arch not in ARCHS:
-        raise InputError(f"--arch {arch!r}: unknown (known: {', '.join(ARCHS)})")
-    hidden, ffn, layers, heads = PRESETS[name]
+    multi-head attention (as in the paper), ``arch`` family; for ``mamba`` tied embeddings
+    and transformers' defaults otherwise (state 16, expand 2, as mamba-130m)."""
+    check_preset(name, arch)
     transformers = require("transformers")
+    if arch == "mamba":
+        d_model, n_layers = MAMBA_PRESETS[name]
+        return transformers.MambaConfig(
+            vocab_size=vocab_size,
+            hidden_size=d_model,
+            num_hidden_layers=n_layers,
+            state_size=16,
+            expand=2,
+            conv_kernel=4,
+            tie_word_embeddings=True,
+            eos_token_id=eos_token_id,
+            bos_token_id=eos_token_id,
+            pad_token_id=None,
+        )
+    hidden, ffn, layers, heads = PRESETS[name]
     cls = transformers.Qwen2Config if arch == "qwen2" else transformers.LlamaConfig
     return cls(
         vocab_size=vocab_size,

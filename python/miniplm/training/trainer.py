@@ -200,13 +200,16 @@ def _build_model(
 
 
 def _flops_per_token(model: Any, seq_len: int) -> float:
-    """Training FLOPs per token: 6 x (weights used in matmuls) + attention scores."""
+    """Training FLOPs per token: 6 x (weights used in matmuls) + attention scores, or for
+    Mamba (no attention) its selective scan: 9 d_inner N_state per layer forward, x3."""
     cfg = model.config
     n = count_parameters(model)
     if not getattr(cfg, "tie_word_embeddings", False):
         n -= model.get_input_embeddings().weight.numel()
-    attention = 12.0 * int(cfg.num_hidden_layers) * int(cfg.hidden_size) * seq_len
-    return 6.0 * n + attention
+    layers = int(cfg.num_hidden_layers)
+    if cfg.model_type == "mamba":
+        return 6.0 * n + 27.0 * layers * int(cfg.intermediate_size) * int(cfg.state_size)
+    return 6.0 * n + 12.0 * layers * int(cfg.hidden_size) * seq_len
 
 
 def _peak_flops(device: str) -> float | None:
