@@ -1,8 +1,52 @@
-//! Checks of a selection request against its inputs.
+//! A selection request: its defaults (`SelectSpec::new`, `Mode::new`), which the CLI and
+//! the Python binding both map onto, and its checks against the inputs.
 
 use crate::error::{Error, Result};
 
-use super::{Amount, By, Mode, SelectInputs, SelectSpec};
+use super::{Amount, By, Keep, Mode, SelectInputs, SelectSpec};
+
+impl SelectSpec {
+    /// A request with its defaults filled in: `keep` is highest for the difference (a
+    /// large reference-minus-teacher loss is what Difference Sampling keeps) and lowest
+    /// for one model's loss; exactly one of `ratio` and `count` is given.
+    pub fn new(
+        by: By,
+        keep: Option<Keep>,
+        mode: Mode,
+        ratio: Option<f64>,
+        count: Option<u64>,
+    ) -> Result<SelectSpec> {
+        let keep = keep.unwrap_or(match by {
+            By::Diff => Keep::Highest,
+            By::Teacher | By::Reference => Keep::Lowest,
+        });
+        let amount = match (ratio, count) {
+            (Some(r), None) => Amount::Ratio(r),
+            (None, Some(k)) => Amount::Count(k),
+            _ => return Err(Error::invalid("pass exactly one of ratio and count")),
+        };
+        Ok(SelectSpec {
+            by,
+            keep,
+            mode,
+            amount,
+        })
+    }
+}
+
+impl Mode {
+    /// The mode of the `random` / `temperature` flags: top-K when neither is given.
+    pub fn new(random: bool, temperature: Option<f64>, seed: u64) -> Result<Mode> {
+        match (random, temperature) {
+            (true, Some(_)) => Err(Error::invalid(
+                "pass either random or temperature, not both",
+            )),
+            (true, None) => Ok(Mode::Random { seed }),
+            (false, Some(temperature)) => Ok(Mode::Gumbel { temperature, seed }),
+            (false, None) => Ok(Mode::Top),
+        }
+    }
+}
 
 pub(super) fn check_inputs(inputs: &SelectInputs, spec: &SelectSpec) -> Result<u64> {
     let mut lens: Vec<(String, u64)> = Vec::new();
@@ -55,4 +99,60 @@ pub(super) fn check_inputs(inputs: &SelectInputs, spec: &SelectSpec) -> Result<u
     lens.first().map(|l| l.1).ok_or_else(|| {
         Error::invalid("nothing to select from: give scores, or --data for --random")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(by: By, keep: Option<Keep>, ratio: Option<f64>, count: Option<u64>) -> SelectSpec {
+        SelectSpec::new(by, keep, Mode::Top, ratio, count).unwrap()
+    }
+
+    #[test]
+    fn keep_defaults_to_highest_for_the_difference_else_lowest() {
+        assert_eq!(spec(By::Diff, None, Some(0.1), None).keep, Keep::Highest);
+        assert_eq!(spec(By::Teacher, None, Some(0.1), None).keep, Keep::Lowest);
+        assert_eq!(
+            spec(By::Reference, None, Some(0.1), None).keep,
+            Keep::Lowest
+        );
+        let low = spec(By::Diff, Some(Keep::Lowest), Some(0.1), None);
+        assert_eq!(low.keep, Keep::Lowest);
+        let high = spec(By::Teacher, Some(Keep::Highest), None, Some(3));
+        assert_eq!(high.keep, Keep::Highest);
+        assert_eq!(high.amount, Amount::Count(3));
+        assert_eq!(low.amount, Amount::Ratio(0.1));
+    }
+
+    #[test]
+    fn exactly_one_amount() {
+        for (ratio, count) in [(None, None), (Some(0.5), Some(2))] {
+            let e = SelectSpec::new(By::Diff, None, Mode::Top, ratio, count).unwrap_err();
+            assert!(matches!(e, Error::Invalid(_)), "{e:?}");
+            assert!(
+                e.to_string().contains("exactly one of ratio and count"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn mode_from_flags() {
+        assert_eq!(Mode::new(false, None, 7).unwrap(), Mode::Top);
+        assert_eq!(Mode::new(true, None, 7).unwrap(), Mode::Random { seed: 7 });
+        let g = Mode::new(false, Some(2.0), 7).unwrap();
+        assert_eq!(
+            g,
+            Mode::Gumbel {
+                temperature: 2.0,
+                seed: 7
+            }
+        );
+        let e = Mode::new(true, Some(2.0), 7).unwrap_err();
+        assert!(
+            e.to_string().contains("random or temperature, not both"),
+            "{e}"
+        );
+    }
 }
