@@ -10,6 +10,10 @@ in the memory available (at 1e9 they need about 50 GB).
     python benches/bench_select.py [--max-exp 8] [--ratios 0.1,0.01] [--repeat 3] [--dir DIR]
     python benches/bench_select.py --min-exp 9 --max-exp 9 --repeat 1 --ratios "" \
         --no-baselines --json OUT.json            # scripts/gpu-check on a 16-core machine
+    python benches/bench_select.py --against OLD/miniplm-sample   # a previous build beside ours
+
+With `--against`, that binary is timed in turn with ours in every repeat (best of each
+kept), and its ids are checked equal to ours.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _measure import installed_sample, python, run, table
+from _measure import Measure, installed_sample, python, run, table
 
 NUMPY = """
 import sys, numpy as np
@@ -84,10 +88,8 @@ def seconds(code: str, *args: str) -> float:
     return float(out.stdout.strip())
 
 
-def measure(d: Path, n: int, k: int, sample: str, baselines: bool, repeat: int) -> list[str]:
-    """Ours and the two floors `repeat` times in turn, each one's best kept (the disk's
-    write speed on a VM varies from one second to the next); the baselines once."""
-    cmd = [
+def select_cmd(sample: str, d: Path, k: int, out: str) -> list[str]:
+    return [
         sample,
         "--quiet",
         "select",
@@ -98,18 +100,34 @@ def measure(d: Path, n: int, k: int, sample: str, baselines: bool, repeat: int) 
         "--count",
         str(k),
         "--out",
-        str(d / "sel"),
+        str(d / out),
         "--overwrite",
     ]
+
+
+def timed(cmd: list[str], out: Path) -> Measure:
+    # Like the baselines' outputs (unlinked below, untimed), the previous output is
+    # removed before timing: replacing it would add the unlink of a K x 8-byte file.
+    shutil.rmtree(out, ignore_errors=True)
+    os.sync()  # nothing of the floors' or the deletion's write-back left to compete
+    return run(cmd)
+
+
+def measure(
+    d: Path, n: int, k: int, sample: str, baselines: bool, repeat: int, against: str | None
+) -> list[str]:
+    """Ours (and `against`) and the two floors `repeat` times in turn, each one's best
+    kept (the disk's write speed on a VM varies from one second to the next); the
+    baselines once."""
+    cmd = select_cmd(sample, d, k, "sel")
     runs = []
+    old: list[Measure] = []
     for _ in range(repeat):
         floor = seconds(PASS, str(d / "t.npy"), str(d / "r.npy"))
         write = seconds(WRITE, str(d / "w.npy"), str(k))
-        # Like the baselines' outputs (unlinked below, untimed), the previous output is
-        # removed before timing: replacing it would add the unlink of a K x 8-byte file.
-        shutil.rmtree(d / "sel", ignore_errors=True)
-        os.sync()  # nothing of the floors' or the deletion's write-back left to compete
-        runs.append((run(cmd), floor, write))
+        if against:
+            old.append(timed(select_cmd(against, d, k, "sel-against"), d / "sel-against"))
+        runs.append((timed(cmd, d / "sel"), floor, write))
     ours = min((r[0] for r in runs), key=lambda m: m.wall_s)
     floor, write = min(r[1] for r in runs), min(r[2] for r in runs)
     ref = np.load(d / "sel" / "ids.npy", mmap_mode="r")
@@ -133,6 +151,11 @@ def measure(d: Path, n: int, k: int, sample: str, baselines: bool, repeat: int) 
         ]
         for f in ("np.npy", "to.npy"):
             (d / f).unlink(missing_ok=True)
+    vs_old = []
+    if against:
+        best = min(m.wall_s for m in old)
+        equal = np.array_equal(ref, np.load(d / "sel-against" / "ids.npy", mmap_mode="r"))
+        vs_old = [f"{best:.3f}", f"{ours.wall_s / best:.2f}", "yes" if equal else "NO"]
     return [
         f"1e{len(str(n)) - 1}",
         f"{k / n:g}",
@@ -145,6 +168,7 @@ def measure(d: Path, n: int, k: int, sample: str, baselines: bool, repeat: int) 
         f"{write:.3f}",
         f"{ours.wall_s / (floor + write):.1f}x",
         same,
+        *vs_old,
     ]
 
 
@@ -170,6 +194,7 @@ def main() -> None:
     ap.add_argument("--dir", default="/tmp/miniplm-bench-select")
     ap.add_argument("--ratios", default="0.1,0.01", help="more K/N for the largest N")
     ap.add_argument("--repeat", type=int, default=3, help="best of this many, ours and floors")
+    ap.add_argument("--against", help="a previous build's miniplm-sample, timed beside ours")
     args = ap.parse_args()
     root = Path(args.dir)
     sample = installed_sample()
@@ -185,10 +210,10 @@ def main() -> None:
         if not baselines and not args.no_baselines:
             need = BASELINE_BYTES * n / 1e9
             print(f"N = {n:.0e}: numpy and torch.sort skipped (they need about {need:.0f} GB)")
-        rows.append(measure(d, n, n // 2, sample, baselines, args.repeat))
+        rows.append(measure(d, n, n // 2, sample, baselines, args.repeat, args.against))
         if exp == args.max_exp:
             for ratio in (float(x) for x in args.ratios.split(",") if x):
-                rows.append(measure(d, n, int(n * ratio), sample, False, args.repeat))
+                rows.append(measure(d, n, int(n * ratio), sample, False, args.repeat, args.against))
     print(
         f"select, float64 inputs, {os.cpu_count()} cores; memory in MB "
         "(anon = private memory; rss also counts mapped input pages); "
@@ -212,6 +237,7 @@ def main() -> None:
         "write K s",
         "ours/(pass+write)",
         "same ids",
+        *(["against s", "ours/against", "same as against"] if args.against else []),
     ]
     print(table(header, rows))
     if args.json:

@@ -229,6 +229,13 @@ def test_errors_name_the_inputs(tmp_path: Path) -> None:
         miniplm.select(tmp_path / "o", teacher_nll=t, reference_nll=r, ratio=0.5, temperature=0)
     with pytest.raises(InputError, match="reference"):
         miniplm.select(tmp_path / "o", teacher_nll=t, ratio=0.5)
+    # Checked once, by the core's request (SelectSpec::new, Mode::new).
+    with pytest.raises(InputError, match="exactly one of ratio and count"):
+        miniplm.select(tmp_path / "o", teacher_nll=t, reference_nll=r)
+    with pytest.raises(InputError, match="exactly one of ratio and count"):
+        miniplm.select(tmp_path / "o", teacher_nll=t, reference_nll=r, ratio=0.5, count=2)
+    with pytest.raises(InputError, match="random or temperature, not both"):
+        miniplm.select(tmp_path / "o", teacher_nll=t, ratio=0.5, random=True, temperature=1.0)
     ex = _npy(tmp_path, "ex.npy", np.array([3, 10], dtype=np.uint64))
     with pytest.raises(InputError, match=r"ex\.npy.*10"):
         miniplm.select(tmp_path / "o", teacher_nll=t, reference_nll=r, ratio=0.5, exclude=ex)

@@ -14,7 +14,7 @@ use miniplm_core::inspect::inspect;
 use miniplm_core::output::check_spares_inputs;
 use miniplm_core::scores::ScoreSource;
 use miniplm_core::select::{
-    select, Amount, By, DatasetRef, Keep, Mode, SelectInputs, SelectSpec, SelectionReport,
+    select, By, DatasetRef, Keep, Mode, SelectInputs, SelectSpec, SelectionReport,
 };
 use miniplm_core::shards::Dataset;
 use miniplm_core::{Error, Job, Result};
@@ -195,41 +195,24 @@ fn open_scores(run: &Option<PathBuf>, npy: &Option<PathBuf>) -> Result<Option<Sc
     }
 }
 
-fn spec_of(a: &SelectArgs) -> SelectSpec {
+/// The core's request from the flags (its defaults and conflicts live in the core).
+fn spec_of(a: &SelectArgs) -> Result<SelectSpec> {
     let by = match a.by {
         ByArg::Diff => By::Diff,
         ByArg::Teacher => By::Teacher,
         ByArg::Reference => By::Reference,
     };
-    let keep = match (a.keep, a.by) {
-        (Some(KeepArg::Highest), _) | (None, ByArg::Diff) => Keep::Highest,
-        (Some(KeepArg::Lowest), _) | (None, _) => Keep::Lowest,
-    };
-    let mode = if a.random {
-        Mode::Random { seed: a.seed }
-    } else if let Some(t) = a.temperature {
-        Mode::Gumbel {
-            temperature: t,
-            seed: a.seed,
-        }
-    } else {
-        Mode::Top
-    };
-    let amount = match (a.ratio, a.count) {
-        (Some(r), _) => Amount::Ratio(r),
-        (None, Some(k)) => Amount::Count(k),
-        (None, None) => Amount::Ratio(0.5),
-    };
-    SelectSpec {
-        by,
-        keep,
-        mode,
-        amount,
-    }
+    let keep = a.keep.map(|k| match k {
+        KeepArg::Highest => Keep::Highest,
+        KeepArg::Lowest => Keep::Lowest,
+    });
+    let mode = Mode::new(a.random, a.temperature, a.seed)?;
+    SelectSpec::new(by, keep, mode, a.ratio, a.count)
 }
 
 /// `select` as the CLI runs it; the Python binding calls this too.
 pub fn select_cmd(a: &SelectArgs, job: &Job) -> Result<SelectionReport> {
+    let spec = spec_of(a)?;
     let data = a.data.as_deref().map(Dataset::open).transpose()?;
     let mut inputs: Vec<&std::path::Path> = [
         &a.teacher,
@@ -254,7 +237,7 @@ pub fn select_cmd(a: &SelectArgs, job: &Job) -> Result<SelectionReport> {
         num_instances: data.as_ref().map(Dataset::len),
         dataset: data.as_ref().map(DatasetRef::of).transpose()?,
     };
-    select(&inputs, &spec_of(a), &a.out, a.overwrite, job)
+    select(&inputs, &spec, &a.out, a.overwrite, job)
 }
 
 fn select_text(a: &SelectArgs, report: &SelectionReport) -> Result<String> {

@@ -5,6 +5,7 @@
 //! - [`select`]: exact, streaming, multi-threaded top-K Difference Sampling and baselines.
 //! - [`build`]: copy a selection into new shards.
 //! - [`inspect`]: summaries of datasets, score runs and selections.
+//! - [`stats`]: value summaries and histograms that `select` and `inspect` share.
 
 pub mod error;
 pub mod fsutil;
@@ -20,3 +21,4 @@ pub mod inspect;
 pub mod scores;
 pub mod select;
 pub mod shards;
+pub mod stats;

@@ -80,12 +80,7 @@ fn select(
     if reference.is_some() && reference_nll.is_some() {
         return conflict("reference", "reference_nll");
     }
-    if ratio.is_some() == count.is_some() {
-        return Err(to_py(Error::invalid("pass exactly one of ratio and count")));
-    }
-    if random && temperature.is_some() {
-        return conflict("random", "temperature");
-    }
+    // ratio / count and random / temperature: checked by the core's `SelectSpec::new`.
     let args = SelectArgs {
         teacher,
         reference,

@@ -8,9 +8,12 @@
 //!
 //! The element formulas live here once (`Vals::block`, `Keys::key`); the rare radix
 //! passes use them through `keys_into`, so every path sees identical keys.
+//!
+//! Over 800 lines on purpose: the portable loops, their AVX2 twins and the tests that hold
+//! them lane for lane equal belong together; split, a change to one would miss the other.
 
-use crate::inspect::Binner;
 use crate::rng::rand_u64;
+use crate::stats::Binner;
 
 /// Lanes per block.
 pub(super) const W: usize = 4;
@@ -448,7 +451,7 @@ impl EmitAcc {
     pub(super) fn hist(&self) -> [u64; HIST_BINS] {
         let mut h = [0u64; HIST_BINS];
         for lane in &self.lanes {
-            super::add_counts(&mut h, lane);
+            super::plan::add_counts(&mut h, lane);
         }
         h
     }

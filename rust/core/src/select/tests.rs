@@ -4,9 +4,11 @@ use std::sync::atomic::AtomicBool;
 
 use proptest::prelude::*;
 
+use super::kernel::{gumbel, key_value, order_key};
 use super::*;
 use crate::job::NoProgress;
-use crate::npy::write_npy;
+use crate::npy::{write_npy, Npy};
+use crate::rng::rand_u64;
 
 const SPECIAL: [f64; 9] = [
     0.0,
