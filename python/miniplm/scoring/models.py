@@ -12,6 +12,7 @@ from typing import Any
 from miniplm import _core
 from miniplm._deps import require
 from miniplm._safetensors import check_safetensors
+from miniplm.dataset_meta import dataset_tokenizer_file
 from miniplm.errors import InputError
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -177,14 +178,6 @@ def load_model(
         max_positions=getattr(model.config, "max_position_embeddings", None),
         tokenizer_vocab=vocab,
     )
-
-
-def dataset_tokenizer_file(data_dir: str) -> Path | None:
-    """The ``tokenizer.json`` saved beside a tokenized dataset (a directory or a shard
-    prefix), if any."""
-    p = Path(data_dir)
-    f = p / "tokenizer.json" if p.is_dir() else p.parent / "tokenizer.json"
-    return f if f.is_file() else None
 
 
 def _vocab(tokenizer_json: Path) -> dict[str, int]:
