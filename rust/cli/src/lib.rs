@@ -309,8 +309,12 @@ fn build_text(a: &BuildArgs, report: &BuildReport) -> Result<String> {
 }
 
 pub fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string_pretty(v).map_err(|e| Error::invalid(format!("cannot write JSON: {e}")))
+    serde_json::to_string_pretty(v)
+        .map_err(|e| Error::internal(format!("cannot serialize JSON: {e}")))
 }
+
+/// Exit code of an internal error (a bug in miniplm), as sysexits.h's EX_SOFTWARE.
+pub const EX_SOFTWARE: i32 = 70;
 
 /// Run the CLI on `argv` (program name first); returns the process exit code. Errors are
 /// printed to stderr as `miniplm-sample: error: ...`.
@@ -343,6 +347,10 @@ pub fn run(argv: Vec<OsString>, cancel: &AtomicBool) -> i32 {
         Err(Error::Interrupted) => {
             eprintln!("miniplm-sample: interrupted; no output was written");
             130
+        }
+        Err(e @ Error::Internal(_)) => {
+            eprintln!("miniplm-sample: {e}");
+            EX_SOFTWARE
         }
         Err(e) => {
             eprintln!("miniplm-sample: error: {e}");

@@ -578,7 +578,7 @@ fn find_cut(plan: &Plan, job: &Job, first: &[u64], k: u64) -> Result<CutPlan> {
     loop {
         // Pick the bucket of the next 16 bits that holds the K-th key.
         let (b, a) = kth_bucket(&hist, above, k).ok_or_else(|| {
-            Error::invalid("internal: fewer keys than K (inputs changed during selection?)")
+            Error::internal("fewer keys than K (inputs changed during selection?)")
         })?;
         above = a;
         let inside = hist[b];
@@ -718,8 +718,8 @@ fn tie_cut(plan: &Plan, job: &Job, t: u64, need: u64) -> Result<CutPlan> {
     }
     match cut {
         Some(cut) => Ok((cut, kept)),
-        None => Err(Error::invalid(
-            "internal: tie cut not found (inputs changed during selection?)",
+        None => Err(Error::internal(
+            "tie cut not found (inputs changed during selection?)",
         )),
     }
 }
@@ -801,7 +801,7 @@ impl IdsOut for MemOut {
 }
 
 fn poisoned() -> Error {
-    Error::invalid("internal: a selection worker panicked")
+    Error::internal("a selection worker panicked")
 }
 
 /// Kept ids into `ids.npy`, written in place as the emit pass finds them.
@@ -838,7 +838,7 @@ impl IdsOut for FileOut {
         let w = NpyAtWriter::create(&self.path, total)?;
         self.w
             .set(w)
-            .map_err(|_| Error::invalid("internal: ids.npy started twice"))
+            .map_err(|_| Error::internal("ids.npy started twice"))
     }
     fn put(&self, at: u64, ids: &[u64]) -> Result<()> {
         match self.w.get() {
@@ -847,7 +847,7 @@ impl IdsOut for FileOut {
                 self.written.fetch_add(ids.len() as u64, Ordering::Relaxed);
                 Ok(())
             }
-            None => Err(Error::invalid("internal: ids.npy not started")),
+            None => Err(Error::internal("ids.npy not started")),
         }
     }
 }
@@ -937,8 +937,8 @@ fn emit(
                 };
                 let m = plan.visit(s, e, &mut buf, chunk)?;
                 if m as u64 != per_chunk[c as usize] {
-                    return Err(Error::invalid(
-                        "internal: kept ids miscounted (inputs changed during selection?)",
+                    return Err(Error::internal(
+                        "kept ids miscounted (inputs changed during selection?)",
                     ));
                 }
                 if m > 0 {
@@ -1139,8 +1139,8 @@ fn narrow(
     let part = Band::new(lo, hi).part(b);
     let (pa, per_chunk, _) = scan_interval(plan, job, "select: narrow", part, false)?;
     if pa.tally.above != above || pa.in_range != here {
-        return Err(Error::invalid(
-            "internal: counts changed between passes (inputs changed during selection?)",
+        return Err(Error::internal(
+            "counts changed between passes (inputs changed during selection?)",
         ));
     }
     Ok(Some((pa, per_chunk)))
@@ -1231,8 +1231,8 @@ fn select_into(
         };
         drop(a);
         if per_chunk.iter().sum::<u64>() != kept {
-            return Err(Error::invalid(
-                "internal: kept ids miscounted (inputs changed during selection?)",
+            return Err(Error::internal(
+                "kept ids miscounted (inputs changed during selection?)",
             ));
         }
         let emitted = emit(
@@ -1351,10 +1351,10 @@ pub fn select(
         })?;
         match out.w.into_inner() {
             Some(w) => w.finish()?,
-            None => return Err(Error::invalid("internal: ids.npy was never started")),
+            None => return Err(Error::internal("ids.npy was never started")),
         };
         let json = serde_json::to_vec_pretty(&rep)
-            .map_err(|e| Error::invalid(format!("cannot write selection.json: {e}")))?;
+            .map_err(|e| Error::internal(format!("cannot serialize selection.json: {e}")))?;
         write_file_atomically(&tmp.join("selection.json"), &json)?;
         Ok(rep)
     })
