@@ -120,3 +120,12 @@ def test_no_import_circle_in_miniplm() -> None:
     graph = import_graph(PACKAGE)
     assert "miniplm.data" in graph and "miniplm.scoring.runner" in graph
     assert find_cycle(graph) is None
+
+
+def test_the_shared_model_loader_is_not_a_scoring_module() -> None:
+    """Scoring, training and evaluation load models from ``miniplm.models``; the old
+    ``miniplm.scoring.models`` is only a re-export for outside code."""
+    graph = import_graph(PACKAGE)
+    users = sorted(m for m, deps in graph.items() if "miniplm.scoring.models" in deps)
+    assert not users, users
+    assert "miniplm.models" in graph["miniplm.training.trainer"]

@@ -12,7 +12,7 @@ from typing import Any, Union
 from miniplm._deps import require
 from miniplm.dataset_meta import dataset_tokenizer_file
 from miniplm.errors import InputError
-from miniplm.scoring.models import (
+from miniplm.models import (
     load_model,
     model_tokenizer,
     resolve_device,

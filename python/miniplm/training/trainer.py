@@ -32,7 +32,7 @@ from miniplm._safetensors import check_safetensors
 from miniplm.data import DatasetView, TokenDataset
 from miniplm.dataset_meta import read_dataset_meta
 from miniplm.errors import InputError
-from miniplm.scoring.models import (
+from miniplm.models import (
     check_same_tokenizer,
     check_tokenizer,
     load_model,
