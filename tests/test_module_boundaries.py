@@ -129,3 +129,27 @@ def test_the_shared_model_loader_is_not_a_scoring_module() -> None:
     users = sorted(m for m, deps in graph.items() if "miniplm.scoring.models" in deps)
     assert not users, users
     assert "miniplm.models" in graph["miniplm.training.trainer"]
+
+
+def test_one_builder_of_the_score_run_manifest() -> None:
+    """A dict literal with a ``"format"`` key and the score run's FORMAT: only in
+    ``miniplm.scores.score_run_manifest``."""
+    sites = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        nodes = list(ast.walk(ast.parse(path.read_text(encoding="utf-8"))))
+        its_format = path == PACKAGE / "scores.py" or any(
+            isinstance(n, ast.ImportFrom)
+            and n.module == "miniplm.scores"
+            and any(a.name == "FORMAT" for a in n.names)
+            for n in nodes
+        )
+        for node in nodes if its_format else ():
+            if isinstance(node, ast.Dict) and any(
+                isinstance(k, ast.Constant)
+                and k.value == "format"
+                and isinstance(v, ast.Name)
+                and v.id == "FORMAT"
+                for k, v in zip(node.keys, node.values)
+            ):
+                sites.append(str(path.relative_to(PACKAGE)))
+    assert sites == ["scores.py"], sites
