@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from miniplm.scoring.models import resolve_device
+from miniplm.models import resolve_device
 from miniplm.scoring.nll import ChunkedScorer, default_chunk_tokens
 from miniplm.training.losses import DEFAULT_CHUNK, head_losses
 

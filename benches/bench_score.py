@@ -39,7 +39,7 @@ def sync():
 PLAIN = (
     COMMON
     + """
-from miniplm.scoring.models import split_spec
+from miniplm.models import split_spec
 from transformers import AutoModelForCausalLM
 d, g = split_spec(model_spec)
 kw = {"gguf_file": g} if g else {}
@@ -146,7 +146,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from miniplm.scoring.models import resolve_device
+    from miniplm.models import resolve_device
 
     device = resolve_device(args.device)
     root = Path(args.dir)

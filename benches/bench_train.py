@@ -121,7 +121,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from miniplm.scoring.models import resolve_device
+    from miniplm.models import resolve_device
 
     device = resolve_device(args.device)
     root = Path(args.dir)

@@ -18,7 +18,13 @@ from miniplm import _core
 if TYPE_CHECKING:
     from miniplm.corpus.export import export
     from miniplm.data import DatasetView, TokenDataset, write_dataset
-    from miniplm.errors import FormatError, InputError, MiniplmError, OutputLockedError
+    from miniplm.errors import (
+        FormatError,
+        InputError,
+        InternalError,
+        MiniplmError,
+        OutputLockedError,
+    )
     from miniplm.sampling import build, inspect, load_selection, select
     from miniplm.scores import load_scores, mean_nll, write_score_run
 
@@ -31,6 +37,7 @@ _WHERE = {
     "write_dataset": "miniplm.data",
     "FormatError": "miniplm.errors",
     "InputError": "miniplm.errors",
+    "InternalError": "miniplm.errors",
     "MiniplmError": "miniplm.errors",
     "OutputLockedError": "miniplm.errors",
     "build": "miniplm.sampling",
@@ -46,6 +53,7 @@ __all__ = [
     "DatasetView",
     "FormatError",
     "InputError",
+    "InternalError",
     "MiniplmError",
     "OutputLockedError",
     "TokenDataset",

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 
-from miniplm.errors import MiniplmError
+from miniplm.errors import InternalError, MiniplmError
 
 # Stage modules, in pipeline order.
 _STAGES = (
@@ -70,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     try:
         code: int = args.func(args)
+    except InternalError as e:  # our bug, not the user's input: EX_SOFTWARE
+        print(f"miniplm {args.command}: {e}", file=sys.stderr)
+        return 70
     except (MiniplmError, OSError) as e:  # OSError: not found, exists, disk full, ...
         print(f"miniplm {args.command}: error: {e}", file=sys.stderr)
         return 2

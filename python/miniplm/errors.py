@@ -2,6 +2,8 @@
 
 I/O problems surface as the builtin ``FileNotFoundError`` / ``PermissionError`` /
 ``OSError``, an existing output as ``FileExistsError`` and Ctrl-C as ``KeyboardInterrupt``.
+A broken invariant of miniplm itself is ``InternalError`` (a ``RuntimeError``): never the
+user's input, always a bug to report.
 """
 
 from __future__ import annotations
@@ -21,3 +23,7 @@ class InputError(MiniplmError, ValueError):
 
 class OutputLockedError(MiniplmError, RuntimeError):
     """Another process is writing the same output now (it holds the output's lock)."""
+
+
+class InternalError(MiniplmError, RuntimeError):
+    """A bug in miniplm (a broken invariant of its own), never the user's bad input."""

@@ -21,6 +21,31 @@ FORMAT = "miniplm.score_run"
 VERSION = 1
 
 
+def part_ranges(n: int, part_size: int) -> list[tuple[str, int, int]]:
+    """``(name, start, end)`` of the parts tiling ``[0, n)``; independent of the number
+    of processes, so any world size writes the same run."""
+    return [
+        (f"part-{k:06d}", s, min(n, s + part_size)) for k, s in enumerate(range(0, n, part_size))
+    ]
+
+
+def score_run_manifest(
+    header: dict[str, Any],
+    parts: list[tuple[str, int, int]],
+    complete: bool,
+    summary: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The one builder of a score run's ``manifest.json`` (layout in docs/FORMATS.md):
+    format and version, then ``header`` (num_instances, model, dataset, ...), the parts."""
+    m: dict[str, Any] = {"format": FORMAT, "version": VERSION, **header}
+    m["parts"] = [
+        {"name": name, "start": s, "end": e, "complete": complete} for name, s, e in parts
+    ]
+    if summary is not None:
+        m["summary"] = summary
+    return m
+
+
 def load_scores(run_dir: PathLike) -> dict[str, npt.NDArray[Any]]:
     """``{"nll_sum": float64|float32 array, "n_scored": uint32 array}`` aligned with
     instance ids, concatenated over the run's parts (validated like ``select`` does)."""
@@ -67,24 +92,19 @@ def write_score_run(
     n = len(nll)
     step = max(1, part_size or n or 1)
     with atomic_dir(out, overwrite) as tmp:
-        parts = []
-        for k, start in enumerate(range(0, n, step)):
-            end = min(n, start + step)
-            name = f"part-{k:06d}"
+        parts = part_ranges(n, step)
+        for name, start, end in parts:
             (tmp / name).mkdir()
             np.save(tmp / name / "nll_sum.npy", nll[start:end])
             np.save(tmp / name / "n_scored.npy", cnt[start:end])
-            parts.append({"name": name, "start": start, "end": end, "complete": True})
-        manifest = {
-            "format": FORMAT,
-            "version": VERSION,
+        header = {
             "num_instances": n,
             "normalization": "mean_nll_per_scored_token",
             "model": model or {},
             "tokenizer": tokenizer,
             "dataset": dataset or {},
             "settings": settings or {},
-            "parts": parts,
         }
+        manifest = score_run_manifest(header, parts, complete=True)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return out

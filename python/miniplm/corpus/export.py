@@ -26,6 +26,7 @@ from miniplm._atomic import atomic_file, check_spares_inputs, dataset_files
 from miniplm._deps import require
 from miniplm.corpus.bytelevel import TokenBytes, token_bytes
 from miniplm.data import DataSpec, PathLike, TokenDataset
+from miniplm.dataset_meta import TOKENIZE_JSON, TOKENIZER_JSON, dataset_dir
 from miniplm.errors import FormatError, InputError
 
 SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst")
@@ -49,10 +50,9 @@ class _Corpus:
 
     def __init__(self, data: DataSpec) -> None:
         self.ds = TokenDataset(data)
-        first = self.ds.paths[0]
-        directory = first if first.is_dir() else first.parent
-        meta_path = directory / "tokenize.json"
-        tok_path = directory / "tokenizer.json"
+        directory = dataset_dir(self.ds.paths[0])
+        meta_path = directory / TOKENIZE_JSON
+        tok_path = directory / TOKENIZER_JSON
         for p in (meta_path, tok_path):
             if not p.is_file():
                 raise FormatError(

@@ -33,6 +33,7 @@ from miniplm._deps import require
 from miniplm.corpus.packing import PACKINGS, Chunk, Packer
 from miniplm.corpus.readers import Document, check_columns, discover, read_documents
 from miniplm.corpus.tokenizer import TokenizerInfo, load_tokenizer
+from miniplm.dataset_meta import TOKENIZE_JSON, TOKENIZER_JSON
 from miniplm.errors import InputError
 
 SHARD_NAME = "corpus"
@@ -323,7 +324,7 @@ def tokenize_corpus(
             ref_count = None
             if reference_fraction is not None:
                 ref_count = _reference_ids(tmp, reference_fraction, seed)
-            (tmp / "tokenizer.json").write_text(tok.json)
+            (tmp / TOKENIZER_JSON).write_text(tok.json)
             elapsed = time.perf_counter() - t0
             tokens_out = sum(s["tokens"] for s in run.per_source)
             meta: dict[str, Any] = {
@@ -357,7 +358,7 @@ def tokenize_corpus(
                 "elapsed_s": round(elapsed, 3),
                 "tokens_per_s": round(tokens_out / elapsed, 1) if elapsed > 0 else None,
             }
-            (tmp / "tokenize.json").write_text(json.dumps(meta, indent=2) + "\n")
+            (tmp / TOKENIZE_JSON).write_text(json.dumps(meta, indent=2) + "\n")
     finally:
         if bar is not None:
             bar.close()

@@ -15,7 +15,7 @@ from miniplm._deps import require
 from miniplm.data import DatasetView, PathLike, TokenDataset
 from miniplm.errors import InputError
 from miniplm.evaluation.model import EvalModel
-from miniplm.scoring.models import check_tokenizer
+from miniplm.models import check_tokenizer
 from miniplm.scoring.nll import ChunkedScorer
 
 torch = require("torch")

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, Union
 
 from miniplm._deps import require
+from miniplm.dataset_meta import dataset_tokenizer_file
 from miniplm.errors import InputError
-from miniplm.scoring.models import (
-    dataset_tokenizer_file,
+from miniplm.models import (
     load_model,
     model_tokenizer,
     resolve_device,

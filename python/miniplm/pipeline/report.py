@@ -137,9 +137,10 @@ def _examples(
     from tokenizers import Tokenizer
 
     from miniplm import TokenDataset
+    from miniplm.dataset_meta import TOKENIZER_JSON
 
     data = Path(ctx.out("data")["dataset"])
-    tok = Tokenizer.from_file(str(data / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(data / TOKENIZER_JSON))
     ds = TokenDataset(data)
     names = ctx.out("data")["sources"]
     lines = []

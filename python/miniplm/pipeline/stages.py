@@ -478,7 +478,7 @@ def build_stages(cfg: RunConfig) -> list[Stage]:
         stages.append(Stage("text", (), text_params, text_stage))
     pretrained = cfg.teacher.train is None
     if pretrained:
-        from miniplm.scoring.models import model_fingerprint
+        from miniplm.models import model_fingerprint
 
         if cfg.teacher.model == "smollm2":
             from miniplm.bundled import smollm2_gguf

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from miniplm._atomic import atomic_write_text, fsync_dir
 from miniplm.errors import InputError
-from miniplm.scores import FORMAT, VERSION
+from miniplm.scores import part_ranges, score_run_manifest
 
 # Manifest entries that must match for a resume to continue (anything else may change).
 _IDENTITY = ("num_instances", "model", "dataset", "settings")
@@ -47,14 +47,6 @@ def _save_npy(path: Path, a: npt.NDArray[Any]) -> None:
         os.fsync(f.fileno())
 
 
-def part_ranges(n: int, part_size: int) -> list[tuple[str, int, int]]:
-    """``(name, start, end)`` of the parts tiling ``[0, n)``; independent of the number
-    of processes, so any world size writes the same run."""
-    return [
-        (f"part-{k:06d}", s, min(n, s + part_size)) for k, s in enumerate(range(0, n, part_size))
-    ]
-
-
 class RunDir:
     """One score run directory (one model over one dataset)."""
 
@@ -68,13 +60,7 @@ class RunDir:
         return self.path / "manifest.json"
 
     def manifest(self, complete: bool, summary: dict[str, Any] | None = None) -> dict[str, Any]:
-        m: dict[str, Any] = {"format": FORMAT, "version": VERSION, **self.header}
-        m["parts"] = [
-            {"name": name, "start": s, "end": e, "complete": complete} for name, s, e in self.parts
-        ]
-        if summary is not None:
-            m["summary"] = summary
-        return m
+        return score_run_manifest(self.header, self.parts, complete, summary)
 
     def prepare(self, overwrite: bool) -> bool:
         """Create the run, or check that the existing one is this run (same model, data

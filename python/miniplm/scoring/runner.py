@@ -29,7 +29,7 @@ from miniplm._dist import Dist
 from miniplm._npy import load_npy
 from miniplm.data import PathLike, TokenDataset
 from miniplm.errors import InputError
-from miniplm.scoring.models import (
+from miniplm.models import (
     LoadedModel,
     check_same_tokenizer,
     load_model,

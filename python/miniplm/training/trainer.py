@@ -30,8 +30,9 @@ from miniplm._dist import Dist
 from miniplm._peak import peak_tflops
 from miniplm._safetensors import check_safetensors
 from miniplm.data import DatasetView, TokenDataset
+from miniplm.dataset_meta import read_dataset_meta
 from miniplm.errors import InputError
-from miniplm.scoring.models import (
+from miniplm.models import (
     check_same_tokenizer,
     check_tokenizer,
     load_model,
@@ -163,20 +164,6 @@ def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _dataset_meta(data: str) -> tuple[int | None, str | None, int | None, Path | None]:
-    """(vocab size, eos token, eos id, tokenizer.json) from a tokenized corpus, if known."""
-    d = Path(data) if Path(data).is_dir() else Path(data).parent
-    meta = d / "tokenize.json"
-    tok = d / "tokenizer.json"
-    vocab = eos = eos_id = None
-    if meta.is_file():
-        info = json.loads(meta.read_text()).get("tokenizer", {})
-        vocab, eos, eos_id = info.get("vocab_size"), info.get("eos_token"), info.get("eos_id")
-    if vocab is None and tok.is_file():
-        vocab = require("tokenizers").Tokenizer.from_file(str(tok)).get_vocab_size(True)
-    return vocab, eos, eos_id, tok if tok.is_file() else None
-
-
 def _build_model(
     opt: TrainOptions, vocab: int | None, eos_id: int | None, teacher_vocab: int | None
 ) -> Any:
@@ -281,7 +268,7 @@ class _Trainer:
             check_tokenizer(opt.init_from, None if tok is None else tok.get_vocab(), opt.data)
         torch.manual_seed(opt.seed)
         src = self._source()
-        vocab, eos_tok, eos_id, tok_file = _dataset_meta(opt.data)
+        vocab, eos_tok, eos_id, tok_file = read_dataset_meta(opt.data)
         teacher = None
         if opt.kd_teacher:
             dt = torch.bfloat16 if self.gpu else torch.float32

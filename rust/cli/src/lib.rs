@@ -292,8 +292,12 @@ fn build_text(a: &BuildArgs, report: &BuildReport) -> Result<String> {
 }
 
 pub fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string_pretty(v).map_err(|e| Error::invalid(format!("cannot write JSON: {e}")))
+    serde_json::to_string_pretty(v)
+        .map_err(|e| Error::internal(format!("cannot serialize JSON: {e}")))
 }
+
+/// Exit code of an internal error (a bug in miniplm), as sysexits.h's EX_SOFTWARE.
+pub const EX_SOFTWARE: i32 = 70;
 
 /// Run the CLI on `argv` (program name first); returns the process exit code. Errors are
 /// printed to stderr as `miniplm-sample: error: ...`.
@@ -323,21 +327,44 @@ pub fn run(argv: Vec<OsString>, cancel: &AtomicBool) -> i32 {
             println!("{text}");
             0
         }
-        Err(Error::Interrupted) => {
-            eprintln!("miniplm-sample: interrupted; no output was written");
-            130
-        }
         Err(e) => {
-            eprintln!("miniplm-sample: error: {e}");
-            1
+            match e {
+                Error::Interrupted => {
+                    eprintln!("miniplm-sample: interrupted; no output was written")
+                }
+                Error::Internal(_) => eprintln!("miniplm-sample: {e}"),
+                _ => eprintln!("miniplm-sample: error: {e}"),
+            }
+            exit_code(&e)
         }
+    }
+}
+
+/// 130 for Ctrl-C, EX_SOFTWARE for a bug of ours, 1 for everything the user can mend.
+pub fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::Interrupted => 130,
+        Error::Internal(_) => EX_SOFTWARE,
+        _ => 1,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_size, Cli, Command};
+    use super::{exit_code, parse_size, Cli, Command, EX_SOFTWARE};
     use clap::Parser;
+    use miniplm_core::Error;
+
+    #[test]
+    fn internal_errors_exit_with_ex_software() {
+        assert_eq!(
+            exit_code(&Error::internal("tie cut not found")),
+            EX_SOFTWARE
+        );
+        assert_eq!(EX_SOFTWARE, 70);
+        assert_eq!(exit_code(&Error::invalid("ratio must lie in [0, 1]")), 1);
+        assert_eq!(exit_code(&Error::Interrupted), 130);
+    }
 
     #[test]
     fn negative_numbers_are_values() {

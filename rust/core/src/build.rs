@@ -124,7 +124,7 @@ pub fn build(
             elapsed_s: start.elapsed().as_secs_f64(),
         };
         let json = serde_json::to_vec_pretty(&report)
-            .map_err(|e| Error::invalid(format!("cannot write build.json: {e}")))?;
+            .map_err(|e| Error::internal(format!("cannot serialize build.json: {e}")))?;
         write_file_atomically(&tmp.join("build.json"), &json)?;
         Ok(report)
     })

@@ -31,6 +31,9 @@ pub enum Error {
     /// The caller asked the job to stop (Ctrl-C).
     #[error("interrupted")]
     Interrupted,
+    /// A broken invariant of miniplm itself: never the user's input, always our bug.
+    #[error("internal error: {0} (this is a bug in miniplm; please report it with the command and the message)")]
+    Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -58,6 +61,11 @@ impl Error {
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
     }
+
+    /// A broken invariant of ours (a worker panicked, a cut not found): asks for a bug report.
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Error::Internal(msg.into())
+    }
 }
 
 /// Attach a path to an `io::Result`.
@@ -68,5 +76,23 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl AsRef<Path>) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn internal_asks_for_a_bug_report() {
+        let msg = Error::internal("tie cut not found").to_string();
+        assert!(
+            msg.starts_with("internal error: tie cut not found"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("this is a bug in miniplm; please report it"),
+            "{msg}"
+        );
     }
 }

@@ -448,7 +448,7 @@ impl<T: Element> NpyAtWriter<T> {
             let _g = self
                 .lock
                 .lock()
-                .map_err(|_| Error::invalid("internal: a writer thread panicked"))?;
+                .map_err(|_| Error::internal("a writer thread panicked"))?;
             let mut f = &self.file;
             f.seek(SeekFrom::Start(pos)).at(&self.path)?;
             f.write_all(bytes).at(&self.path)

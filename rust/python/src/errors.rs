@@ -34,5 +34,6 @@ pub fn to_py(err: Error) -> PyErr {
         Error::Locked { .. } => {
             Python::attach(|py| miniplm_exception(py, "OutputLockedError", msg))
         }
+        Error::Internal(_) => Python::attach(|py| miniplm_exception(py, "InternalError", msg)),
     }
 }

@@ -174,6 +174,18 @@ fn sample_main(py: Python<'_>, argv: Vec<OsString>) -> PyResult<i32> {
     run_long(py, 0, false, |job| Ok(miniplm_cli::run(argv, job.cancel)))
 }
 
+/// Test hook: fail the way a broken invariant of ours does, by returning the core's
+/// internal error or (`panic=True`) by panicking on the worker thread.
+#[pyfunction]
+fn _internal_error_for_test(py: Python<'_>, panic: bool) -> PyResult<()> {
+    run_long(py, 0, false, |_| {
+        if panic {
+            panic!("test panic");
+        }
+        Err(Error::internal("test invariant broken"))
+    })
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -187,5 +199,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load_scores, m)?)?;
     m.add_function(wrap_pyfunction!(sample_main, m)?)?;
     m.add_function(wrap_pyfunction!(file_fingerprint, m)?)?;
+    m.add_function(wrap_pyfunction!(_internal_error_for_test, m)?)?;
     Ok(())
 }

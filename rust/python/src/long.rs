@@ -7,8 +7,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use miniplm_cli::Bar;
-use miniplm_core::{Job, Result};
-use pyo3::exceptions::PyRuntimeError;
+use miniplm_core::{Error, Job, Result};
 use pyo3::prelude::*;
 
 use crate::errors::to_py;
@@ -63,9 +62,7 @@ pub fn run_long<T: Send>(
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(PyRuntimeError::new_err(format!(
-                "miniplm internal error (please report): {what}"
-            )))
+            Err(to_py(Error::internal(format!("a worker panicked: {what}"))))
         }
     }
 }

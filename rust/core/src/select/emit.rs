@@ -39,7 +39,7 @@ impl IdsOut for MemOut {
 }
 
 pub(super) fn poisoned() -> Error {
-    Error::invalid("internal: a selection worker panicked")
+    Error::internal("a selection worker panicked")
 }
 
 /// Kept ids into `ids.npy`, written in place as the emit pass finds them.
@@ -76,7 +76,7 @@ impl IdsOut for FileOut {
         let w = NpyAtWriter::create(&self.path, total)?;
         self.w
             .set(w)
-            .map_err(|_| Error::invalid("internal: ids.npy started twice"))
+            .map_err(|_| Error::internal("ids.npy started twice"))
     }
     fn put(&self, at: u64, ids: &[u64]) -> Result<()> {
         match self.w.get() {
@@ -85,7 +85,7 @@ impl IdsOut for FileOut {
                 self.written.fetch_add(ids.len() as u64, Ordering::Relaxed);
                 Ok(())
             }
-            None => Err(Error::invalid("internal: ids.npy not started")),
+            None => Err(Error::internal("ids.npy not started")),
         }
     }
 }
@@ -175,8 +175,8 @@ pub(super) fn emit(
                 };
                 let m = plan.visit(s, e, &mut buf, chunk)?;
                 if m as u64 != per_chunk[c as usize] {
-                    return Err(Error::invalid(
-                        "internal: kept ids miscounted (inputs changed during selection?)",
+                    return Err(Error::internal(
+                        "kept ids miscounted (inputs changed during selection?)",
                     ));
                 }
                 if m > 0 {

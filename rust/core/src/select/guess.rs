@@ -79,8 +79,8 @@ pub(super) fn narrow(
     let part = Band::new(lo, hi).part(b);
     let (pa, per_chunk, _) = scan_interval(plan, job, "select: narrow", part, false)?;
     if pa.tally.above != above || pa.in_range != here {
-        return Err(Error::invalid(
-            "internal: counts changed between passes (inputs changed during selection?)",
+        return Err(Error::internal(
+            "counts changed between passes (inputs changed during selection?)",
         ));
     }
     Ok(Some((pa, per_chunk)))

@@ -274,10 +274,10 @@ pub fn select(
         })?;
         match out.w.into_inner() {
             Some(w) => w.finish()?,
-            None => return Err(Error::invalid("internal: ids.npy was never started")),
+            None => return Err(Error::internal("ids.npy was never started")),
         };
         let json = serde_json::to_vec_pretty(&rep)
-            .map_err(|e| Error::invalid(format!("cannot write selection.json: {e}")))?;
+            .map_err(|e| Error::internal(format!("cannot serialize selection.json: {e}")))?;
         write_file_atomically(&tmp.join("selection.json"), &json)?;
         Ok(rep)
     })

@@ -51,7 +51,7 @@ pub(super) fn find_cut(plan: &Plan, job: &Job, first: &[u64], k: u64) -> Result<
     loop {
         // Pick the bucket of the next 16 bits that holds the K-th key.
         let (b, a) = kth_bucket(&hist, above, k).ok_or_else(|| {
-            Error::invalid("internal: fewer keys than K (inputs changed during selection?)")
+            Error::internal("fewer keys than K (inputs changed during selection?)")
         })?;
         above = a;
         let inside = hist[b];
@@ -203,8 +203,8 @@ pub(super) fn tie_cut(plan: &Plan, job: &Job, t: u64, need: u64) -> Result<CutPl
     }
     match cut {
         Some(cut) => Ok((cut, kept)),
-        None => Err(Error::invalid(
-            "internal: tie cut not found (inputs changed during selection?)",
+        None => Err(Error::internal(
+            "tie cut not found (inputs changed during selection?)",
         )),
     }
 }

@@ -246,7 +246,7 @@ pub fn write_given_selection(
         },
     };
     let json = serde_json::to_vec_pretty(&rec)
-        .map_err(|e| Error::invalid(format!("cannot write selection.json: {e}")))?;
+        .map_err(|e| Error::internal(format!("cannot serialize selection.json: {e}")))?;
     write_dir_atomically(out, overwrite, |tmp| {
         write_npy(tmp.join("ids.npy"), &ids)?;
         write_file_atomically(&tmp.join("selection.json"), &json)

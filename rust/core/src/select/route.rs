@@ -64,8 +64,8 @@ pub(super) fn run(plan: &Plan, job: &Job, k: u64, out: &dyn IdsOut) -> Result<Ru
     };
     drop(a);
     if per_chunk.iter().sum::<u64>() != kept {
-        return Err(Error::invalid(
-            "internal: kept ids miscounted (inputs changed during selection?)",
+        return Err(Error::internal(
+            "kept ids miscounted (inputs changed during selection?)",
         ));
     }
     let emitted = emit(

@@ -223,7 +223,7 @@ impl DatasetWriter {
         }
         match self.current.as_mut() {
             Some(w) => w.add_raw(bytes),
-            None => Err(Error::invalid("internal: no open shard")),
+            None => Err(Error::internal("no open shard")),
         }
     }
 
