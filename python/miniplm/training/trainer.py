@@ -298,7 +298,6 @@ class _Trainer:
         # Every token id inside the student's vocabulary, before the output is created.
         base = src.base if isinstance(src, DatasetView) else src
         base.check_vocab(int(model.get_input_embeddings().weight.shape[0]))
-        self._prepare_out()
         model.train()  # from_pretrained (--init-from) returns it in eval mode: no dropout
         if opt.grad_checkpointing:
             model.gradient_checkpointing_enable()
