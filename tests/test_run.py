@@ -20,9 +20,13 @@ from miniplm.pipeline.run import run_pipeline
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("smoke") / "run"
-    assert cli_main(["run", "--preset", "smoke", "--out", str(out), "--quiet"]) == 0
-    return out
+    # Written with a path relative to the working directory, as a user would type it,
+    # so that the tests that copy it elsewhere see any path kept relative to that cwd.
+    parent = tmp_path_factory.mktemp("smoke")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(parent)
+        assert cli_main(["run", "--preset", "smoke", "--out", "run", "--quiet"]) == 0
+    return parent / "run"
 
 
 def _table(md: str, header_start: str) -> list[list[str]]:
@@ -132,6 +136,45 @@ def test_second_run_skips_and_a_deleted_stage_reruns_with_its_followers(
     assert ctx.ran[0] == "select" and "score" in ctx.skipped and "student-miniplm" in ctx.ran
     k_after = len(miniplm.load_selection(run / "select" / "miniplm")[0])
     assert abs(k_after - k_before / 2) <= 1
+
+
+def test_a_moved_run_dir_reruns_from_another_cwd(
+    smoke: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stage records hold paths relative to the run directory: a run moved elsewhere and
+    continued from another working directory reads its own stages, not the original's."""
+    moved = tmp_path / "elsewhere" / "moved"
+    shutil.copytree(smoke, moved)
+    shutil.rmtree(moved / "student-random")
+    monkeypatch.chdir(tmp_path)  # neither the run's old cwd nor its parent
+    ctx = run_pipeline(load_config(None, "smoke"), moved.resolve(), quiet=True)
+    assert ctx.ran == ["student-random", "eval", "report"]
+    assert {"data", "split", "score", "select", "student-miniplm"} <= set(ctx.skipped)
+    for stage in ("split", "select", "student-random"):
+        outputs = json.loads((moved / stage / "stage.json").read_text())["outputs"]
+        outputs.pop("report", None)  # select's provenance (as in selection.json), not read
+        flat = json.dumps(outputs)
+        assert str(smoke) not in flat and '"run/' not in flat
+    heldout = json.loads((moved / "split" / "stage.json").read_text())["outputs"]["heldout"]
+    assert heldout == "split/heldout"
+
+
+def test_a_stage_record_from_an_older_version_reruns_not_crashes(
+    smoke: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records written before paths were run-relative (cwd-relative, no ``paths`` mark)
+    are not trusted: that stage reruns (resuming) instead of a later stage crashing."""
+    run = tmp_path / "old"
+    shutil.copytree(smoke, run)
+    meta_path = run / "eval" / "stage.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["paths"]
+    meta["outputs"]["results"] = "demo-run/eval/results.json"
+    meta_path.write_text(json.dumps(meta))
+    monkeypatch.chdir(tmp_path)
+    ctx = run_pipeline(load_config(None, "smoke"), run, quiet=True)
+    assert ctx.ran == ["eval", "report"]
+    assert json.loads(meta_path.read_text())["outputs"]["results"] == "eval/results.json"
 
 
 def test_config_is_validated_up_front(tmp_path: Path) -> None:

@@ -49,8 +49,8 @@ def _r_values(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
     """r = nll_ref - nll_teacher per scored instance, and the ids it belongs to."""
     import miniplm
 
-    sc = ctx.out("score")
-    t, r = miniplm.load_scores(sc["teacher"]), miniplm.load_scores(sc["reference"])
+    t = miniplm.load_scores(ctx.path("score", "teacher"))
+    r = miniplm.load_scores(ctx.path("score", "reference"))
     ok = (t["n_scored"] > 0) & (r["n_scored"] > 0)
     ids = np.flatnonzero(ok)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -111,7 +111,7 @@ def _plots(
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for v in student_variants(ctx.cfg):
-        run = Path(ctx.out(f"student-{v}")["run"])
+        run = Path(ctx.path(f"student-{v}", "run"))
         recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
         ax.plot([x["tokens"] for x in recs], [x["loss"] for x in recs], label=LABELS[v])
     ax.set_xlabel("training tokens")
@@ -139,7 +139,7 @@ def _examples(
     from miniplm import TokenDataset
     from miniplm.dataset_meta import TOKENIZER_JSON
 
-    data = Path(ctx.out("data")["dataset"])
+    data = Path(ctx.path("data", "dataset"))
     tok = Tokenizer.from_file(str(data / TOKENIZER_JSON))
     ds = TokenDataset(data)
     names = ctx.out("data")["sources"]
@@ -166,14 +166,14 @@ def report_stage(out: Path, ctx: Context) -> dict[str, Any]:
 
 def write_report(ctx: Context, out: Path) -> Path:
     cfg, root = ctx.cfg, ctx.root
-    results = json.loads(Path(ctx.out("eval")["results"]).read_text())
+    results = json.loads(Path(ctx.path("eval", "results")).read_text())
     sel = ctx.out("select")["report"]
     ids, r = _r_values(ctx)
     thr = sel.get("threshold")
     names = ctx.out("data")["sources"]
     n_sources = len(names)
-    sources = np.load(Path(ctx.out("data")["dataset"]) / "sources.npy").astype(np.int64)
-    kept = np.load(Path(ctx.out("select")["miniplm"]) / "ids.npy").astype(np.int64)
+    sources = np.load(Path(ctx.path("data", "dataset")) / "sources.npy").astype(np.int64)
+    kept = np.load(Path(ctx.path("select", "miniplm")) / "ids.npy").astype(np.int64)
     rates = _keep_rates(sources, ids, kept, n_sources)
     plots = _plots(ctx, out, ids, r, thr, sources, rates)
 
@@ -181,13 +181,13 @@ def write_report(ctx: Context, out: Path) -> Path:
     # teacher and reference over the scored tokens, plus the reference's own training.
     n_t = _params(teacher_path(ctx))
     ref = ctx.out("reference")
-    n_ref = _params(ref["model"])
+    n_ref = _params(ctx.path("reference", "model"))
     scored = int(ctx.out("score")["summaries"][0]["scored_tokens"])
     offline = 2.0 * (n_t + n_ref) * scored + 6.0 * n_ref * int(ref["tokens"])
     rows = []
     for v in student_variants(cfg):
         st = ctx.out(f"student-{v}")
-        n_s = _params(st["model"])
+        n_s = _params(ctx.path(f"student-{v}", "model"))
         train_flops = 6.0 * n_s * int(st["tokens"])
         if v == "kd":
             train_flops += 2.0 * n_t * int(st["tokens"])

@@ -4,7 +4,11 @@ A stage is skipped when its ``stage.json`` says it completed with the same key: 
 of its settings and of the completion stamps of the stages it reads. A stage whose key
 changed is redone from scratch (and so are the stages after it, whose keys include its
 new stamp); a stage interrupted mid-way (same key, not complete) is run again and picks
-up where it stopped through its own resume support (training checkpoints, score parts)."""
+up where it stopped through its own resume support (training checkpoints, score parts).
+
+Paths in a stage's outputs are recorded relative to the run directory (``record``) and
+resolved against it on read (``path``/``resolve``), so a run directory can be moved and
+continued from any working directory; paths outside it are recorded absolute."""
 
 from __future__ import annotations
 
@@ -43,6 +47,11 @@ class Stage:
     fn: Callable[[Path, Context], dict[str, Any]]
 
 
+# Marks a record whose output paths are run-relative; a record without it (written by an
+# older version, paths relative to that run's cwd) is not trusted and its stage reruns.
+PATHS = "run-relative"
+
+
 @dataclass
 class Context:
     cfg: RunConfig
@@ -55,6 +64,21 @@ class Context:
     def out(self, stage: str) -> dict[str, Any]:
         outputs: dict[str, Any] = self.done[stage]["outputs"]
         return outputs
+
+    def record(self, p: str | os.PathLike[str]) -> str:
+        """``p`` as a stage output records it: relative to the run dir when inside it."""
+        full, root = os.path.abspath(p), os.path.abspath(self.root)
+        if os.path.commonpath([full, root]) == root:
+            return Path(os.path.relpath(full, root)).as_posix()
+        return full
+
+    def resolve(self, recorded: str) -> str:
+        """The path a stage output recorded with ``record`` names, from any cwd."""
+        return recorded if os.path.isabs(recorded) else str(self.root / recorded)
+
+    def path(self, stage: str, key: str) -> str:
+        """The path output ``key`` of ``stage``, resolved."""
+        return self.resolve(self.out(stage)[key])
 
     def log(self, msg: str) -> None:
         if not self.quiet:
@@ -78,7 +102,12 @@ def run_stage(stage: Stage, ctx: Context) -> None:
     meta_path = sdir / "stage.json"
     key = stage_key(stage, ctx)
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-    if meta is not None and meta.get("key") == key and meta.get("complete"):
+    if (
+        meta is not None
+        and meta.get("key") == key
+        and meta.get("complete")
+        and meta.get("paths") == PATHS  # else an older record: paths from its cwd
+    ):
         ctx.done[stage.name] = meta
         ctx.skipped.append(stage.name)
         ctx.log(f"{stage.name}: complete, inputs unchanged: skipped")
@@ -98,6 +127,7 @@ def run_stage(stage: Stage, ctx: Context) -> None:
         "params": stage.params,
         "elapsed_s": round(time.perf_counter() - t0, 3),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "paths": PATHS,
         "outputs": outputs,
     }
     _write_json(meta_path, meta)
@@ -123,12 +153,12 @@ def _torchrun(ctx: Context, args: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def _write_ids(ds: TokenDataset, d: Path, ids: np.ndarray, what: str) -> str:
+def _write_ids(ctx: Context, ds: TokenDataset, d: Path, ids: np.ndarray, what: str) -> str:
     """A selection folder for ``ids`` of ``ds``, written by the core's selection writer
     (so it carries the dataset's count and fingerprint like ``select``'s own)."""
     d.parent.mkdir(parents=True, exist_ok=True)
     ds.write_selection(d, ids, what, overwrite=True)
-    return str(d)
+    return ctx.record(d)
 
 
 def _train(
@@ -144,11 +174,11 @@ def _train(
     from miniplm.training.trainer import TrainOptions, train
 
     cfg = ctx.cfg
-    data = ctx.out("data")["dataset"]
+    data = ctx.path("data", "dataset")
     opt = TrainOptions(
         data=data,
         out=str(out / "run"),
-        selection=selection,
+        selection=ctx.resolve(selection),
         preset=spec.preset,
         arch=spec.arch,
         seq_len=cfg.corpus.seq_len,
@@ -174,7 +204,8 @@ def _train(
         summary: dict[str, Any] = json.loads((out / "run" / "summary.json").read_text())
     else:
         summary = train(opt)
-    return {"model": str(out / "run" / "final"), "run": str(out / "run"), **summary}
+    paths = {k: ctx.record(out / "run" / p) for k, p in (("model", "final"), ("run", ""))}
+    return {**summary, "final": paths["model"], **paths}
 
 
 # ---- stage bodies ---------------------------------------------------------------------
@@ -183,7 +214,7 @@ def text_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
 
     c = ctx.cfg.corpus
     path = write_default_corpus(sdir, seed=ctx.cfg.seed, max_bytes=c.max_bytes or None)
-    return {"inputs": [str(path)]}
+    return {"inputs": [ctx.record(path)]}
 
 
 def teacher_model_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
@@ -192,16 +223,17 @@ def teacher_model_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
         from miniplm.bundled import smollm2_checkpoint
 
         model = str(smollm2_checkpoint())
-    return {"model": model}
+    return {"model": ctx.record(model)}
 
 
 def tokenizer_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     cfg = ctx.cfg
     if cfg.tokenizer.path:
-        return {"tokenizer": cfg.tokenizer.path}
+        return {"tokenizer": ctx.record(cfg.tokenizer.path)}
     if cfg.tokenizer.train_bpe_vocab:
-        return {"tokenizer": train_bpe(ctx.out("text")["inputs"], sdir, cfg)}
-    return {"tokenizer": ctx.out("teacher_model")["model"]}
+        inputs = [ctx.resolve(f) for f in ctx.out("text")["inputs"]]
+        return {"tokenizer": ctx.record(train_bpe(inputs, sdir, cfg))}
+    return {"tokenizer": ctx.out("teacher_model")["model"]}  # already recorded
 
 
 def train_bpe(inputs: list[str], sdir: Path, cfg: RunConfig) -> str:
@@ -237,12 +269,12 @@ def data_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     from miniplm.corpus.tokenize import tokenize_corpus
 
     cfg, c = ctx.cfg, ctx.cfg.corpus
-    inputs = c.inputs or ctx.out("text")["inputs"]
+    inputs = c.inputs or [ctx.resolve(f) for f in ctx.out("text")["inputs"]]
     dataset = sdir / "corpus"
     info = tokenize_corpus(
         inputs,
         dataset,
-        ctx.out("tokenizer")["tokenizer"],
+        ctx.path("tokenizer", "tokenizer"),
         seq_len=c.seq_len,
         packing=c.packing,
         text_field=c.text_field,
@@ -260,7 +292,7 @@ def data_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
         overwrite=True,
         progress=False if ctx.quiet else None,
     )
-    return {"dataset": str(dataset), "counts": info["counts"], "sources": info["sources"]}
+    return {"dataset": ctx.record(dataset), "counts": info["counts"], "sources": info["sources"]}
 
 
 def split_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
@@ -270,7 +302,7 @@ def split_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     from miniplm.default_corpus import NOISE_PREFIX
 
     cfg = ctx.cfg
-    data = Path(ctx.out("data")["dataset"])
+    data = Path(ctx.path("data", "dataset"))
     ds = TokenDataset(data)
     n = len(ds)
     ref = np.load(data / "ref_ids.npy").astype(np.int64)
@@ -286,6 +318,7 @@ def split_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     np.save(sdir / "exclude.npy", exclude.astype(np.uint64))
     by_source = {
         str(name): _write_ids(
+            ctx,
             ds,
             sdir / "heldout-by-source" / str(k),
             heldout[sources[heldout] == k],
@@ -297,13 +330,15 @@ def split_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     return {
         "heldout_by_source": by_source,
         "instances": n,
-        "ref": _write_ids(ds, sdir / "ref", ref, "reference training slice D_ref"),
-        "heldout": _write_ids(ds, sdir / "heldout", heldout, "held-out evaluation slice"),
-        "heldout_clean": _write_ids(ds, sdir / "heldout-clean", clean, "held-out, noise removed"),
-        "pool": _write_ids(
-            ds, sdir / "pool", np.setdiff1d(np.arange(n), heldout), "all but held-out"
+        "ref": _write_ids(ctx, ds, sdir / "ref", ref, "reference training slice D_ref"),
+        "heldout": _write_ids(ctx, ds, sdir / "heldout", heldout, "held-out evaluation slice"),
+        "heldout_clean": _write_ids(
+            ctx, ds, sdir / "heldout-clean", clean, "held-out, noise removed"
         ),
-        "exclude": str(sdir / "exclude.npy"),
+        "pool": _write_ids(
+            ctx, ds, sdir / "pool", np.setdiff1d(np.arange(n), heldout), "all but held-out"
+        ),
+        "exclude": ctx.record(sdir / "exclude.npy"),
         "counts": {"ref": len(ref), "heldout": len(heldout), "heldout_clean": len(clean)},
     }
 
@@ -321,8 +356,8 @@ def reference_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
 
 def teacher_path(ctx: Context) -> str:
     if "teacher" in ctx.done:
-        return str(ctx.out("teacher")["model"])
-    return str(ctx.out("teacher_model")["model"])
+        return ctx.path("teacher", "model")
+    return ctx.path("teacher_model", "model")
 
 
 def score_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
@@ -330,10 +365,10 @@ def score_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     from miniplm.scoring.runner import ScoreOptions, score
 
     cfg = ctx.cfg
-    models = [teacher_path(ctx), ctx.out("reference")["model"]]
+    models = [teacher_path(ctx), ctx.path("reference", "model")]
     outs: list[str | os.PathLike[str]] = [str(sdir / "teacher"), str(sdir / "reference")]
-    data = ctx.out("data")["dataset"]
-    skip = ctx.out("split")["exclude"]
+    data = ctx.path("data", "dataset")
+    skip = ctx.path("split", "exclude")
     opt = ScoreOptions(
         batch_size=cfg.teacher.batch_size,
         device=cfg.device,
@@ -347,7 +382,11 @@ def score_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
         summaries = [json.loads((Path(o) / "manifest.json").read_text())["summary"] for o in outs]
     else:
         summaries = score(models, data, outs, opt)
-    return {"teacher": outs[0], "reference": outs[1], "summaries": summaries}
+    return {
+        "teacher": ctx.record(outs[0]),
+        "reference": ctx.record(outs[1]),
+        "summaries": summaries,
+    }
 
 
 def select_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
@@ -355,20 +394,19 @@ def select_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     import miniplm
 
     cfg = ctx.cfg
-    sc, split = ctx.out("score"), ctx.out("split")
-    ex = split["exclude"]
+    ex = ctx.path("split", "exclude")
     main = miniplm.select(
         sdir / "miniplm",
-        teacher=sc["teacher"],
-        reference=sc["reference"],
+        teacher=ctx.path("score", "teacher"),
+        reference=ctx.path("score", "reference"),
         ratio=cfg.selection.alpha,
         exclude=ex,
         overwrite=True,
     )
     k = int(main["num_selected"])
-    out = {"miniplm": str(sdir / "miniplm"), "k": k, "report": main}
+    out = {"miniplm": ctx.record(sdir / "miniplm"), "k": k, "report": main}
     if "random" in cfg.selection.baselines or "kd" in cfg.selection.baselines:
-        data = ctx.out("data")["dataset"]
+        data = ctx.path("data", "dataset")
         miniplm.select(
             sdir / "random",
             random=True,
@@ -378,19 +416,19 @@ def select_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
             seed=cfg.seed,
             overwrite=True,
         )
-        out["random"] = str(sdir / "random")
+        out["random"] = ctx.record(sdir / "random")
     if "ppl" in cfg.selection.baselines:
         # Perplexity filtering: keep the instances the teacher finds most likely.
         miniplm.select(
             sdir / "ppl",
             by="teacher",
             keep="lowest",
-            teacher=sc["teacher"],
+            teacher=ctx.path("score", "teacher"),
             count=k,
             exclude=ex,
             overwrite=True,
         )
-        out["ppl"] = str(sdir / "ppl")
+        out["ppl"] = ctx.record(sdir / "ppl")
     return out
 
 
@@ -431,10 +469,10 @@ def eval_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     from miniplm.evaluation.model import load_eval_model
 
     cfg, split = ctx.cfg, ctx.out("split")
-    data = ctx.out("data")["dataset"]
+    data = ctx.path("data", "dataset")
     e = cfg.eval
-    models = {v: ctx.out(f"student-{v}")["model"] for v in student_variants(cfg)}
-    models["reference"] = ctx.out("reference")["model"]
+    models = {v: ctx.path(f"student-{v}", "model") for v in student_variants(cfg)}
+    models["reference"] = ctx.path("reference", "model")
     results: dict[str, Any] = {}
     for name, path in models.items():
         # Loaded once for all the evaluations, with its own tokenizer (and pad-token ignore id).
@@ -445,12 +483,14 @@ def eval_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
             r[which] = evaluate(
                 pair,
                 data=data,
-                selection=split[which],
+                selection=ctx.resolve(split[which]),
                 batch_size=e.batch_size,
                 max_instances=e.max_instances or None,
             )
         r["per_source"] = {
-            src: evaluate(pair, data=data, selection=sel, batch_size=e.batch_size)["heldout"]
+            src: evaluate(pair, data=data, selection=ctx.resolve(sel), batch_size=e.batch_size)[
+                "heldout"
+            ]
             for src, sel in split["heldout_by_source"].items()
         }
         if e.mc_files or e.tasks:
@@ -463,7 +503,7 @@ def eval_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
             )
         results[name] = r
     _write_json(sdir / "results.json", results)
-    return {"results": str(sdir / "results.json")}
+    return {"results": ctx.record(sdir / "results.json")}
 
 
 def build_stages(cfg: RunConfig) -> list[Stage]:
