@@ -76,7 +76,7 @@ def test_corpus_table_accepts_globs_and_the_tokenize_options(
     for stage in build_stages(cfg):
         if stage.name in ("tokenizer", "data"):
             run_stage(stage, ctx)
-    got = Path(ctx.out("data")["dataset"])
+    got = Path(ctx.path("data", "dataset"))
     assert (
         main(
             [
