@@ -41,10 +41,10 @@ def output_lock(out: str | os.PathLike[str]) -> Iterator[None]:
 
 
 @contextmanager
-def atomic_dir(out: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary sibling of ``out`` to fill, holding ``out``'s lock; on success it
-    replaces ``out`` by rename, on any error it is removed and ``out`` is untouched. An
-    existing ``out`` is refused unless ``overwrite``."""
+def _claim(out: Path, overwrite: bool) -> Iterator[Path]:
+    """Hold ``out``'s lock and yield the temporary sibling name to write it under; an
+    existing ``out`` is refused unless ``overwrite``, before and again under the lock
+    (another writer may just have finished)."""
 
     def refuse_existing() -> None:
         if out.exists() and not overwrite:
@@ -52,8 +52,16 @@ def atomic_dir(out: Path, overwrite: bool) -> Iterator[Path]:
 
     refuse_existing()
     with output_lock(out):
-        refuse_existing()  # again under the lock: another writer may just have finished
-        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        refuse_existing()
+        yield out.parent / f".{out.name}.tmp-{os.getpid()}"
+
+
+@contextmanager
+def atomic_dir(out: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary sibling of ``out`` to fill, holding ``out``'s lock; on success it
+    replaces ``out`` by rename, on any error it is removed and ``out`` is untouched. An
+    existing ``out`` is refused unless ``overwrite``."""
+    with _claim(out, overwrite) as tmp:
         tmp.mkdir()
         try:
             yield tmp
@@ -106,16 +114,8 @@ def atomic_file(out: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary sibling name of file ``out`` to write, holding ``out``'s lock; on
     success it is fsynced and renamed over ``out``, on any error removed (``out``
     untouched). An existing ``out`` is refused unless ``overwrite``."""
-
-    def refuse_existing() -> None:
-        if out.exists() and not overwrite:
-            raise FileExistsError(f"{out}: output exists (pass overwrite=True to replace it)")
-
-    refuse_existing()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with output_lock(out):
-        refuse_existing()  # again under the lock: another writer may just have finished
-        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    with _claim(out, overwrite) as tmp:
         try:
             yield tmp
             with open(tmp, "rb") as f:
