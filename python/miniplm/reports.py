@@ -1,10 +1,13 @@
-"""The reports ``select``, ``build`` and ``inspect`` return: the dicts the native module
-builds from its Rust structs (``rust/core/src/select/mod.rs`` ``SelectionReport``,
-``build.rs`` ``BuildReport``, ``inspect.rs`` ``Report``), with the keys and values of the
-JSON files they also write (docs/FORMATS.md). Non-finite numbers are ``None``, as in JSON."""
+"""The dicts the native module returns. The reports of ``select``, ``build`` and
+``inspect`` are built from their Rust structs (``rust/core/src/select/mod.rs``
+``SelectionReport``, ``build.rs`` ``BuildReport``, ``inspect.rs`` ``Report``) with the
+keys, values and key order of the JSON they also write (docs/FORMATS.md): paths are
+strings, non-finite numbers ``None``. The shard records of ``_core.Dataset.shards()`` and
+``_core.DatasetWriter.finish()`` come last."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal, TypedDict, Union
 
 # ``path`` of a dataset as it was given: one path (directory, prefix or glob), or a list.
@@ -142,3 +145,24 @@ class SelectionInfo(TypedDict):
 
 
 InspectReport = Union[DatasetInfo, ScoresInfo, SelectionInfo]
+
+
+class ShardInfo(TypedDict):
+    """One shard of ``_core.Dataset.shards()``: its files and where its arrays start."""
+
+    bin: Path
+    idx: Path
+    dtype: str
+    len: int
+    num_tokens: int
+    first_id: int
+    sizes_offset: int
+    pointers_offset: int
+
+
+class WrittenShard(TypedDict):
+    """One shard of ``_core.DatasetWriter.finish()``."""
+
+    prefix: Path
+    num_instances: int
+    num_tokens: int

@@ -113,8 +113,8 @@ impl<'py> ser::Serializer for ToPy<'py> {
         self.obj(v)
     }
     fn serialize_bytes(self, v: &[u8]) -> Out {
-        // As serde_json: a list of numbers.
-        self.obj(v.to_vec())
+        // As serde_json: a list of numbers (a Vec<u8> would become `bytes`).
+        self.obj(v.iter().map(|&b| u32::from(b)).collect::<Vec<_>>())
     }
     fn serialize_none(self) -> Out {
         Ok(self.py.None())
