@@ -362,6 +362,73 @@ mod tests {
     }
 
     #[test]
+    fn select_flags_map_onto_the_core_request() {
+        use miniplm_core::select::{By, Keep, SelectRequest};
+        let argv = [
+            "miniplm-sample",
+            "select",
+            "--teacher",
+            "T",
+            "--reference-nll",
+            "r.npy",
+            "--count",
+            "7",
+            "--exclude",
+            "ex.npy",
+            "--data",
+            "D",
+            "--by",
+            "reference",
+            "--keep",
+            "highest",
+            "--temperature",
+            "0.5",
+            "--seed",
+            "3",
+            "--out",
+            "O",
+            "--overwrite",
+        ];
+        let Command::Select(a) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not select")
+        };
+        let want = SelectRequest {
+            teacher: Some("T".into()),
+            reference_nll: Some("r.npy".into()),
+            count: Some(7),
+            exclude: Some("ex.npy".into()),
+            data: Some("D".into()),
+            by: By::Reference,
+            keep: Some(Keep::Highest),
+            temperature: Some(0.5),
+            seed: 3,
+            overwrite: true,
+            ..SelectRequest::new("O".into())
+        };
+        assert_eq!(a.request(), want);
+        let argv = [
+            "miniplm-sample",
+            "select",
+            "--teacher-nll",
+            "t",
+            "--reference",
+            "R",
+        ];
+        let argv = [&argv[..], &["--ratio", "0.25", "--random", "--out", "O"]].concat();
+        let Command::Select(a) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not select")
+        };
+        let want = SelectRequest {
+            teacher_nll: Some("t".into()),
+            reference: Some("R".into()),
+            ratio: Some(0.25),
+            random: true,
+            ..SelectRequest::new("O".into())
+        };
+        assert_eq!(a.request(), want);
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("123"), Ok(123));
         assert_eq!(parse_size("64K"), Ok(64 << 10));
