@@ -1,10 +1,22 @@
 """Stubs of the native module built from rust/python (checked by mypy.stubtest)."""
 
-from typing import Any, final
+import os
+from collections.abc import Sequence
+from typing import Any, Literal, final
 
 import numpy as np
 import numpy.typing as npt
-from typing_extensions import Self
+from typing_extensions import Self, TypeAlias
+
+from miniplm.reports import (
+    BuildReport,
+    InspectReport,
+    SelectionReport,
+    ShardInfo,
+    WrittenShard,
+)
+
+_Path: TypeAlias = str | os.PathLike[str]
 
 __version__: str
 
@@ -19,7 +31,7 @@ class Dataset:
     @property
     def path(self) -> str: ...
     def paths(self) -> list[str]: ...
-    def shards(self) -> list[dict[str, Any]]: ...
+    def shards(self) -> list[ShardInfo]: ...
     def instance_len(self, id: int) -> int: ...
     def tokens(self, id: int) -> npt.NDArray[np.int64]: ...
     def gather(
@@ -39,7 +51,7 @@ class DatasetWriter:
         cls, dir: str, name: str, dtype: str, max_shard_bytes: int | None = None
     ) -> Self: ...
     def add_batch(self, tokens: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]) -> None: ...
-    def finish(self) -> list[dict[str, Any]]: ...
+    def finish(self) -> list[WrittenShard]: ...
 
 @final
 class OutputLock:
@@ -53,30 +65,30 @@ class OutputLock:
 def check_spares_inputs(out: str, inputs: list[str]) -> None: ...
 def load_scores(run_dir: str) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint32]]: ...
 def select(
+    out: _Path,
     *,
-    out: str,
-    teacher: str | None = None,
-    reference: str | None = None,
-    teacher_nll: str | None = None,
-    reference_nll: str | None = None,
+    teacher: _Path | None = None,
+    reference: _Path | None = None,
+    teacher_nll: _Path | None = None,
+    reference_nll: _Path | None = None,
     ratio: float | None = None,
     count: int | None = None,
-    exclude: str | None = None,
-    data: str | None = None,
-    by: str = "diff",
-    keep: str | None = None,
+    exclude: _Path | None = None,
+    data: _Path | None = None,
+    by: Literal["diff", "teacher", "reference"] = "diff",
+    keep: Literal["highest", "lowest"] | None = None,
     random: bool = False,
     temperature: float | None = None,
     seed: int = 0,
     overwrite: bool = False,
     threads: int = 0,
     progress: bool = False,
-) -> str: ...
+) -> SelectionReport: ...
 def build(
+    data: _Path | Sequence[_Path],
+    selection: _Path,
+    out: _Path,
     *,
-    data: str,
-    selection: str,
-    out: str,
     shuffle: bool = False,
     seed: int = 0,
     shard_size: int | None = None,
@@ -84,8 +96,8 @@ def build(
     overwrite: bool = False,
     threads: int = 0,
     progress: bool = False,
-) -> str: ...
-def inspect(path: str, threads: int = 0, progress: bool = False) -> str: ...
+) -> BuildReport: ...
+def inspect(path: _Path, *, threads: int = 0, progress: bool = False) -> InspectReport: ...
 def sample_main(argv: list[str]) -> int: ...
 def file_fingerprint(path: str) -> str: ...
 def _internal_error_for_test(panic: bool) -> None: ...

@@ -14,6 +14,7 @@ import numpy.typing as npt
 from miniplm import _core
 from miniplm._atomic import atomic_dir
 from miniplm.errors import InputError
+from miniplm.reports import ShardInfo
 
 PathLike = Union[str, "os.PathLike[str]"]
 IdArray = npt.NDArray[np.integer[Any]]
@@ -38,7 +39,7 @@ def _id_array(ids: object) -> npt.NDArray[Any]:
     return raw
 
 
-def _memmap(path: str, dtype: str, offset: int, count: int) -> npt.NDArray[Any]:
+def _memmap(path: PathLike, dtype: str, offset: int, count: int) -> npt.NDArray[Any]:
     # np.memmap refuses empty files and zero-length maps; an empty shard is still valid.
     if count == 0:
         empty = np.empty(0, dtype=dtype)
@@ -50,7 +51,7 @@ def _memmap(path: str, dtype: str, offset: int, count: int) -> npt.NDArray[Any]:
 class _Shard:
     """numpy views of one shard's files; the native reader has validated them already."""
 
-    def __init__(self, info: dict[str, Any]) -> None:
+    def __init__(self, info: ShardInfo) -> None:
         n = int(info["len"])
         self.first = int(info["first_id"])
         self.sizes = _memmap(info["idx"], "<i4", int(info["sizes_offset"]), n)

@@ -9,14 +9,9 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
-use miniplm_core::build::{build, BuildOptions, BuildReport};
+use miniplm_core::build::{build_at, BuildOptions, BuildReport};
 use miniplm_core::inspect::inspect;
-use miniplm_core::output::check_spares_inputs;
-use miniplm_core::scores::ScoreSource;
-use miniplm_core::select::{
-    select, By, DatasetRef, Keep, Mode, SelectInputs, SelectSpec, SelectionReport,
-};
-use miniplm_core::shards::Dataset;
+use miniplm_core::select::{By, Keep, SelectRequest, SelectionReport};
 use miniplm_core::{Error, Job, Result};
 
 pub use progress::Bar;
@@ -49,21 +44,21 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum ByArg {
+enum ByArg {
     Diff,
     Teacher,
     Reference,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum KeepArg {
+enum KeepArg {
     Highest,
     Lowest,
 }
 
 #[derive(Args)]
 #[command(group(ArgGroup::new("amount").required(true).args(["ratio", "count"])))]
-pub struct SelectArgs {
+struct SelectArgs {
     /// Teacher score run directory (manifest.json + parts).
     #[arg(long, conflicts_with = "teacher_nll")]
     pub teacher: Option<PathBuf>,
@@ -117,7 +112,7 @@ pub struct SelectArgs {
 }
 
 #[derive(Args)]
-pub struct BuildArgs {
+struct BuildArgs {
     /// Source token dataset: a directory, a shard prefix, or a quoted glob of prefixes
     /// ('dir/*_tokens').
     #[arg(long)]
@@ -149,7 +144,7 @@ pub struct BuildArgs {
 }
 
 #[derive(Args)]
-pub struct InspectArgs {
+struct InspectArgs {
     /// A token dataset, a score run, a selection, or a .npy score array.
     pub path: PathBuf,
     /// Machine-readable output.
@@ -187,57 +182,34 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     Ok((v * mult as f64) as u64)
 }
 
-fn open_scores(run: &Option<PathBuf>, npy: &Option<PathBuf>) -> Result<Option<ScoreSource>> {
-    match (run, npy) {
-        (Some(dir), _) => ScoreSource::open_run(dir).map(Some),
-        (None, Some(path)) => ScoreSource::open_npy(path).map(Some),
-        (None, None) => Ok(None),
+impl SelectArgs {
+    /// The core's request from the flags (its defaults and conflicts live in the core).
+    pub fn request(&self) -> SelectRequest {
+        SelectRequest {
+            out: self.out.clone(),
+            teacher: self.teacher.clone(),
+            reference: self.reference.clone(),
+            teacher_nll: self.teacher_nll.clone(),
+            reference_nll: self.reference_nll.clone(),
+            ratio: self.ratio,
+            count: self.count,
+            exclude: self.exclude.clone(),
+            data: self.data.clone(),
+            by: match self.by {
+                ByArg::Diff => By::Diff,
+                ByArg::Teacher => By::Teacher,
+                ByArg::Reference => By::Reference,
+            },
+            keep: self.keep.map(|k| match k {
+                KeepArg::Highest => Keep::Highest,
+                KeepArg::Lowest => Keep::Lowest,
+            }),
+            random: self.random,
+            temperature: self.temperature,
+            seed: self.seed,
+            overwrite: self.overwrite,
+        }
     }
-}
-
-/// The core's request from the flags (its defaults and conflicts live in the core).
-fn spec_of(a: &SelectArgs) -> Result<SelectSpec> {
-    let by = match a.by {
-        ByArg::Diff => By::Diff,
-        ByArg::Teacher => By::Teacher,
-        ByArg::Reference => By::Reference,
-    };
-    let keep = a.keep.map(|k| match k {
-        KeepArg::Highest => Keep::Highest,
-        KeepArg::Lowest => Keep::Lowest,
-    });
-    let mode = Mode::new(a.random, a.temperature, a.seed)?;
-    SelectSpec::new(by, keep, mode, a.ratio, a.count)
-}
-
-/// `select` as the CLI runs it; the Python binding calls this too.
-pub fn select_cmd(a: &SelectArgs, job: &Job) -> Result<SelectionReport> {
-    let spec = spec_of(a)?;
-    let data = a.data.as_deref().map(Dataset::open).transpose()?;
-    let mut inputs: Vec<&std::path::Path> = [
-        &a.teacher,
-        &a.reference,
-        &a.teacher_nll,
-        &a.reference_nll,
-        &a.exclude,
-        &a.data,
-    ]
-    .into_iter()
-    .flatten()
-    .map(|p| p.as_path())
-    .collect();
-    if let Some(d) = &data {
-        inputs.extend(d.shards().iter().flat_map(|s| [s.idx_path(), s.bin_path()]));
-    }
-    check_spares_inputs(&a.out, &inputs)?;
-    let inputs = SelectInputs {
-        teacher: open_scores(&a.teacher, &a.teacher_nll)?,
-        reference: open_scores(&a.reference, &a.reference_nll)?,
-        exclude: a.exclude.clone(),
-        num_instances: data.as_ref().map(Dataset::len),
-        dataset: data.as_ref().map(DatasetRef::of).transpose()?,
-    };
-    select(&inputs, &spec, &a.out, a.overwrite, job)
 }
 
 fn select_text(a: &SelectArgs, report: &SelectionReport) -> Result<String> {
@@ -257,23 +229,21 @@ fn select_text(a: &SelectArgs, report: &SelectionReport) -> Result<String> {
     ))
 }
 
-/// `build` as the CLI runs it; the Python binding calls this too.
-pub fn build_cmd(a: &BuildArgs, job: &Job) -> Result<BuildReport> {
-    let data = Dataset::open(&a.data)?;
-    let mut inputs = vec![a.data.as_path(), a.selection.as_path()];
-    inputs.extend(
-        data.shards()
-            .iter()
-            .flat_map(|s| [s.idx_path(), s.bin_path()]),
-    );
-    check_spares_inputs(&a.out, &inputs)?;
+/// `build` as the CLI runs it.
+fn build_cmd(a: &BuildArgs, job: &Job) -> Result<BuildReport> {
     let opts = BuildOptions {
         name: a.name.clone(),
         shuffle_seed: a.shuffle.then_some(a.seed),
         max_shard_bytes: a.shard_size,
         overwrite: a.overwrite,
     };
-    build(&data, &a.selection, &a.out, &opts, job)
+    build_at(
+        std::slice::from_ref(&a.data),
+        &a.selection,
+        &a.out,
+        &opts,
+        job,
+    )
 }
 
 fn build_text(a: &BuildArgs, report: &BuildReport) -> Result<String> {
@@ -316,7 +286,7 @@ pub fn run(argv: Vec<OsString>, cancel: &AtomicBool) -> i32 {
         threads: cli.threads,
     };
     let out = match &cli.command {
-        Command::Select(a) => select_cmd(a, &job).and_then(|r| select_text(a, &r)),
+        Command::Select(a) => a.request().run(&job).and_then(|r| select_text(a, &r)),
         Command::Build(a) => build_cmd(a, &job).and_then(|r| build_text(a, &r)),
         Command::Inspect(a) => {
             inspect(&a.path, &job).and_then(|r| if a.json { to_json(&r) } else { Ok(r.to_text()) })
@@ -389,6 +359,73 @@ mod tests {
             };
             assert_eq!(got, Some(value.parse().unwrap()));
         }
+    }
+
+    #[test]
+    fn select_flags_map_onto_the_core_request() {
+        use miniplm_core::select::{By, Keep, SelectRequest};
+        let argv = [
+            "miniplm-sample",
+            "select",
+            "--teacher",
+            "T",
+            "--reference-nll",
+            "r.npy",
+            "--count",
+            "7",
+            "--exclude",
+            "ex.npy",
+            "--data",
+            "D",
+            "--by",
+            "reference",
+            "--keep",
+            "highest",
+            "--temperature",
+            "0.5",
+            "--seed",
+            "3",
+            "--out",
+            "O",
+            "--overwrite",
+        ];
+        let Command::Select(a) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not select")
+        };
+        let want = SelectRequest {
+            teacher: Some("T".into()),
+            reference_nll: Some("r.npy".into()),
+            count: Some(7),
+            exclude: Some("ex.npy".into()),
+            data: Some("D".into()),
+            by: By::Reference,
+            keep: Some(Keep::Highest),
+            temperature: Some(0.5),
+            seed: 3,
+            overwrite: true,
+            ..SelectRequest::new("O".into())
+        };
+        assert_eq!(a.request(), want);
+        let argv = [
+            "miniplm-sample",
+            "select",
+            "--teacher-nll",
+            "t",
+            "--reference",
+            "R",
+        ];
+        let argv = [&argv[..], &["--ratio", "0.25", "--random", "--out", "O"]].concat();
+        let Command::Select(a) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not select")
+        };
+        let want = SelectRequest {
+            teacher_nll: Some("t".into()),
+            reference: Some("R".into()),
+            ratio: Some(0.25),
+            random: true,
+            ..SelectRequest::new("O".into())
+        };
+        assert_eq!(a.request(), want);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::{quick_fingerprint, write_dir_atomically, write_file_atomically};
 use crate::job::Job;
 use crate::npy::NpyWriter;
+use crate::output::check_spares_inputs;
 use crate::rng::shuffle;
 use crate::select::read_selection;
 use crate::select::record::given_path;
@@ -63,6 +64,24 @@ pub struct DataInput {
 }
 
 const BATCH: usize = 4096;
+
+/// `build` as the CLI and Python ask for it: open `data` (each a directory, a shard
+/// prefix or a glob: one dataset, as `Dataset::open_many`), check that `out` spares
+/// every input, and build.
+pub fn build_at(
+    data: &[PathBuf],
+    selection_dir: &Path,
+    out: &Path,
+    opts: &BuildOptions,
+    job: &Job,
+) -> Result<BuildReport> {
+    let dataset = Dataset::open_many(data)?;
+    let mut inputs: Vec<&Path> = data.iter().map(PathBuf::as_path).collect();
+    inputs.push(selection_dir);
+    inputs.extend(dataset.files());
+    check_spares_inputs(out, &inputs)?;
+    build(&dataset, selection_dir, out, opts, job)
+}
 
 /// Write the instances of `data` listed in `selection_dir/ids.npy` to `out` as new shards
 /// plus `source_ids.npy` and `build.json`. `out` appears complete or not at all.

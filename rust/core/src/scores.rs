@@ -4,6 +4,7 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Error, IoContext, Result};
@@ -32,19 +33,60 @@ pub enum ScoreValues {
     F64(Vec<f64>),
 }
 
-fn field<'a>(man: &'a Value, path: &Path, key: &str) -> Result<&'a Value> {
-    man.get(key)
-        .ok_or_else(|| Error::format(path, key, "missing"))
+/// A manifest value as given: `T` when it has `T`'s shape, else the value itself, kept so
+/// that the error names the field and shows what was there (serde's own error names
+/// neither).
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum Checked<T> {
+    Ok(T),
+    Bad(Value),
+    #[default]
+    #[serde(skip)]
+    Missing,
 }
 
-fn uint(v: &Value, path: &Path, what: &str) -> Result<u64> {
-    v.as_u64().ok_or_else(|| {
-        Error::format(
-            path,
-            what,
-            format!("expected a non-negative integer, got {v}"),
-        )
-    })
+const UINT: &str = "a non-negative integer";
+
+impl<T> Checked<T> {
+    /// The value, or a format error of `field` of `path`: missing, or not `expected`.
+    fn get(self, path: &Path, field: &str, expected: &str) -> Result<T> {
+        match self {
+            Checked::Ok(v) => Ok(v),
+            Checked::Bad(v) => Err(Error::format(
+                path,
+                field,
+                format!("expected {expected}, got {v}"),
+            )),
+            Checked::Missing => Err(Error::format(path, field, "missing")),
+        }
+    }
+}
+
+/// The fields of `manifest.json` that opening a run checks (docs/FORMATS.md, "Score
+/// run"); the rest (model, dataset, ...) is read from `ScoreRun::manifest`.
+#[derive(Deserialize)]
+struct Manifest {
+    #[serde(default)]
+    format: Checked<String>,
+    #[serde(default)]
+    version: Checked<u64>,
+    #[serde(default)]
+    num_instances: Checked<u64>,
+    #[serde(default)]
+    parts: Checked<Vec<Checked<PartEntry>>>,
+}
+
+#[derive(Deserialize)]
+struct PartEntry {
+    #[serde(default)]
+    name: Checked<String>,
+    #[serde(default)]
+    start: Checked<u64>,
+    #[serde(default)]
+    end: Checked<u64>,
+    #[serde(default)]
+    complete: Checked<bool>,
 }
 
 impl ScoreRun {
@@ -53,15 +95,26 @@ impl ScoreRun {
         let manifest_bytes = std::fs::read(&mpath).at(&mpath)?;
         let manifest: Value = serde_json::from_slice(&manifest_bytes)
             .map_err(|e| Error::format(&mpath, "json", e.to_string()))?;
-        let format = field(&manifest, &mpath, "format")?;
-        if format != "miniplm.score_run" {
+        if !manifest.is_object() {
+            return Err(Error::format(&mpath, "json", "expected an object"));
+        }
+        let man = Manifest::deserialize(&manifest)
+            .map_err(|e| Error::internal(format!("{}: {e}", mpath.display())))?;
+        const FORMAT: &str = "miniplm.score_run";
+        let got = match man.format {
+            Checked::Ok(f) if f == FORMAT => None,
+            Checked::Ok(f) => Some(Value::from(f)),
+            Checked::Bad(v) => Some(v),
+            Checked::Missing => return Err(Error::format(&mpath, "format", "missing")),
+        };
+        if let Some(got) = got {
             return Err(Error::format(
                 &mpath,
                 "format",
-                format!("{format}, expected \"miniplm.score_run\""),
+                format!("{got}, expected \"{FORMAT}\""),
             ));
         }
-        let version = uint(field(&manifest, &mpath, "version")?, &mpath, "version")?;
+        let version = man.version.get(&mpath, "version", UINT)?;
         if version != 1 {
             return Err(Error::format(
                 &mpath,
@@ -69,28 +122,34 @@ impl ScoreRun {
                 format!("{version}, only version 1 exists"),
             ));
         }
-        let len = uint(
-            field(&manifest, &mpath, "num_instances")?,
-            &mpath,
-            "num_instances",
-        )?;
-        let list = field(&manifest, &mpath, "parts")?
-            .as_array()
-            .ok_or_else(|| Error::format(&mpath, "parts", "expected a list"))?;
+        let len = man.num_instances.get(&mpath, "num_instances", UINT)?;
+        let list = match man.parts {
+            Checked::Ok(list) => list,
+            Checked::Bad(_) => return Err(Error::format(&mpath, "parts", "expected a list")),
+            Checked::Missing => return Err(Error::format(&mpath, "parts", "missing")),
+        };
         let mut specs = Vec::with_capacity(list.len());
-        for (i, p) in list.iter().enumerate() {
+        for (i, p) in list.into_iter().enumerate() {
             let what = |k: &str| format!("parts[{i}].{k}");
-            let name = p
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| Error::format(&mpath, what("name"), "missing"))?;
-            let start = uint(
-                p.get("start").unwrap_or(&Value::Null),
-                &mpath,
-                &what("start"),
-            )?;
-            let end = uint(p.get("end").unwrap_or(&Value::Null), &mpath, &what("end"))?;
-            if p.get("complete") != Some(&Value::Bool(true)) {
+            // A part that is not an object has no name either.
+            let no_name = || Error::format(&mpath, what("name"), "missing");
+            let Checked::Ok(p) = p else {
+                return Err(no_name());
+            };
+            let Checked::Ok(name) = p.name else {
+                return Err(no_name());
+            };
+            // An absent bound is reported as null, the way a null one is.
+            let bound = |c: Checked<u64>, k: &str| {
+                match c {
+                    Checked::Missing => Checked::Bad(Value::Null),
+                    c => c,
+                }
+                .get(&mpath, &what(k), UINT)
+            };
+            let start = bound(p.start, "start")?;
+            let end = bound(p.end, "end")?;
+            if !matches!(p.complete, Checked::Ok(true)) {
                 return Err(Error::format(
                     &mpath,
                     what("complete"),
@@ -104,7 +163,7 @@ impl ScoreRun {
                     format!("bad part {name:?} [{start}, {end})"),
                 ));
             }
-            specs.push((start, end, name.to_string()));
+            specs.push((start, end, name));
         }
         specs.sort();
         let mut at = 0u64;
@@ -464,5 +523,114 @@ mod tests {
         std::fs::remove_dir_all(d.path().join("part-000001")).unwrap();
         let e = ScoreRun::open(d.path()).err().unwrap().to_string();
         assert!(e.contains("part-000001 is not a directory"), "{e}");
+    }
+
+    /// Every field check of manifest.json: the message names the file and the field.
+    #[test]
+    fn manifest_errors_name_the_field() {
+        let d = tempfile::tempdir().unwrap();
+        write_score_run(d.path(), &[1.0; 6], &[1; 6], 4).unwrap();
+        let path = d.path().join("manifest.json");
+        let good: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let fails = |edit: &dyn Fn(&mut Value), want: &str| {
+            let mut man = good.clone();
+            edit(&mut man);
+            std::fs::write(&path, man.to_string()).unwrap();
+            let e = ScoreRun::open(d.path()).err().unwrap();
+            assert!(matches!(e, Error::Format { .. }), "{e:?}");
+            assert_eq!(e.to_string(), format!("{}: bad {want}", path.display()));
+        };
+        let drop =
+            |k: &'static str| move |m: &mut Value| drop(m.as_object_mut().unwrap().remove(k));
+        let set = |k: &'static str, v: Value| move |m: &mut Value| m[k] = v.clone();
+        fails(&drop("format"), "format: missing");
+        fails(
+            &set("format", "other".into()),
+            r#"format: "other", expected "miniplm.score_run""#,
+        );
+        fails(
+            &set("format", 3.into()),
+            r#"format: 3, expected "miniplm.score_run""#,
+        );
+        fails(&drop("version"), "version: missing");
+        fails(
+            &set("version", "1".into()),
+            r#"version: expected a non-negative integer, got "1""#,
+        );
+        fails(
+            &set("version", 2.into()),
+            "version: 2, only version 1 exists",
+        );
+        fails(
+            &set("version", Value::Null),
+            "version: expected a non-negative integer, got null",
+        );
+        fails(&drop("num_instances"), "num_instances: missing");
+        fails(
+            &set("num_instances", (-6).into()),
+            "num_instances: expected a non-negative integer, got -6",
+        );
+        fails(
+            &set("num_instances", 6.5.into()),
+            "num_instances: expected a non-negative integer, got 6.5",
+        );
+        fails(&drop("parts"), "parts: missing");
+        fails(&set("parts", "p".into()), "parts: expected a list");
+        let part = |k: &'static str, v: Option<Value>| {
+            move |m: &mut Value| {
+                let p = m["parts"][1].as_object_mut().unwrap();
+                match &v {
+                    Some(v) => p.insert(k.into(), v.clone()),
+                    None => p.remove(k),
+                };
+            }
+        };
+        fails(&part("name", None), "parts[1].name: missing");
+        fails(&|m| m["parts"][1] = 5.into(), "parts[1].name: missing");
+        fails(&part("name", Some(7.into())), "parts[1].name: missing");
+        fails(
+            &part("start", None),
+            "parts[1].start: expected a non-negative integer, got null",
+        );
+        fails(
+            &part("end", Some("6".into())),
+            r#"parts[1].end: expected a non-negative integer, got "6""#,
+        );
+        let incomplete = "part part-000001 is not complete: the run is incomplete (still being \
+            scored, or interrupted; resume the scoring job)";
+        fails(
+            &part("complete", None),
+            &format!("parts[1].complete: {incomplete}"),
+        );
+        fails(
+            &part("complete", Some("true".into())),
+            &format!("parts[1].complete: {incomplete}"),
+        );
+        fails(
+            &part("start", Some(7.into())),
+            r#"parts[1].name: bad part "part-000001" [7, 6)"#,
+        );
+        fails(
+            &part("name", Some("../x".into())),
+            r#"parts[1].name: bad part "../x" [4, 6)"#,
+        );
+        fails(
+            &set("num_instances", 7.into()),
+            "parts: parts cover [0, 6) but num_instances is 7",
+        );
+        std::fs::write(&path, "[1]").unwrap();
+        let e = ScoreRun::open(d.path()).err().unwrap().to_string();
+        assert_eq!(
+            e,
+            format!("{}: bad json: expected an object", path.display())
+        );
+        std::fs::write(&path, "{not json").unwrap();
+        let e = ScoreRun::open(d.path()).err().unwrap().to_string();
+        assert!(
+            e.starts_with(&format!("{}: bad json: ", path.display())),
+            "{e}"
+        );
+        std::fs::write(&path, good.to_string()).unwrap();
+        assert_eq!(ScoreRun::open(d.path()).unwrap().len(), 6);
     }
 }

@@ -38,16 +38,21 @@ fn gather_into<T: numpy::Element + GatherOut + Send>(
         .map_err(to_py)
 }
 
+/// A dataset as Python gives it: one path (prefix, directory or glob) or a list of them.
+pub fn dataset_paths(path: &Bound<'_, PyAny>) -> PyResult<Vec<PathBuf>> {
+    match path.extract::<PathBuf>() {
+        Ok(p) => Ok(vec![p]),
+        Err(_) => path.extract(),
+    }
+}
+
 #[pymethods]
 impl PyDataset {
     /// `path`: a prefix, a directory, a glob of prefixes, or a list of those (one
     /// dataset, in the order given).
     #[new]
     fn new(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let paths: Vec<PathBuf> = match path.extract::<PathBuf>() {
-            Ok(p) => vec![p],
-            Err(_) => path.extract()?,
-        };
+        let paths = dataset_paths(path)?;
         let inner = py.detach(|| Dataset::open_many(&paths)).map_err(to_py)?;
         Ok(PyDataset { inner })
     }

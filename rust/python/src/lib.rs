@@ -5,47 +5,32 @@ mod dataset;
 mod errors;
 mod long;
 mod output;
+mod report;
 mod writer;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use miniplm_cli::{build_cmd, select_cmd, to_json, BuildArgs, ByArg, KeepArg, SelectArgs};
+use miniplm_core::build::{build_at, BuildOptions};
 use miniplm_core::inspect::inspect as core_inspect;
 use miniplm_core::scores::{ScoreRun, ScoreValues};
+use miniplm_core::select::SelectRequest;
 use miniplm_core::Error;
 use numpy::IntoPyArray;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
+use crate::dataset::dataset_paths;
 use crate::errors::to_py;
 use crate::long::run_long;
+use crate::report::to_python;
 
-fn by_arg(by: &str) -> PyResult<ByArg> {
-    match by {
-        "diff" => Ok(ByArg::Diff),
-        "teacher" => Ok(ByArg::Teacher),
-        "reference" => Ok(ByArg::Reference),
-        _ => Err(to_py(Error::invalid(format!(
-            "by must be 'diff', 'teacher' or 'reference', got {by:?}"
-        )))),
-    }
-}
-
-fn keep_arg(keep: Option<&str>) -> PyResult<Option<KeepArg>> {
-    match keep {
-        None => Ok(None),
-        Some("highest") => Ok(Some(KeepArg::Highest)),
-        Some("lowest") => Ok(Some(KeepArg::Lowest)),
-        Some(k) => Err(to_py(Error::invalid(format!(
-            "keep must be 'highest' or 'lowest', got {k:?}"
-        )))),
-    }
-}
-
-/// Select instances; returns selection.json as a string.
+/// Select instances and write `out/ids.npy` + `out/selection.json`; returns the latter
+/// as a dict. Scores come from score runs (`teacher` / `reference`) or plain
+/// per-instance mean-NLL `.npy` files (`teacher_nll` / `reference_nll`). Exactly one of
+/// `ratio` / `count`. `keep` defaults to highest for `by="diff"`, else lowest.
 #[pyfunction]
-#[pyo3(signature = (*, out, teacher=None, reference=None, teacher_nll=None, reference_nll=None,
+#[pyo3(signature = (out, *, teacher=None, reference=None, teacher_nll=None, reference_nll=None,
     ratio=None, count=None, exclude=None, data=None, by="diff", keep=None, random=false,
     temperature=None, seed=0, overwrite=false, threads=0, progress=false))]
 #[allow(clippy::too_many_arguments)]
@@ -68,20 +53,9 @@ fn select(
     overwrite: bool,
     threads: usize,
     progress: bool,
-) -> PyResult<String> {
-    let conflict = |a: &str, b: &str| {
-        Err(to_py(Error::invalid(format!(
-            "pass either {a} or {b}, not both"
-        ))))
-    };
-    if teacher.is_some() && teacher_nll.is_some() {
-        return conflict("teacher", "teacher_nll");
-    }
-    if reference.is_some() && reference_nll.is_some() {
-        return conflict("reference", "reference_nll");
-    }
-    // ratio / count and random / temperature: checked by the core's `SelectSpec::new`.
-    let args = SelectArgs {
+) -> PyResult<Py<PyAny>> {
+    let request = SelectRequest {
+        out,
         teacher,
         reference,
         teacher_nll,
@@ -90,28 +64,27 @@ fn select(
         count,
         exclude,
         data,
-        by: by_arg(by)?,
-        keep: keep_arg(keep)?,
+        by: by.parse().map_err(to_py)?,
+        keep: keep.map(str::parse).transpose().map_err(to_py)?,
         random,
         temperature,
         seed,
-        out,
         overwrite,
-        json: true,
     };
-    run_long(py, threads, progress, |job| {
-        select_cmd(&args, job).and_then(|r| to_json(&r))
-    })
+    let report = run_long(py, threads, progress, |job| request.run(job))?;
+    to_python(py, &report)
 }
 
-/// Build a refined dataset; returns build.json as a string.
+/// Copy the selected instances of `data` (a path, or a list of paths: one dataset) into
+/// new Megatron shards under `out` (plus `source_ids.npy` and `build.json`); returns
+/// build.json as a dict. `name` (the shard prefix) defaults to "refined".
 #[pyfunction]
-#[pyo3(signature = (*, data, selection, out, shuffle=false, seed=0, shard_size=None,
+#[pyo3(signature = (data, selection, out, *, shuffle=false, seed=0, shard_size=None,
     name=None, overwrite=false, threads=0, progress=false))]
 #[allow(clippy::too_many_arguments)]
 fn build(
     py: Python<'_>,
-    data: PathBuf,
+    data: &Bound<'_, PyAny>,
     selection: PathBuf,
     out: PathBuf,
     shuffle: bool,
@@ -121,31 +94,27 @@ fn build(
     overwrite: bool,
     threads: usize,
     progress: bool,
-) -> PyResult<String> {
-    let name = name.unwrap_or_else(|| "refined".to_string());
-    let args = BuildArgs {
-        data,
-        selection,
-        out,
-        shuffle,
-        seed,
-        shard_size,
-        name,
+) -> PyResult<Py<PyAny>> {
+    let data = dataset_paths(data)?;
+    let defaults = BuildOptions::default();
+    let opts = BuildOptions {
+        name: name.unwrap_or(defaults.name),
+        shuffle_seed: shuffle.then_some(seed),
+        max_shard_bytes: shard_size,
         overwrite,
-        json: true,
     };
-    run_long(py, threads, progress, |job| {
-        build_cmd(&args, job).and_then(|r| to_json(&r))
-    })
+    let report = run_long(py, threads, progress, |job| {
+        build_at(&data, &selection, &out, &opts, job)
+    })?;
+    to_python(py, &report)
 }
 
-/// Inspect a dataset / score run / score array / selection; returns JSON.
+/// Summary of a dataset, score run, score array or selection (`kind` says which).
 #[pyfunction]
-#[pyo3(signature = (path, threads=0, progress=false))]
-fn inspect(py: Python<'_>, path: PathBuf, threads: usize, progress: bool) -> PyResult<String> {
-    run_long(py, threads, progress, |job| {
-        core_inspect(&path, job).and_then(|r| to_json(&r))
-    })
+#[pyo3(signature = (path, *, threads=0, progress=false))]
+fn inspect(py: Python<'_>, path: PathBuf, threads: usize, progress: bool) -> PyResult<Py<PyAny>> {
+    let report = run_long(py, threads, progress, |job| core_inspect(&path, job))?;
+    to_python(py, &report)
 }
 
 /// `(nll_sum, n_scored)` of a score run, concatenated over its parts.

@@ -24,10 +24,11 @@
 //! per-thread 65536-bin histograms, at most `cap` candidates, one chunk of output ids per
 //! thread, and a few numbers per chunk; never anything of length N.
 //!
-//! Parts: `spec` (request checks), `exclusion` (excluded ids), `plan` (chunking, pass A),
-//! `guess` (the sampled interval and its narrowing), `radix` (radix narrowing and the tie
-//! cut), `route` (which of them finds the cut), `emit` (kept ids out), `report`
-//! (`selection.json`), `record` (reading and binding selections), `kernel` (the loops).
+//! Parts: `request` (the request as the CLI and Python give it), `spec` (its defaults and
+//! checks), `exclusion` (excluded ids), `plan` (chunking, pass A), `guess` (the sampled
+//! interval and its narrowing), `radix` (radix narrowing and the tie cut), `route` (which
+//! of them finds the cut), `emit` (kept ids out), `report` (`selection.json`), `record`
+//! (reading and binding selections), `kernel` (the loops).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -50,10 +51,12 @@ mod plan;
 mod radix;
 pub mod record;
 mod report;
+mod request;
 mod route;
 mod spec;
 
 pub use record::{read_selection, write_given_selection, DatasetBinding, DatasetRef};
+pub use request::SelectRequest;
 
 use emit::{poisoned, FileOut, IdsOut, MemOut};
 use exclusion::Exclude;

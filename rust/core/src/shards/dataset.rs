@@ -128,6 +128,13 @@ impl Dataset {
     pub fn shards(&self) -> &[Shard] {
         &self.shards
     }
+    /// Every file the dataset reads (each shard's `.idx` and `.bin`): what an output
+    /// must spare.
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.shards
+            .iter()
+            .flat_map(|s| [s.idx_path(), s.bin_path()])
+    }
     /// Global id of each shard's first instance, plus `len()` at the end.
     pub fn starts(&self) -> &[u64] {
         &self.starts
