@@ -107,7 +107,8 @@ def text_loss(
     tok = em.require_tokenizer("the text loss")
     prefix = prefix_token_id(tok, em.model.config)
     width = max_length_of(em, seq_len)
-    encoded = tok(docs, add_special_tokens=False)["input_ids"]
+    # verbose=False: documents longer than the model are expected (they are windowed).
+    encoded = tok(docs, add_special_tokens=False, verbose=False)["input_ids"]
     scorer = ChunkedScorer(em.model, None, chunk_tokens)
     windows: list[list[int]] = []  # L + 1 tokens at most
     owner: list[int] = []  # the document of each window
