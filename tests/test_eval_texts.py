@@ -163,3 +163,12 @@ def test_errors(tiny: dict[str, Any], tmp_path: Path) -> None:
     tiny["tok"].save_pretrained(small)
     with pytest.raises(InputError, match="outside the model's vocabulary"):
         evaluate(small, texts=DOCS, device="cpu")
+
+
+def test_one_document_takes_its_windows_as_units(tiny: dict[str, Any]) -> None:
+    r = evaluate(tiny["model"], texts=[DOCS[2]], seq_len=11, device="cpu")["texts"]
+    assert r["documents"] == 1 and r["windows"] > 2
+    assert r["stderr_unit"] == "windows"
+    assert r["bytes"] == len(DOCS[2].encode())
+    assert r["mean_nll_stderr"] is not None and r["mean_nll_stderr"] > 0
+    assert r["bits_per_byte"] == pytest.approx(r["nll_sum"] / math.log(2) / r["bytes"])
