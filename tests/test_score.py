@@ -255,7 +255,11 @@ def test_gguf_teacher_scores_english_well(tmp_path: Path) -> None:
     # A real pretrained LM: English well below uniform (ln 49152 = 10.8), word salad worse.
     assert mean[0] < 4.0 and mean[1] > mean[0] + 2.0, mean
     man = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert man["settings"]["ignore_id_from"] == "tokenizer pad token"
+    # SmolLM2 pads with <|im_end|> (id 2). transformers 5.24's GGUF tokenizer carries that
+    # pad token; 5.17's (the GPU machine's) has none, and the config's pad_token_id gives
+    # the same id: the label may differ between versions, the scored positions may not.
+    assert man["settings"]["ignore_id"] == 2
+    assert man["settings"]["ignore_id_from"] in ("tokenizer pad token", "config pad_token_id")
     assert man["model"]["fingerprint"].startswith("sha256:")
     assert torch.get_default_dtype() == torch.float32
 
