@@ -6,6 +6,11 @@ reduction none, batch 16, corpus order), same model, same data, same run.
     python benches/bench_score.py --model smollm2       # the real SmolLM2-135M (GGUF)
     python benches/bench_score.py --model 1b --seq-len 1024 --n 512   # GPU: ~1.1B Llama
     python benches/bench_score.py --model qwen1.8b --seq-len 1024 --n 256  # Qwen1.5-1.8B shape
+    python benches/bench_score.py --model smollm2 --seq-len 128 --dtype bfloat16  # CPU bf16
+
+``--dtype`` and ``--attn`` set our scorer's (the plain loop stays the original's: fp16 on
+GPU, fp32 on CPU, the model's default attention). It also prints the largest per-instance
+|mean NLL difference| between the two (what a lower precision costs).
 
 Prints tokens/s, peak memory (process RSS; GPU: torch peak allocated) and, on CUDA, MFU
 with forward FLOPs = 2 x parameters x tokens against the GPU's dense bf16 peak.
@@ -27,7 +32,7 @@ from _measure import alternate, python, throughput_table
 # Shared by both children: load the model, time only the scoring loop.
 COMMON = """
 import json, sys, time, numpy as np, torch, miniplm
-model_spec, data, out, device, dtype, batch = sys.argv[1:7]
+model_spec, data, out, device, dtype, batch, attn = sys.argv[1:8]
 batch = int(batch)
 def peak():
     return torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0
@@ -70,6 +75,7 @@ with torch.no_grad():
         tokens += int(n.sum())
 sync(); dt_s = time.perf_counter() - t0
 params = sum(p.numel() for p in model.parameters())
+np.save(out + ".plain-nll.npy", nll_out)
 print(json.dumps({"tokens": tokens, "seconds": dt_s, "peak_gpu_mb": peak(), "params": params}))
 """
 )
@@ -79,7 +85,7 @@ OURS = (
     + """
 from miniplm.scoring.runner import ScoreOptions, score
 opt = ScoreOptions(batch_size=batch, device=device, dtype=dtype, progress=False, overwrite=True,
-                   checkpoint_interval=1e9)
+                   checkpoint_interval=1e9, attn_implementation=attn or None)
 s = score([model_spec], data, [out], opt)[0]  # scoring_s: the scoring loop, without loading
 print(json.dumps({"tokens": int(miniplm.TokenDataset(data).num_tokens), "seconds": s["scoring_s"],
                   "peak_gpu_mb": peak(), "params": None}))
@@ -140,6 +146,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=96)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto", help="our scorer's dtype (auto: as miniplm score)")
+    ap.add_argument("--attn", default="", help="our scorer's attn_implementation (sdpa, eager)")
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--repeat", type=int, default=1, help="alternate runs, keep the best")
     ap.add_argument("--dir", default="/tmp/miniplm-bench-score")
@@ -155,7 +163,7 @@ def main() -> None:
     data = root / f"data-{args.model}-{args.seq_len}-{args.n}"
     if not data.exists():
         make_data(data, args.n, args.seq_len, vocab)
-    argv = [spec, str(data), str(root / "run"), device, "auto", str(args.batch_size)]
+    argv = [spec, str(data), str(root / "run"), device, args.dtype, str(args.batch_size), args.attn]
     plain, ours = alternate([python(PLAIN, *argv), python(OURS, *argv)], args.repeat)
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") else ""
     tab, res = throughput_table([("plain HF loop", plain), ("miniplm score", ours)], 2.0, gpu)
@@ -167,10 +175,25 @@ def main() -> None:
     print(tab)
     speedup = res["miniplm score"]["tokens_per_s"] / res["plain HF loop"]["tokens_per_s"]
     print(f"speed-up: {speedup:.2f}x")
+    # The plain loop pads with the pad id and masks those inputs: compare scored rows only.
+    ours_run = miniplm.load_scores(root / "run")
+    n = ours_run["n_scored"].astype(np.float64)
+    plain_nll = np.load(str(root / "run") + ".plain-nll.npy")
+    keep = n > 0
+    max_dnll = float(np.abs(ours_run["nll_sum"][keep] / n[keep] - plain_nll[keep] / n[keep]).max())
+    print(f"max |mean NLL ours - plain| per instance: {max_dnll:.2e} nats")
     if args.json:
-        run = {"device": device, "gpu": gpu, "args": vars(args), "speedup": speedup, **res}
+        run = {
+            "device": device,
+            "gpu": gpu,
+            "args": vars(args),
+            "speedup": speedup,
+            "max_abs_mean_nll_diff": max_dnll,
+            **res,
+        }
         Path(args.json).write_text(json.dumps(run, indent=1))
     shutil.rmtree(root / "run", ignore_errors=True)
+    Path(str(root / "run") + ".plain-nll.npy").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

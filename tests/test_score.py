@@ -255,7 +255,11 @@ def test_gguf_teacher_scores_english_well(tmp_path: Path) -> None:
     # A real pretrained LM: English well below uniform (ln 49152 = 10.8), word salad worse.
     assert mean[0] < 4.0 and mean[1] > mean[0] + 2.0, mean
     man = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert man["settings"]["ignore_id_from"] == "tokenizer pad token"
+    # SmolLM2 pads with <|im_end|> (id 2). transformers 5.24's GGUF tokenizer carries that
+    # pad token; 5.17's (the GPU machine's) has none, and the config's pad_token_id gives
+    # the same id: the label may differ between versions, the scored positions may not.
+    assert man["settings"]["ignore_id"] == 2
+    assert man["settings"]["ignore_id_from"] in ("tokenizer pad token", "config pad_token_id")
     assert man["model"]["fingerprint"].startswith("sha256:")
     assert torch.get_default_dtype() == torch.float32
 
@@ -331,3 +335,24 @@ def test_to_argv_round_trips_through_the_score_parser(tmp_path: Path) -> None:
         to_argv(["m"], "d", ["o"], ScoreOptions(progress=True))
     with pytest.raises(ValueError, match="2 models but 1"):
         to_argv(["m", "n"], "d", ["o"], opt)
+
+
+def test_bfloat16_on_cpu_stays_within_the_stated_tolerance(tmp_path: Path) -> None:
+    # `--dtype bfloat16` on the CPU, a path no other test reaches: weights and activations
+    # round to 8 bits of mantissa; the head's log-softmax and the sums stay fp32/float64.
+    model = make_model(tmp_path / "m")
+    seqs = make_dataset(tmp_path / "data", n=30, max_len=40)
+    want_nll, want_cnt = reference_scores(model, seqs, ignore_id=EOS)
+    got = _run(model, tmp_path / "data", tmp_path / "run", batch_size=8, dtype="bfloat16")
+    np.testing.assert_array_equal(got["n_scored"], want_cnt)
+    keep = want_cnt > 0
+    mean_got = got["nll_sum"][keep] / want_cnt[keep]
+    mean_want = want_nll[keep] / want_cnt[keep]
+    err = np.abs(mean_got - mean_want)
+    # The stated CPU bf16 tolerance: 0.1 nat per instance (measured 0.013 on SmolLM2-135M
+    # and real text); and bf16 must really have run (fp32 would agree to 1e-5).
+    assert err.max() < 0.1, err.max()
+    assert err.max() > 1e-4, err.max()
+    assert np.corrcoef(mean_got, mean_want)[0, 1] > 0.99
+    man = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert man["settings"]["dtype"] == "bfloat16"
