@@ -242,7 +242,8 @@ class ReportStage(Stage[ReportOut]):
     outputs = ReportOut
 
     def __init__(self, cfg: RunConfig, reads: tuple[str, ...]) -> None:
-        super().__init__("report", reads, {"version": 1})
+        # The version: bumped when the report changes, so older runs get the new one.
+        super().__init__("report", reads, {"version": 2})
 
     def run(self, sdir: Path, inp: Inputs) -> ReportOut:
         return ReportOut(inp.record(write_report(inp, sdir, self.reads)))
