@@ -97,14 +97,17 @@ def test_smoke_students_and_report_content(smoke: Path) -> None:
         assert all(math.isfinite(w) for w in want) and want[0] != want[1]
         assert row[1] == _mean_std(want, 4)
         assert row[3] == _mean_std([r["heldout_clean"]["heldout"]["mean_nll"] for r in runs], 4)
+        tokens = []
         for stage, seed in ((f"student-{v}", 0), (f"student-{v}-seed1", student_seed(0, 1))):
             summary = json.loads((smoke / stage / "run" / "summary.json").read_text())
-            assert row[5] == str(summary["tokens"]) and row[6] == str(summary["steps"])
+            assert row[6] == str(summary["steps"])
             steps.add(summary["steps"])
+            tokens.append(summary["tokens"])
             # Each student is a real HF model whose held-out loss was measured.
             assert (smoke / stage / "run" / "final" / "config.json").is_file()
             info = json.loads((smoke / stage / "run" / "run.json").read_text())
             assert info["settings"]["seed"] == seed
+        assert row[5] == _mean_std(tokens, 0)  # the data order changes the tokens per step
         assert " ± " in row[7]  # wall time too
         assert float(row[8]) > 0 and float(row[9]) >= float(row[8])
     assert len(steps) == 1  # equal training for every student and seed
@@ -162,8 +165,10 @@ def test_second_run_skips_and_a_deleted_stage_reruns_with_its_followers(
     ctx = run_pipeline(cfg, run, quiet=True)
     assert ctx.ran == ["student-random", "eval", "report"]
     assert (run / "select" / "miniplm" / "ids.npy").read_bytes() == before
-    # A changed setting re-runs its stage and everything that reads it.
+    # A changed setting re-runs its stage and everything that reads it (one seed here:
+    # half the students to retrain).
     cfg.selection.alpha = 0.25
+    cfg.students.seeds = 1
     ctx = run_pipeline(cfg, run, quiet=True)
     assert ctx.ran[0] == "select" and "score" in ctx.skipped and "student-miniplm" in ctx.ran
     k_after = len(miniplm.load_selection(run / "select" / "miniplm")[0])

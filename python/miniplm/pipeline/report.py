@@ -280,17 +280,19 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
 
     rows = []
     for v in variants:
-        st = inp.get(student_stage_name(v), TrainOut)  # steps, tokens: equal over seeds
-        walls = [inp.get(student_stage_name(v, i), TrainOut).elapsed_s for i in range(seeds)]
-        n_s = _params(inp.resolve(st.model))
-        train_flops = 6.0 * n_s * st.tokens
+        # Equal steps for every seed; the tokens in them vary with the data order.
+        sts = [inp.get(student_stage_name(v, i), TrainOut) for i in range(seeds)]
+        tokens = [float(st.tokens) for st in sts]
+        n_s = _params(inp.resolve(sts[0].model))
+        train_flops = 6.0 * n_s * mean_std(tokens)[0]  # the mean over the seeds
         if v == "kd":
-            train_flops += 2.0 * n_t * st.tokens
+            train_flops += 2.0 * n_t * mean_std(tokens)[0]
         total = train_flops + (offline if v == "miniplm" else 0.0)
         cells = [fmt_mean_std(over_seeds(v, f), digits) for f, digits in FIGURES]
         rows.append(
-            f"| {LABELS[v]} | {' | '.join(cells)} | {st.tokens} | {st.steps} | "
-            f"{fmt_mean_std(walls, 0)} | {_sci(train_flops)} | {_sci(total)} |"
+            f"| {LABELS[v]} | {' | '.join(cells)} | {fmt_mean_std(tokens, 0)} | "
+            f"{sts[0].steps} | {fmt_mean_std([st.elapsed_s for st in sts], 0)} | "
+            f"{_sci(train_flops)} | {_sci(total)} |"
         )
     hr = results["reference"]["heldout"]["heldout"]
     counts = d.counts
@@ -349,7 +351,8 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         f"({_sci(offline)} in all), which the paper leaves out; it is paid once for any "
         "number of students. Held-out NLL is per token, on instances of the same corpus; "
         "`no noise` drops the labelled noise sources, i.e. the text a user wants modelled. "
-        f"Figures over the {n_seeds(seeds)} are mean ± sample std (one seed: the value).",
+        f"Figures over the {n_seeds(seeds)} are mean ± sample std (one seed: the value); "
+        "FLOPs are their means.",
         "",
         *_comparison(variants, over_seeds, seeds),
         "## Selection",
