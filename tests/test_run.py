@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +15,34 @@ import pytest
 import miniplm
 from miniplm.cli import main as cli_main
 from miniplm.errors import InputError
-from miniplm.pipeline.config import load_config
+from miniplm.pipeline.config import RunConfig, load_config
 from miniplm.pipeline.run import run_pipeline
+from miniplm.pipeline.seeds import student_seed
+
+VARIANTS = ["miniplm", "random", "kd", "ppl"]
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke preset with ``seeds = 2`` (as CI runs it), every student twice."""
     # Written with a path relative to the working directory, as a user would type it,
     # so that the tests that copy it elsewhere see any path kept relative to that cwd.
     parent = tmp_path_factory.mktemp("smoke")
+    (parent / "seeds.toml").write_text("[students]\nseeds = 2\n")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(parent)
-        assert cli_main(["run", "--preset", "smoke", "--out", "run", "--quiet"]) == 0
+        argv = ["run", "seeds.toml", "--preset", "smoke", "--out", "run", "--quiet"]
+        assert cli_main(argv) == 0
     return parent / "run"
+
+
+def _cfg(smoke: Path) -> RunConfig:
+    """The config the smoke run was made with."""
+    return load_config(str(smoke.parent / "seeds.toml"), "smoke")
+
+
+def _mean_std(xs: list[float], digits: int) -> str:
+    return f"{statistics.mean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f}"
 
 
 def _table(md: str, header_start: str) -> list[list[str]]:
@@ -72,19 +88,37 @@ def test_smoke_students_and_report_content(smoke: Path) -> None:
         "Vanilla KD",
         "perplexity filtering",
     ]
+    assert "each trained with 2 seeds" in md
     steps = set()
-    for row, v in zip(rows, ["miniplm", "random", "kd", "ppl"]):
-        want = results[v]["heldout"]["heldout"]["mean_nll"]
-        assert math.isfinite(want) and row[1] == f"{want:.4f}"
-        clean = results[v]["heldout_clean"]["heldout"]["mean_nll"]
-        assert row[3] == f"{clean:.4f}"
-        summary = json.loads((smoke / f"student-{v}" / "run" / "summary.json").read_text())
-        assert row[5] == str(summary["tokens"]) and row[6] == str(summary["steps"])
-        steps.add(summary["steps"])
-        # Each student is a real HF model whose held-out loss was measured.
-        assert (smoke / f"student-{v}" / "run" / "final" / "config.json").is_file()
+    for row, v in zip(rows, VARIANTS):
+        # Every figure is mean ± std over the two seeds, each its own stage and model.
+        runs = [results[v], results[f"{v}-seed1"]]
+        want = [r["heldout"]["heldout"]["mean_nll"] for r in runs]
+        assert all(math.isfinite(w) for w in want) and want[0] != want[1]
+        assert row[1] == _mean_std(want, 4)
+        assert row[3] == _mean_std([r["heldout_clean"]["heldout"]["mean_nll"] for r in runs], 4)
+        tokens = []
+        for stage, seed in ((f"student-{v}", 0), (f"student-{v}-seed1", student_seed(0, 1))):
+            summary = json.loads((smoke / stage / "run" / "summary.json").read_text())
+            assert row[6] == str(summary["steps"])
+            steps.add(summary["steps"])
+            tokens.append(summary["tokens"])
+            # Each student is a real HF model whose held-out loss was measured.
+            assert (smoke / stage / "run" / "final" / "config.json").is_file()
+            info = json.loads((smoke / stage / "run" / "run.json").read_text())
+            assert info["settings"]["seed"] == seed
+        assert row[5] == _mean_std(tokens, 0)  # the data order changes the tokens per step
+        assert " ± " in row[7]  # wall time too
         assert float(row[8]) > 0 and float(row[9]) >= float(row[8])
-    assert len(steps) == 1  # equal training for every student
+    assert len(steps) == 1  # equal training for every student and seed
+    vs = _table(md, "| baseline | figure |")
+    assert [(r[0], r[1]) for r in vs] == [
+        (b, f)
+        for b in ["uniform random subset", "Vanilla KD", "perplexity filtering"]
+        for f in ["held-out NLL", "held-out NLL, no noise"]
+    ]
+    assert all(" ± " in r[2] and r[5] in ("win", "loss", "tie") for r in vs)
+    assert "larger than the sum of the two standard deviations" in md
     assert float(rows[0][9]) > float(rows[0][8])  # MiniPLM carries the offline cost
     sel = json.loads((smoke / "select" / "miniplm" / "selection.json").read_text())
     assert f"K = {sel['k']} of {sel['num_eligible']} eligible" in md
@@ -96,9 +130,10 @@ def test_smoke_students_and_report_content(smoke: Path) -> None:
     per_source = _table(md, "| source | keep rate |")
     held = {r[0]: r for r in per_source}
     for name, row in held.items():
-        for col, v in enumerate(["miniplm", "random", "kd", "ppl", "reference"]):
-            want = results[v]["per_source"][name]["mean_nll"]
-            assert row[3 + col] == f"{want:.3f}"
+        for col, v in enumerate(VARIANTS):
+            two = [results[k]["per_source"][name]["mean_nll"] for k in (v, f"{v}-seed1")]
+            assert row[3 + col] == _mean_std(two, 3)
+        assert row[7] == f"{results['reference']['per_source'][name]['mean_nll']:.3f}"
     assert (
         sum(int(r[2]) for r in per_source) == results["miniplm"]["heldout"]["heldout"]["instances"]
     )
@@ -121,17 +156,19 @@ def test_second_run_skips_and_a_deleted_stage_reruns_with_its_followers(
 ) -> None:
     run = tmp_path / "copy"
     shutil.copytree(smoke, run)
-    cfg = load_config(None, "smoke")
+    cfg = _cfg(smoke)
     ctx = run_pipeline(cfg, run, quiet=True)
-    assert ctx.ran == [] and "student-kd" in ctx.skipped
+    assert ctx.ran == [] and "student-kd-seed1" in ctx.skipped
     before = (run / "select" / "miniplm" / "ids.npy").read_bytes()
     k_before = len(miniplm.load_selection(run / "select" / "miniplm")[0])
     shutil.rmtree(run / "student-random")
     ctx = run_pipeline(cfg, run, quiet=True)
     assert ctx.ran == ["student-random", "eval", "report"]
     assert (run / "select" / "miniplm" / "ids.npy").read_bytes() == before
-    # A changed setting re-runs its stage and everything that reads it.
+    # A changed setting re-runs its stage and everything that reads it (one seed here:
+    # half the students to retrain).
     cfg.selection.alpha = 0.25
+    cfg.students.seeds = 1
     ctx = run_pipeline(cfg, run, quiet=True)
     assert ctx.ran[0] == "select" and "score" in ctx.skipped and "student-miniplm" in ctx.ran
     k_after = len(miniplm.load_selection(run / "select" / "miniplm")[0])
@@ -147,7 +184,7 @@ def test_a_moved_run_dir_reruns_from_another_cwd(
     shutil.copytree(smoke, moved)
     shutil.rmtree(moved / "student-random")
     monkeypatch.chdir(tmp_path)  # neither the run's old cwd nor its parent
-    ctx = run_pipeline(load_config(None, "smoke"), moved.resolve(), quiet=True)
+    ctx = run_pipeline(_cfg(smoke), moved.resolve(), quiet=True)
     assert ctx.ran == ["student-random", "eval", "report"]
     assert {"data", "split", "score", "select", "student-miniplm"} <= set(ctx.skipped)
     for stage in ("split", "select", "student-random"):
@@ -172,7 +209,7 @@ def test_a_stage_record_from_an_older_version_reruns_not_crashes(
     meta["outputs"]["results"] = "demo-run/eval/results.json"
     meta_path.write_text(json.dumps(meta))
     monkeypatch.chdir(tmp_path)
-    ctx = run_pipeline(load_config(None, "smoke"), run, quiet=True)
+    ctx = run_pipeline(_cfg(smoke), run, quiet=True)
     assert ctx.ran == ["eval", "report"]
     assert json.loads(meta_path.read_text())["outputs"]["results"] == "eval/results.json"
 
@@ -190,6 +227,7 @@ def test_config_is_validated_up_front(tmp_path: Path) -> None:
     bad("[corpus]\nbogus = 1\n", "unknown key")
     bad("[corpus]\neos_token = 0\n", "corpus.eos_token")
     bad("[selection]\nbaselines = ['random', 'magic']\n", "magic")
+    bad("[students]\nseeds = 0\n", "students.seeds")
     bad("[corpus]\ninputs = ['/nonexistent/x.jsonl']\n", "/nonexistent")
     bad("alpha = [\n", "not valid TOML")
     f = tmp_path / "ok.toml"
@@ -197,6 +235,7 @@ def test_config_is_validated_up_front(tmp_path: Path) -> None:
     cfg = load_config(str(f), "smoke")
     assert cfg.seed == 3 and cfg.selection.alpha == 0.25 and cfg.students.epochs == 2.0
     assert cfg.students.preset == "tiny"  # the rest comes from the preset
+    assert cfg.students.seeds == 1 and load_config(None, "default").students.seeds == 3
     with pytest.raises(InputError, match="--preset"):
         load_config(None, "nope")
     assert cli_main(["run", str(tmp_path / "c.toml"), "--preset", "smoke", "--out", "x"]) == 2

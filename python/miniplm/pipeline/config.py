@@ -76,6 +76,7 @@ class SelectionSpec:
 @dataclass
 class StudentSpec(TrainSpec):
     kd_ratio: float = 0.5
+    seeds: int = 1  # trainings of every student (initialisation and data order)
 
 
 @dataclass
@@ -131,6 +132,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "warmup_steps": 5,
             "global_batch_size": 8,
             "micro_batch_size": 8,
+            "seeds": 3,
         },
     },
     # The whole pipeline with tiny random models, in under a minute on 2 cores (CI).
@@ -309,6 +311,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise InputError(f"selection.baselines: unknown {bad} (known: {', '.join(BASELINES)})")
     if not 0 <= cfg.students.kd_ratio <= 1:
         raise InputError("students.kd_ratio must lie in [0, 1]")
+    if cfg.students.seeds < 1:
+        raise InputError("students.seeds must be at least 1")
     for f in cfg.eval.mc_files:
         if not Path(f).is_file():
             raise InputError(f"eval.mc_files: {f} does not exist")

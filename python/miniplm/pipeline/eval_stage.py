@@ -11,19 +11,23 @@ from typing import Any
 from miniplm.pipeline.config import RunConfig
 from miniplm.pipeline.corpus_stages import DataOut, ModelOut, SplitOut
 from miniplm.pipeline.stage import Inputs, Outputs, Stage, write_json
-from miniplm.pipeline.student_stages import student_stage_name, student_variants
+from miniplm.pipeline.student_stages import student_label, student_stage_name, student_variants
 
 
 @dataclass
 class EvalOut(Outputs):
-    results: str  # results.json: model name -> its evaluations
+    results: str  # results.json: model (``student_label``, "reference") -> evaluations
 
 
 class EvalStage(Stage[EvalOut]):
     outputs = EvalOut
 
     def __init__(self, cfg: RunConfig) -> None:
-        self.models = {v: student_stage_name(v) for v in student_variants(cfg)}
+        self.models = {
+            student_label(v, i): student_stage_name(v, i)
+            for i in range(cfg.students.seeds)
+            for v in student_variants(cfg)
+        }
         self.models["reference"] = "reference"
         reads = ("data", "split", *self.models.values())
         params = {**dataclasses.asdict(cfg.eval), "device": cfg.device}

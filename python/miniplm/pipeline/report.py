@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ from miniplm._atomic import atomic_write_text
 from miniplm.pipeline.config import RunConfig
 from miniplm.pipeline.corpus_stages import DataOut, ModelOut, SplitOut
 from miniplm.pipeline.eval_stage import EvalOut
+from miniplm.pipeline.seeds import WIN_RULE, fmt_mean_std, mean_std, n_seeds, verdict
 from miniplm.pipeline.select_stages import ScoreOut, SelectOut
 from miniplm.pipeline.stage import Inputs, Outputs, Stage
-from miniplm.pipeline.student_stages import student_stage_name, student_variants
+from miniplm.pipeline.student_stages import student_label, student_stage_name, student_variants
 from miniplm.pipeline.train_stages import TrainOut, teacher_name
 
 LABELS = {
@@ -118,10 +120,12 @@ def _plots(
     made.append(_save(fig, out, "keep_rate_by_source.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for v in student_variants(inp.cfg):
-        run = Path(inp.resolve(inp.get(student_stage_name(v), TrainOut).run))
-        recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-        ax.plot([x["tokens"] for x in recs], [x["loss"] for x in recs], label=LABELS[v])
+    for k, v in enumerate(student_variants(inp.cfg)):
+        for i in range(inp.cfg.students.seeds):  # every seed, one colour per student
+            run = Path(inp.resolve(inp.get(student_stage_name(v, i), TrainOut).run))
+            recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+            x, y = [x["tokens"] for x in recs], [x["loss"] for x in recs]
+            ax.plot(x, y, color=f"C{k}", alpha=0.8, label=LABELS[v] if i == 0 else None)
     ax.set_xlabel("training tokens")
     ax.set_ylabel("training loss (CE on its own data)")
     ax.set_title("Students' training curves")
@@ -167,6 +171,66 @@ def _examples(
     return lines
 
 
+def _nll(which: str) -> Callable[[dict[str, Any]], float | None]:
+    def figure(res: dict[str, Any]) -> float | None:
+        got: float | None = res[which]["heldout"].get("mean_nll")
+        return got
+
+    return figure
+
+
+def _ppl(res: dict[str, Any]) -> float | None:
+    got: float | None = res["heldout"]["heldout"].get("perplexity")
+    return got
+
+
+def _acc(res: dict[str, Any]) -> float | None:
+    return res["tasks"]["average"] if "tasks" in res else None
+
+
+# The students table's figures over seeds, in column order, with their digits.
+FIGURES = ((_nll("heldout"), 4), (_ppl, 2), (_nll("heldout_clean"), 4), (_acc, 4))
+
+
+def _comparison(
+    variants: list[str],
+    over_seeds: Callable[[str, Callable[[dict[str, Any]], float | None]], list[float | None]],
+    seeds: int,
+) -> list[str]:
+    """MiniPLM against each baseline, judged by the pre-registered rule."""
+    figures = (
+        ("held-out NLL", _nll("heldout"), True),
+        ("held-out NLL, no noise", _nll("heldout_clean"), True),
+        ("zero-shot acc", _acc, False),
+    )
+    rows = []
+    for b in variants[1:]:
+        for what, figure, lower in figures:
+            ours, theirs = over_seeds("miniplm", figure), over_seeds(b, figure)
+            (m1, _), (m2, _) = mean_std(ours), mean_std(theirs)
+            if not (math.isfinite(m1) and math.isfinite(m2)):
+                continue  # a figure this run did not measure (no tasks)
+            gap = (m2 - m1) if lower else (m1 - m2)
+            rows.append(
+                f"| {LABELS[b].split(' (')[0]} | {what} | {fmt_mean_std(ours)} | "
+                f"{fmt_mean_std(theirs)} | {gap:+.4f} | "
+                f"{verdict(ours, theirs, lower_is_better=lower)} |"
+            )
+    if not rows:
+        return []
+    return [
+        "## MiniPLM against each baseline",
+        "",
+        f"Pre-registered rule over the {n_seeds(seeds)}: "
+        f"{WIN_RULE} (n/a: fewer than 2 seeds). `gap`: how much better MiniPLM's mean is.",
+        "",
+        "| baseline | figure | MiniPLM | baseline | gap | verdict |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 @dataclass
 class ReportOut(Outputs):
     report: str
@@ -178,7 +242,8 @@ class ReportStage(Stage[ReportOut]):
     outputs = ReportOut
 
     def __init__(self, cfg: RunConfig, reads: tuple[str, ...]) -> None:
-        super().__init__("report", reads, {"version": 1})
+        # The version: bumped when the report changes, so older runs get the new one.
+        super().__init__("report", reads, {"version": 2})
 
     def run(self, sdir: Path, inp: Inputs) -> ReportOut:
         return ReportOut(inp.record(write_report(inp, sdir, self.reads)))
@@ -207,21 +272,27 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
     n_ref = _params(inp.resolve(ref.model))
     scored = int(inp.get("score", ScoreOut).summaries[0]["scored_tokens"])
     offline = 2.0 * (n_t + n_ref) * scored + 6.0 * n_ref * ref.tokens
+    variants, seeds = student_variants(cfg), cfg.students.seeds
+    runs = {v: [student_label(v, i) for i in range(seeds)] for v in variants}
+
+    def over_seeds(v: str, figure: Callable[[dict[str, Any]], float | None]) -> list[float | None]:
+        return [figure(results[label]) for label in runs[v]]
+
     rows = []
-    for v in student_variants(cfg):
-        st = inp.get(student_stage_name(v), TrainOut)
-        n_s = _params(inp.resolve(st.model))
-        train_flops = 6.0 * n_s * st.tokens
+    for v in variants:
+        # Equal steps for every seed; the tokens in them vary with the data order.
+        sts = [inp.get(student_stage_name(v, i), TrainOut) for i in range(seeds)]
+        tokens = [float(st.tokens) for st in sts]
+        n_s = _params(inp.resolve(sts[0].model))
+        train_flops = 6.0 * n_s * mean_std(tokens)[0]  # the mean over the seeds
         if v == "kd":
-            train_flops += 2.0 * n_t * st.tokens
+            train_flops += 2.0 * n_t * mean_std(tokens)[0]
         total = train_flops + (offline if v == "miniplm" else 0.0)
-        res = results[v]
-        h, hc = res["heldout"]["heldout"], res["heldout_clean"]["heldout"]
-        acc = res["tasks"]["average"] if "tasks" in res else None
+        cells = [fmt_mean_std(over_seeds(v, f), digits) for f, digits in FIGURES]
         rows.append(
-            f"| {LABELS[v]} | {_fmt(h.get('mean_nll'))} | {_fmt(h.get('perplexity'), 2)} | "
-            f"{_fmt(hc.get('mean_nll'))} | {_fmt(acc)} | {st.tokens} | {st.steps} | "
-            f"{st.elapsed_s:.0f} | {_sci(train_flops)} | {_sci(total)} |"
+            f"| {LABELS[v]} | {' | '.join(cells)} | {fmt_mean_std(tokens, 0)} | "
+            f"{sts[0].steps} | {fmt_mean_std([st.elapsed_s for st in sts], 0)} | "
+            f"{_sci(train_flops)} | {_sci(total)} |"
         )
     hr = results["reference"]["heldout"]["heldout"]
     counts = d.counts
@@ -235,13 +306,15 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
             f"{int(mine.sum())} | {int((sources[kept] == i).sum())} | "
             f"{_fmt(rates[i], 3)} | {_fmt(mean_r, 3)} |"
         )
-    variants = student_variants(cfg)
     by_src_rows = []
     for i, name in enumerate(names):
-        cells = [
-            _fmt(results[v]["per_source"].get(name, {}).get("mean_nll"), 3)
-            for v in [*variants, "reference"]
-        ]
+
+        def nll(res: dict[str, Any], name: str = name) -> float | None:
+            got: float | None = res["per_source"].get(name, {}).get("mean_nll")
+            return got
+
+        cells = [fmt_mean_std(over_seeds(v, nll), 3) for v in variants]
+        cells.append(_fmt(nll(results["reference"]), 3))
         n_held = results[variants[0]]["per_source"].get(name, {}).get("instances", 0)
         by_src_rows.append(
             f"| {name} | {_fmt(rates[i], 3)} | {n_held} | " + " | ".join(cells) + " |"
@@ -258,7 +331,9 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         f"Teacher: `{teacher_desc}` ({n_t / 1e6:.1f}M parameters); reference: preset "
         f"`{cfg.reference.preset}` ({n_ref / 1e6:.1f}M) trained on D_ref = {split['ref']} "
         f"instances; students: preset `{cfg.students.preset}`, equal steps and batch "
-        f"(so equal instances) for every student. Corpus: {counts.get('instances')} "
+        f"(so equal instances) for every student, each trained with {n_seeds(seeds)} "
+        "(initialisation and data order). Corpus: "
+        f"{counts.get('instances')} "
         f"instances of <= {cfg.corpus.seq_len + 1} tokens ({counts.get('tokens')} tokens); "
         f"held-out: {split['heldout']} instances ({split['heldout_clean']} without the "
         "noise sources), never trained on or selected.",
@@ -275,8 +350,11 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         f"(2 N T over {scored} scored tokens each) and the reference's training "
         f"({_sci(offline)} in all), which the paper leaves out; it is paid once for any "
         "number of students. Held-out NLL is per token, on instances of the same corpus; "
-        "`no noise` drops the labelled noise sources, i.e. the text a user wants modelled.",
+        "`no noise` drops the labelled noise sources, i.e. the text a user wants modelled. "
+        f"Figures over the {n_seeds(seeds)} are mean ± sample std (one seed: the value); "
+        "FLOPs are their means.",
         "",
+        *_comparison(variants, over_seeds, seeds),
         "## Selection",
         "",
         f"alpha {cfg.selection.alpha}: K = {sel['k']} of {sel['num_eligible']} eligible "

@@ -16,7 +16,7 @@ from miniplm.pipeline.corpus_stages import (
 from miniplm.pipeline.eval_stage import EvalStage
 from miniplm.pipeline.select_stages import ScoreStage, SelectStage
 from miniplm.pipeline.stage import Context, Stage, run_stage
-from miniplm.pipeline.student_stages import StudentStage, student_variants
+from miniplm.pipeline.student_stages import student_stages
 from miniplm.pipeline.train_stages import ReferenceStage, TeacherStage
 
 __all__ = ["Context", "Stage", "build_stages", "run_stage"]
@@ -33,6 +33,6 @@ def build_stages(cfg: RunConfig) -> list[Stage[Any]]:
     if cfg.teacher.train is not None:
         stages.append(TeacherStage(cfg))
     stages += [ReferenceStage(cfg), ScoreStage(cfg), SelectStage(cfg)]
-    stages += [StudentStage(cfg, v) for v in student_variants(cfg)]
+    stages += student_stages(cfg)
     stages.append(EvalStage(cfg))
     return stages

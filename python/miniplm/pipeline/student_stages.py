@@ -1,5 +1,6 @@
 """The students: one trained on each selection (MiniPLM's and the baselines'), with
-equal optimizer steps, so equal instances, for every student."""
+equal optimizer steps, so equal instances, for every student; each ``[students] seeds``
+times, every (variant, seed) its own stage."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from miniplm.pipeline.config import RunConfig
 from miniplm.pipeline.corpus_stages import ModelOut
+from miniplm.pipeline.seeds import student_seed
 from miniplm.pipeline.select_stages import SelectOut
 from miniplm.pipeline.stage import Inputs, Stage
 from miniplm.pipeline.train_stages import TrainOut, teacher_name, train, train_params
@@ -21,8 +23,14 @@ def student_variants(cfg: RunConfig) -> list[str]:
     return names
 
 
-def student_stage_name(variant: str) -> str:
-    return f"student-{variant}"
+def student_label(variant: str, i: int = 0) -> str:
+    """Student ``variant``'s ``i``-th seed as eval's results.json names it."""
+    return variant if i == 0 else f"{variant}-seed{i}"
+
+
+def student_stage_name(variant: str, i: int = 0) -> str:
+    """Its stage (seed 0 keeps the name a one-seed run has always had)."""
+    return f"student-{student_label(variant, i)}"
 
 
 def student_steps(cfg: RunConfig, k: int) -> int:
@@ -31,15 +39,18 @@ def student_steps(cfg: RunConfig, k: int) -> int:
 
 
 class StudentStage(Stage[TrainOut]):
-    """Student ``variant`` trained on its selection; Vanilla KD adds the online teacher."""
+    """Student ``variant`` trained on its selection with its ``i``-th seed (for model
+    initialisation and data order); Vanilla KD adds the online teacher."""
 
     outputs = TrainOut
 
-    def __init__(self, cfg: RunConfig, variant: str) -> None:
+    def __init__(self, cfg: RunConfig, variant: str, i: int = 0) -> None:
         self.variant, self.teacher = variant, teacher_name(cfg)
+        self.seed = student_seed(cfg.seed, i)
         reads = ("data", "select") + ((self.teacher,) if variant == "kd" else ())
-        params = {**train_params(cfg, cfg.students), "variant": variant}
-        super().__init__(student_stage_name(variant), reads, params)
+        params = {**train_params(cfg, cfg.students), "variant": variant, "seed": self.seed}
+        del params["seeds"]  # how many seeds there are does not change this one
+        super().__init__(student_stage_name(variant, i), reads, params)
 
     def run(self, sdir: Path, inp: Inputs) -> TrainOut:
         cfg, sel = inp.cfg, inp.get("select", SelectOut)
@@ -54,5 +65,12 @@ class StudentStage(Stage[TrainOut]):
                 max_steps=steps,
                 kd_teacher=inp.resolve(inp.get(self.teacher, ModelOut).model),
                 kd_ratio=cfg.students.kd_ratio,
+                seed=self.seed,
             )
-        return train(inp, cfg.students, sdir, selection, max_steps=steps)
+        return train(inp, cfg.students, sdir, selection, max_steps=steps, seed=self.seed)
+
+
+def student_stages(cfg: RunConfig) -> list[StudentStage]:
+    """Every (variant, seed) of the run, seed-major so each seed's set completes early."""
+    variants = student_variants(cfg)
+    return [StudentStage(cfg, v, i) for i in range(cfg.students.seeds) for v in variants]

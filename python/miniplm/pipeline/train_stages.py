@@ -65,8 +65,10 @@ def train(
     max_steps: int | None = None,
     kd_teacher: str | None = None,
     kd_ratio: float = 0.5,
+    seed: int | None = None,
 ) -> TrainOut:
-    """Train on recorded ``selection`` of the run's dataset into ``out/run``."""
+    """Train on recorded ``selection`` of the run's dataset into ``out/run`` with
+    ``seed`` (default: the run's) for initialisation and data order."""
     from miniplm.training.trainer import TrainOptions
     from miniplm.training.trainer import train as train_model
 
@@ -80,7 +82,7 @@ def train(
         seq_len=cfg.corpus.seq_len,
         epochs=None if max_steps else spec.epochs,
         max_steps=max_steps,
-        seed=cfg.seed,
+        seed=cfg.seed if seed is None else seed,
         lr=spec.lr,
         warmup_steps=spec.warmup_steps,
         micro_batch_size=spec.micro_batch_size,
