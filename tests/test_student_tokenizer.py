@@ -7,12 +7,16 @@ students' tokenizer changes."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from miniplm.errors import InputError
 from miniplm.pipeline.config import TokenizerSpec, load_config
+from miniplm.pipeline.student_corpus import bits_per_byte, own_token_steps
 
 
 def _load(tmp_path: Path, text: str, preset: str = "smoke") -> object:
@@ -53,3 +57,36 @@ def test_students_tokenizer_table_is_read_and_checked_up_front(tmp_path: Path) -
     bad("[tokenizer]\ntrain_bpe_vocab = 200\n", r"tokenizer\.train_bpe_vocab.*257")
     # A student tokenizer given by path must be a tokenizer: refused before any stage runs.
     bad(f"[students.tokenizer]\npath = '{tok}'\n", r"students\.tokenizer\.path")
+
+
+@given(
+    corpora=st.dictionaries(
+        st.sampled_from(["miniplm", "random", "ppl"]),
+        st.tuples(st.integers(1, 10_000), st.integers(1, 64)),
+        min_size=1,
+    ),
+    epochs=st.floats(0.1, 8.0),
+    batch=st.integers(1, 64),
+)
+def test_own_token_steps_give_every_student_the_smallest_corpus_budget(
+    corpora: dict[str, tuple[int, int]], epochs: float, batch: int
+) -> None:
+    """Each student's steps x batch x mean instance length is the budget epochs x T_min,
+    rounded up by less than one batch; no student gets fewer than one step."""
+    info = {v: {"instances": n, "tokens": n * per} for v, (n, per) in corpora.items()}
+    steps = own_token_steps(info, epochs, batch)
+    budget = epochs * min(c["tokens"] for c in info.values())
+    assert steps.keys() == info.keys()
+    for v, c in info.items():
+        per_step = batch * c["tokens"] / c["instances"]
+        assert steps[v] >= 1
+        assert steps[v] * per_step >= budget * (1 - 1e-12)
+        assert steps[v] == 1 or (steps[v] - 1) * per_step < budget
+
+
+def test_bits_per_byte_is_nats_over_bytes_and_none_where_not_whole() -> None:
+    r = {"nll_sum": 1000 * math.log(2), "mean_nll": 2.0}
+    assert bits_per_byte(r, 500, True) == pytest.approx(2.0)
+    assert bits_per_byte(r, 500, False) is None  # max_instances cut the slice
+    assert bits_per_byte(r, None, True) is None
+    assert bits_per_byte({"nll_sum": None}, 500, True) is None
