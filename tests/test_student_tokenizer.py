@@ -90,3 +90,31 @@ def test_bits_per_byte_is_nats_over_bytes_and_none_where_not_whole() -> None:
     assert bits_per_byte(r, 500, False) is None  # max_instances cut the slice
     assert bits_per_byte(r, None, True) is None
     assert bits_per_byte({"nll_sum": None}, 500, True) is None
+
+
+def test_a_corpus_bpe_trains_on_corpus_inputs_of_any_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``[tokenizer] train_bpe_vocab`` with ``corpus.inputs`` (no bundled text stage) and
+    a parquet input: the one BPE trainer reads the corpus as tokenize does."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from transformers import AutoTokenizer
+
+    from miniplm.pipeline.stages import Context, build_stages, run_stage
+
+    monkeypatch.chdir(tmp_path)
+    texts = [f"document {i}: the cat sat on the mat. where is the dog {i}?" for i in range(40)]
+    pq.write_table(pa.table({"body": texts}), tmp_path / "docs.parquet")
+    f = tmp_path / "c.toml"
+    f.write_text(
+        '[corpus]\ninputs = ["docs.parquet"]\ntext_field = "body"\nsource_field = ""\n'
+        "[tokenizer]\ntrain_bpe_vocab = 300\n"
+    )
+    cfg = load_config(str(f), "smoke")
+    ctx = Context(cfg=cfg, root=tmp_path / "run", quiet=True)
+    for stage in build_stages(cfg):
+        if stage.name in ("tokenizer", "data"):
+            run_stage(stage, ctx)
+    assert len(AutoTokenizer.from_pretrained(ctx.path("tokenizer", "tokenizer"))) == 300
+    assert ctx.out("data")["counts"]["documents"] == 40

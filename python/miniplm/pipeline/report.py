@@ -12,6 +12,7 @@ import numpy as np
 
 from miniplm._atomic import atomic_write_text
 from miniplm.pipeline.stages import Context, student_variants, teacher_path
+from miniplm.pipeline.student_corpus import KD_LEFT_OUT, own_tokenizer
 
 LABELS = {
     "miniplm": "MiniPLM (Difference Sampling)",
@@ -158,6 +159,24 @@ def _examples(
     return lines
 
 
+def _own_tokens_line(ctx: Context) -> str:
+    tok = ctx.out("student_tokenizer")
+    return (
+        f"their own tokenizer (`{tok['spec']}`, {tok['vocab_size']} entries): each trains "
+        "on its subset exported and re-tokenized, equal numbers of its own tokens "
+        "(the smallest re-tokenized subset's, times epochs) "
+    )
+
+
+def _own_tokens_note(hr: dict[str, Any], kd: bool) -> str:
+    return (
+        "The students read the held-out text in their own tokens, the reference in the "
+        "corpus's: NLL per token is not comparable between them; bits per byte (summed "
+        "NLL / ln 2 / the slice's UTF-8 bytes) is. Reference LM, held-out bits/byte: "
+        f"{_fmt(hr.get('bits_per_byte'))}." + (f" {KD_LEFT_OUT}." if kd else "")
+    )
+
+
 def report_stage(out: Path, ctx: Context) -> dict[str, Any]:
     """Plots into the stage folder, ``report.md`` beside the stage folders."""
     path = write_report(ctx, out)
@@ -184,6 +203,7 @@ def write_report(ctx: Context, out: Path) -> Path:
     n_ref = _params(ctx.path("reference", "model"))
     scored = int(ctx.out("score")["summaries"][0]["scored_tokens"])
     offline = 2.0 * (n_t + n_ref) * scored + 6.0 * n_ref * int(ref["tokens"])
+    own = own_tokenizer(cfg)  # students in their own tokens: NLL per token not comparable
     rows = []
     for v in student_variants(cfg):
         st = ctx.out(f"student-{v}")
@@ -199,6 +219,7 @@ def write_report(ctx: Context, out: Path) -> Path:
             f"| {LABELS[v]} | {_fmt(h.get('mean_nll'))} | {_fmt(h.get('perplexity'), 2)} | "
             f"{_fmt(hc.get('mean_nll'))} | {_fmt(acc)} | {st['tokens']} | {st['steps']} | "
             f"{st['elapsed_s']:.0f} | {_sci(train_flops)} | {_sci(total)} |"
+            + (f" {_fmt(h.get('bits_per_byte'))} |" if own else "")
         )
     hr = results["reference"]["heldout"]["heldout"]
     counts = ctx.out("data")["counts"]
@@ -213,10 +234,11 @@ def write_report(ctx: Context, out: Path) -> Path:
             f"{_fmt(rates[i], 3)} | {_fmt(mean_r, 3)} |"
         )
     variants = student_variants(cfg)
+    per_source_key = "bits_per_byte" if own else "mean_nll"
     by_src_rows = []
     for i, name in enumerate(names):
         cells = [
-            _fmt(results[v]["per_source"].get(name, {}).get("mean_nll"), 3)
+            _fmt(results[v]["per_source"].get(name, {}).get(per_source_key), 3)
             for v in [*variants, "reference"]
         ]
         n_held = results[variants[0]]["per_source"].get(name, {}).get("instances", 0)
@@ -234,8 +256,9 @@ def write_report(ctx: Context, out: Path) -> Path:
         "",
         f"Teacher: `{teacher_name}` ({n_t / 1e6:.1f}M parameters); reference: preset "
         f"`{cfg.reference.preset}` ({n_ref / 1e6:.1f}M) trained on D_ref = {split['ref']} "
-        f"instances; students: preset `{cfg.students.preset}`, equal steps and batch "
-        f"(so equal instances) for every student. Corpus: {counts.get('instances')} "
+        f"instances; students: preset `{cfg.students.preset}`, arch `{cfg.students.arch}`, "
+        + (_own_tokens_line(ctx) if own else "equal steps and batch (so equal instances) ")
+        + f"for every student. Corpus: {counts.get('instances')} "
         f"instances of <= {cfg.corpus.seq_len + 1} tokens ({counts.get('tokens')} tokens); "
         f"held-out: {split['heldout']} instances ({split['heldout_clean']} without the "
         "noise sources), never trained on or selected.",
@@ -243,10 +266,12 @@ def write_report(ctx: Context, out: Path) -> Path:
         "## Students",
         "",
         "| student | held-out NLL | held-out ppl | held-out NLL, no noise | zero-shot acc | "
-        "training tokens | steps | wall s | training FLOPs | FLOPs incl. offline |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "training tokens | steps | wall s | training FLOPs | FLOPs incl. offline |"
+        + (" held-out bits/byte |" if own else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if own else ""),
         *rows,
         "",
+        *([_own_tokens_note(hr, "kd" in cfg.selection.baselines), ""] if own else []),
         f"Reference LM on the same held-out data: NLL {_fmt(hr.get('mean_nll'))}. "
         "`FLOPs incl. offline` adds, for MiniPLM, the teacher and reference scoring passes "
         f"(2 N T over {scored} scored tokens each) and the reference's training "
@@ -266,7 +291,8 @@ def write_report(ctx: Context, out: Path) -> Path:
         "|---|---|---|---|---|---|",
         *src_rows,
         "",
-        "Held-out NLL per source (the selection changes the mix of sources a student sees: "
+        ("Held-out bits per byte" if own else "Held-out NLL")
+        + " per source (the selection changes the mix of sources a student sees: "
         "compare each student where MiniPLM kept much and where it kept little):",
         "",
         "| source | keep rate | held-out instances | "

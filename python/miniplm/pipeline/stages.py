@@ -30,6 +30,16 @@ import numpy as np
 
 from miniplm._atomic import atomic_write_text
 from miniplm.pipeline.config import RunConfig, TrainSpec, corpus_files
+from miniplm.pipeline.student_corpus import (
+    bits_per_byte,
+    corpus_inputs,
+    eval_slices,
+    own_token_steps,
+    own_tokenizer,
+    student_corpus_stage,
+    student_heldout_stage,
+    student_tokenizer_stage,
+)
 
 if TYPE_CHECKING:
     from miniplm.data import TokenDataset
@@ -165,8 +175,9 @@ def _train(
     ctx: Context,
     spec: TrainSpec,
     out: Path,
-    selection: str,
+    selection: str | None,
     *,
+    data: str | None = None,
     max_steps: int | None = None,
     kd_teacher: str | None = None,
     kd_ratio: float = 0.5,
@@ -174,11 +185,11 @@ def _train(
     from miniplm.training.trainer import TrainOptions, train
 
     cfg = ctx.cfg
-    data = ctx.path("data", "dataset")
+    data = data or ctx.path("data", "dataset")
     opt = TrainOptions(
         data=data,
         out=str(out / "run"),
-        selection=ctx.resolve(selection),
+        selection=None if selection is None else ctx.resolve(selection),
         preset=spec.preset,
         arch=spec.arch,
         seq_len=cfg.corpus.seq_len,
@@ -205,7 +216,7 @@ def _train(
     else:
         summary = train(opt)
     paths = {k: ctx.record(out / "run" / p) for k, p in (("model", "final"), ("run", ""))}
-    return {**summary, "final": paths["model"], **paths}
+    return {**summary, "final": paths["model"], **paths, "data": ctx.record(data)}
 
 
 # ---- stage bodies ---------------------------------------------------------------------
@@ -231,48 +242,28 @@ def tokenizer_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     if cfg.tokenizer.path:
         return {"tokenizer": ctx.record(cfg.tokenizer.path)}
     if cfg.tokenizer.train_bpe_vocab:
-        inputs = [ctx.resolve(f) for f in ctx.out("text")["inputs"]]
-        return {"tokenizer": ctx.record(train_bpe(inputs, sdir, cfg))}
+        from miniplm.corpus.bpe import train_bpe
+
+        c = cfg.corpus
+        out = train_bpe(
+            corpus_inputs(ctx),
+            sdir / "tokenizer",
+            cfg.tokenizer.train_bpe_vocab,
+            text_field=c.text_field,
+            text_split=c.text_split,
+            overwrite=True,
+        )
+        return {"tokenizer": ctx.record(out)}
     return {"tokenizer": ctx.out("teacher_model")["model"]}  # already recorded
-
-
-def train_bpe(inputs: list[str], sdir: Path, cfg: RunConfig) -> str:
-    """A byte-level BPE of ``train_bpe_vocab`` entries trained on the corpus (jsonl)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    def texts() -> Any:
-        for f in inputs:
-            with open(f, encoding="utf-8") as fh:
-                for line in fh:
-                    yield json.loads(line)[cfg.corpus.text_field]
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=cfg.tokenizer.train_bpe_vocab,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts(), trainer)
-    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=tok, eos_token="<|endoftext|>"
-    )
-    out = sdir / "tokenizer"
-    fast.save_pretrained(out)
-    return str(out)
 
 
 def data_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     from miniplm.corpus.tokenize import tokenize_corpus
 
     cfg, c = ctx.cfg, ctx.cfg.corpus
-    inputs = c.inputs or [ctx.resolve(f) for f in ctx.out("text")["inputs"]]
     dataset = sdir / "corpus"
     info = tokenize_corpus(
-        inputs,
+        corpus_inputs(ctx),
         dataset,
         ctx.path("tokenizer", "tokenizer"),
         seq_len=c.seq_len,
@@ -435,8 +426,8 @@ def select_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
 def student_variants(cfg: RunConfig) -> list[str]:
     names = ["miniplm"]
     for b in ("random", "kd", "ppl"):
-        if b in cfg.selection.baselines:
-            names.append(b)
+        if b in cfg.selection.baselines and not (b == "kd" and own_tokenizer(cfg)):
+            names.append(b)  # KD needs the teacher's vocabulary (student_corpus.KD_LEFT_OUT)
     return names
 
 
@@ -448,6 +439,12 @@ def student_steps(cfg: RunConfig, k: int) -> int:
 def make_student_stage(variant: str) -> Callable[[Path, Context], dict[str, Any]]:
     def body(sdir: Path, ctx: Context) -> dict[str, Any]:
         sel = ctx.out("select")
+        if own_tokenizer(ctx.cfg):  # its own re-tokenized subset, equal own-token budgets
+            s = ctx.cfg.students
+            corpora = {v: ctx.out(f"student_corpus-{v}") for v in student_variants(ctx.cfg)}
+            steps = own_token_steps(corpora, s.epochs, s.global_batch_size)[variant]
+            data = ctx.path(f"student_corpus-{variant}", "dataset")
+            return _train(ctx, s, sdir, None, data=data, max_steps=steps)
         steps = student_steps(ctx.cfg, int(sel["k"]))
         if variant == "kd":  # Vanilla KD: the random subset with the online teacher
             return _train(
@@ -468,8 +465,7 @@ def eval_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
     from miniplm.evaluation import evaluate
     from miniplm.evaluation.model import load_eval_model
 
-    cfg, split = ctx.cfg, ctx.out("split")
-    data = ctx.path("data", "dataset")
+    cfg = ctx.cfg
     e = cfg.eval
     models = {v: ctx.path(f"student-{v}", "model") for v in student_variants(cfg)}
     models["reference"] = ctx.path("reference", "model")
@@ -478,21 +474,27 @@ def eval_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
         # Loaded once for all the evaluations, with its own tokenizer (and pad-token ignore id).
         em = load_eval_model(path, device=cfg.device, need_tokenizer=True)
         pair = (em.model, em.tokenizer)
+        # The student's own tokens where it has its own tokenizer, then with bits per byte.
+        slices = eval_slices(ctx, student=name != "reference")
         r: dict[str, Any] = {}
         for which in ("heldout", "heldout_clean"):
-            r[which] = evaluate(
-                pair,
-                data=data,
-                selection=ctx.resolve(split[which]),
-                batch_size=e.batch_size,
-                max_instances=e.max_instances or None,
-            )
-        r["per_source"] = {
-            src: evaluate(pair, data=data, selection=ctx.resolve(sel), batch_size=e.batch_size)[
-                "heldout"
-            ]
-            for src, sel in split["heldout_by_source"].items()
-        }
+            sl = slices[which]
+            r[which] = {"heldout": {"mean_nll": None}}  # empty under the student tokenizer
+            if sl is not None:
+                r[which] = evaluate(
+                    pair,
+                    data=sl.data,
+                    selection=sl.selection,
+                    batch_size=e.batch_size,
+                    max_instances=e.max_instances or None,
+                )
+                h = r[which]["heldout"]
+                h["bits_per_byte"] = bits_per_byte(h, sl.bytes, not e.max_instances)
+        r["per_source"] = {}
+        for src, sl in slices["per_source"].items():
+            h = evaluate(pair, data=sl.data, selection=sl.selection, batch_size=e.batch_size)
+            h["heldout"]["bits_per_byte"] = bits_per_byte(h["heldout"], sl.bytes, True)
+            r["per_source"][src] = h["heldout"]
         if e.mc_files or e.tasks:
             r["tasks"] = evaluate(
                 pair,
@@ -504,6 +506,43 @@ def eval_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
         results[name] = r
     _write_json(sdir / "results.json", results)
     return {"results": ctx.record(sdir / "results.json")}
+
+
+def tokenizer_fingerprints(path: str) -> dict[str, Any]:
+    """The fingerprints of a tokenizer given by path (a file or directory), as a stage
+    setting: a tokenizer changed in place re-runs what used it."""
+    if not path:
+        return {}
+    from miniplm import _core
+
+    tok = Path(path)
+    files = sorted(tok.iterdir()) if tok.is_dir() else [tok]
+    return {"fingerprints": [_core.file_fingerprint(str(f)) for f in files if f.is_file()]}
+
+
+def bpe_text_params(cfg: RunConfig) -> dict[str, Any]:
+    """What a BPE trained on the corpus text depends on beyond the text stage (none for
+    the bundled corpus, whose stage it reads)."""
+    if not cfg.corpus.inputs:
+        return {}
+    c = cfg.corpus
+    return {
+        "corpus": {**corpus_params(cfg), "text_field": c.text_field, "text_split": c.text_split}
+    }
+
+
+def corpus_params(cfg: RunConfig) -> dict[str, Any]:
+    """The fingerprints of ``corpus.inputs`` (none for the bundled text: its stage's)."""
+    if not cfg.corpus.inputs:
+        return {}
+    from miniplm import _core
+
+    files = corpus_files(cfg.corpus)
+    return {
+        "fingerprints": [
+            [os.fspath(f.path), _core.file_fingerprint(os.fspath(f.path))] for f in files
+        ]
+    }
 
 
 def build_stages(cfg: RunConfig) -> list[Stage]:
@@ -534,29 +573,20 @@ def build_stages(cfg: RunConfig) -> list[Stage]:
                 teacher_model_stage,
             )
         )
-    tok_reads = ("text",) if cfg.tokenizer.train_bpe_vocab else ()
+    bundled = ("text",) if not cfg.corpus.inputs else ()
+    tok_reads = bundled if cfg.tokenizer.train_bpe_vocab else ()
     if not cfg.tokenizer.path and not cfg.tokenizer.train_bpe_vocab:
         tok_reads = ("teacher_model",)
-    tok_params = dict(c["tokenizer"])
-    if cfg.tokenizer.path:
-        from miniplm import _core
-
-        tok = Path(cfg.tokenizer.path)
-        files = sorted(tok.iterdir()) if tok.is_dir() else [tok]
-        tok_params["fingerprints"] = [_core.file_fingerprint(str(f)) for f in files if f.is_file()]
+    tok_params = {**c["tokenizer"], **tokenizer_fingerprints(cfg.tokenizer.path)}
+    if cfg.tokenizer.train_bpe_vocab:
+        tok_params.update(bpe_text_params(cfg))
     stages.append(Stage("tokenizer", tok_reads, tok_params, tokenizer_stage))
     data_reads = ("tokenizer",) + (("text",) if not cfg.corpus.inputs else ())
     # The number of workers does not change the output.
     unread = ("heldout_fraction", "workers")
     data_params = {k: v for k, v in c["corpus"].items() if k not in unread}
     data_params["seed"] = cfg.seed
-    if cfg.corpus.inputs:
-        from miniplm import _core
-
-        data_params["fingerprints"] = [
-            [os.fspath(f.path), _core.file_fingerprint(os.fspath(f.path))]
-            for f in corpus_files(cfg.corpus)
-        ]
+    data_params.update(corpus_params(cfg))
     stages.append(Stage("data", data_reads, data_params, data_stage))
     split_params = {"heldout_fraction": cfg.corpus.heldout_fraction, "seed": cfg.seed}
     stages.append(Stage("split", ("data",), split_params, split_stage))
@@ -581,10 +611,27 @@ def build_stages(cfg: RunConfig) -> list[Stage]:
     )
     sel_params = {**c["selection"], "seed": cfg.seed}
     stages.append(Stage("select", ("data", "split", "score"), sel_params, select_stage))
+    own: tuple[str, ...] = ()  # the students' own tokenizer and their re-tokenized data
+    if own_tokenizer(cfg):
+        spec = cfg.students.tokenizer
+        st_params = {**c["students"]["tokenizer"], **tokenizer_fingerprints(spec.path)}
+        if spec.train_bpe_vocab:
+            st_params.update(bpe_text_params(cfg))
+        st_reads = ("data", *bundled)
+        stages.append(Stage("student_tokenizer", st_reads, st_params, student_tokenizer_stage))
+        retok = {k: c["corpus"][k] for k in ("seq_len", "packing", "min_tokens")}
+        retok_reads = ("data", "select", "student_tokenizer")
+        for v in student_variants(cfg):
+            body = student_corpus_stage(v)
+            stages.append(Stage(f"student_corpus-{v}", retok_reads, {**retok, "variant": v}, body))
+        held_reads = ("data", "split", "student_tokenizer")
+        stages.append(Stage("student_heldout", held_reads, retok, student_heldout_stage))
+        own = ("student_tokenizer", *(f"student_corpus-{v}" for v in student_variants(cfg)))
     for v in student_variants(cfg):
-        reads = ("data", "select") + (teacher_reads if v == "kd" else ())
+        reads = ("data", "select", *own) + (teacher_reads if v == "kd" else ())
         student_params = {**c["students"], **train_common, "variant": v}
         stages.append(Stage(f"student-{v}", reads, student_params, make_student_stage(v)))
     eval_reads = ("data", "split", "reference", *(f"student-{v}" for v in student_variants(cfg)))
+    eval_reads += ("student_heldout",) if own else ()
     stages.append(Stage("eval", eval_reads, {**c["eval"], "device": cfg.device}, eval_stage))
     return stages
