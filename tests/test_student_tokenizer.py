@@ -1,9 +1,7 @@
-"""``[students.tokenizer]``: students with their own tokenizer in ``miniplm run``. The
-table takes ``[tokenizer]``'s keys and is checked up front; the smoke run with a 300-entry
-BPE and Llama students trains every student on its own re-tokenized subset (equal numbers
-of their own tokens), evaluates them on re-tokenized held-out slices in bits per byte,
-leaves Vanilla KD out with the reason, and re-runs only the student side when the
-students' tokenizer changes."""
+"""``[students.tokenizer]``: the table takes ``[tokenizer]``'s keys and is checked up front;
+equal budgets of the students' own tokens; bits per byte; the one BPE trainer serves the
+corpus tokenizer too. The smoke run with a 300-entry BPE and Llama students is in
+test_run.py (it reuses that module's smoke run)."""
 
 from __future__ import annotations
 

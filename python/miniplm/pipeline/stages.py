@@ -614,9 +614,8 @@ def build_stages(cfg: RunConfig) -> list[Stage]:
     own: tuple[str, ...] = ()  # the students' own tokenizer and their re-tokenized data
     if own_tokenizer(cfg):
         spec = cfg.students.tokenizer
+        # A BPE is trained on the corpus text: "data" is keyed by all that shapes it.
         st_params = {**c["students"]["tokenizer"], **tokenizer_fingerprints(spec.path)}
-        if spec.train_bpe_vocab:
-            st_params.update(bpe_text_params(cfg))
         st_reads = ("data", *bundled)
         stages.append(Stage("student_tokenizer", st_reads, st_params, student_tokenizer_stage))
         retok = {k: c["corpus"][k] for k in ("seq_len", "packing", "min_tokens")}
@@ -627,9 +626,12 @@ def build_stages(cfg: RunConfig) -> list[Stage]:
         held_reads = ("data", "split", "student_tokenizer")
         stages.append(Stage("student_heldout", held_reads, retok, student_heldout_stage))
         own = ("student_tokenizer", *(f"student_corpus-{v}" for v in student_variants(cfg)))
+    students = dict(c["students"])
+    if not own:
+        del students["tokenizer"]  # unset: the keys of runs made before the table existed
     for v in student_variants(cfg):
         reads = ("data", "select", *own) + (teacher_reads if v == "kd" else ())
-        student_params = {**c["students"], **train_common, "variant": v}
+        student_params = {**students, **train_common, "variant": v}
         stages.append(Stage(f"student-{v}", reads, student_params, make_student_stage(v)))
     eval_reads = ("data", "split", "reference", *(f"student-{v}" for v in student_variants(cfg)))
     eval_reads += ("student_heldout",) if own else ()
