@@ -60,7 +60,7 @@ def test_students_tokenizer_table_is_read_and_checked_up_front(tmp_path: Path) -
 @given(
     corpora=st.dictionaries(
         st.sampled_from(["miniplm", "random", "ppl"]),
-        st.tuples(st.integers(1, 10_000), st.integers(1, 64)),
+        st.tuples(st.integers(1, 10_000), st.integers(2, 64)),
         min_size=1,
     ),
     epochs=st.floats(0.1, 8.0),
@@ -69,14 +69,15 @@ def test_students_tokenizer_table_is_read_and_checked_up_front(tmp_path: Path) -
 def test_own_token_steps_give_every_student_the_smallest_corpus_budget(
     corpora: dict[str, tuple[int, int]], epochs: float, batch: int
 ) -> None:
-    """Each student's steps x batch x mean instance length is the budget epochs x T_min,
-    rounded up by less than one batch; no student gets fewer than one step."""
+    """Each student's steps x batch x mean targets per instance (an instance of n tokens
+    trains on n - 1) is the budget epochs x T_min, rounded up by less than one batch; no
+    student gets fewer than one step."""
     info = {v: {"instances": n, "tokens": n * per} for v, (n, per) in corpora.items()}
     steps = own_token_steps(info, epochs, batch)
-    budget = epochs * min(c["tokens"] for c in info.values())
+    budget = epochs * min(n * (per - 1) for n, per in corpora.values())
     assert steps.keys() == info.keys()
-    for v, c in info.items():
-        per_step = batch * c["tokens"] / c["instances"]
+    for v, (_n, per) in corpora.items():
+        per_step = batch * (per - 1)
         assert steps[v] >= 1
         assert steps[v] * per_step >= budget * (1 - 1e-12)
         assert steps[v] == 1 or (steps[v] - 1) * per_step < budget

@@ -10,8 +10,8 @@ the students and the evaluation, never the scoring.
 
 Budgets: re-tokenized subsets differ in size and in mean instance length, so equal steps
 would not mean equal tokens. Every student gets ``epochs x T_min`` of its own tokens, T_min
-the token count of the smallest re-tokenized subset: ``steps = ceil(epochs x T_min /
-(global_batch_size x mean instance length))`` (within one batch of the budget).
+the trained tokens (targets) of the smallest re-tokenized subset: ``steps = ceil(epochs x
+T_min / (global_batch_size x mean targets per instance))`` (within one batch of it).
 
 Held-out NLL per token is not comparable across tokenizers, so the evaluation adds bits
 per byte, ``nll_sum / ln 2 / bytes`` over the slice's UTF-8 text, for the students (their
@@ -131,11 +131,14 @@ def own_token_steps(
     corpora: dict[str, dict[str, Any]], epochs: float, global_batch_size: int
 ) -> dict[str, int]:
     """Optimizer steps per student for equal budgets of their own tokens: ``epochs x
-    T_min`` tokens, T_min the smallest corpus's, at each corpus's mean instance length."""
-    t_min = min(int(c["tokens"]) for c in corpora.values())
+    T_min`` trained tokens, T_min the smallest corpus's, at each corpus's mean number per
+    instance. Trained tokens are the targets, one fewer than an instance's length, as the
+    trainer counts them."""
+    targets = {v: int(c["tokens"]) - int(c["instances"]) for v, c in corpora.items()}
+    t_min = min(targets.values())
     steps = {}
     for variant, c in corpora.items():
-        mean = int(c["tokens"]) / max(1, int(c["instances"]))
+        mean = max(1, targets[variant]) / max(1, int(c["instances"]))
         steps[variant] = max(1, math.ceil(epochs * t_min / (global_batch_size * mean)))
     return steps
 
