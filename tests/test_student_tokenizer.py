@@ -116,4 +116,4 @@ def test_a_corpus_bpe_trains_on_corpus_inputs_of_any_format(
         if stage.name in ("tokenizer", "data"):
             run_stage(stage, ctx)
     assert len(AutoTokenizer.from_pretrained(ctx.path("tokenizer", "tokenizer"))) == 300
-    assert ctx.out("data")["counts"]["documents"] == 40
+    assert ctx.done["data"]["outputs"]["counts"]["documents"] == 40

@@ -5,14 +5,26 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from miniplm._atomic import atomic_write_text
-from miniplm.pipeline.stages import Context, student_variants, teacher_path
-from miniplm.pipeline.student_corpus import KD_LEFT_OUT, own_tokenizer
+from miniplm.pipeline.config import RunConfig
+from miniplm.pipeline.corpus_stages import DataOut, ModelOut, SplitOut
+from miniplm.pipeline.eval_stage import EvalOut
+from miniplm.pipeline.select_stages import ScoreOut, SelectOut
+from miniplm.pipeline.stage import Inputs, Outputs, Stage
+from miniplm.pipeline.student_corpus import (
+    KD_LEFT_OUT,
+    TOKENIZER,
+    StudentTokenizerOut,
+    own_tokenizer,
+)
+from miniplm.pipeline.student_stages import student_stage_name, student_variants
+from miniplm.pipeline.train_stages import TrainOut, teacher_name
 
 LABELS = {
     "miniplm": "MiniPLM (Difference Sampling)",
@@ -46,12 +58,13 @@ def _sci(x: float) -> str:
     return f"{x:.2e}"
 
 
-def _r_values(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+def _r_values(inp: Inputs) -> tuple[np.ndarray, np.ndarray]:
     """r = nll_ref - nll_teacher per scored instance, and the ids it belongs to."""
     import miniplm
 
-    t = miniplm.load_scores(ctx.path("score", "teacher"))
-    r = miniplm.load_scores(ctx.path("score", "reference"))
+    sc = inp.get("score", ScoreOut)
+    t = miniplm.load_scores(inp.resolve(sc.teacher))
+    r = miniplm.load_scores(inp.resolve(sc.reference))
     ok = (t["n_scored"] > 0) & (r["n_scored"] > 0)
     ids = np.flatnonzero(ok)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -69,7 +82,7 @@ def _save(fig: Any, out: Path, name: str) -> str:
 
 
 def _plots(
-    ctx: Context,
+    inp: Inputs,
     out: Path,
     ids: np.ndarray,
     r: np.ndarray,
@@ -83,7 +96,7 @@ def _plots(
     import matplotlib.pyplot as plt
 
     made = []
-    names = ctx.out("data")["sources"]
+    names = inp.get("data", DataOut).sources
 
     fig, ax = plt.subplots(figsize=(7, 4))
     bins: Any = np.linspace(float(np.nanmin(r)), float(np.nanmax(r)), 50) if len(r) else 10
@@ -105,14 +118,14 @@ def _plots(
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("kept / eligible")
     ax.set_ylim(0, 1)
-    ax.axhline(ctx.cfg.selection.alpha, color="k", linestyle=":", label="alpha")
+    ax.axhline(inp.cfg.selection.alpha, color="k", linestyle=":", label="alpha")
     ax.set_title("Keep rate per source")
     ax.legend()
     made.append(_save(fig, out, "keep_rate_by_source.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for v in student_variants(ctx.cfg):
-        run = Path(ctx.path(f"student-{v}", "run"))
+    for v in student_variants(inp.cfg):
+        run = Path(inp.resolve(inp.get(student_stage_name(v), TrainOut).run))
         recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
         ax.plot([x["tokens"] for x in recs], [x["loss"] for x in recs], label=LABELS[v])
     ax.set_xlabel("training tokens")
@@ -132,7 +145,7 @@ def _keep_rates(
 
 
 def _examples(
-    ctx: Context, ids: np.ndarray, r: np.ndarray, sources: np.ndarray, per: int = 1
+    inp: Inputs, ids: np.ndarray, r: np.ndarray, sources: np.ndarray, per: int = 1
 ) -> list[str]:
     """The highest- and lowest-r instance of every source, decoded."""
     from tokenizers import Tokenizer
@@ -140,10 +153,11 @@ def _examples(
     from miniplm import TokenDataset
     from miniplm.dataset_meta import TOKENIZER_JSON
 
-    data = Path(ctx.path("data", "dataset"))
+    d = inp.get("data", DataOut)
+    data = Path(inp.resolve(d.dataset))
     tok = Tokenizer.from_file(str(data / TOKENIZER_JSON))
     ds = TokenDataset(data)
-    names = ctx.out("data")["sources"]
+    names = d.sources
     lines = []
     for k, name in enumerate(names):
         m = sources[ids] == k
@@ -159,12 +173,12 @@ def _examples(
     return lines
 
 
-def _own_tokens_line(ctx: Context) -> str:
-    tok = ctx.out("student_tokenizer")
+def _own_tokens_line(inp: Inputs) -> str:
+    tok = inp.get(TOKENIZER, StudentTokenizerOut)
     return (
-        f"their own tokenizer (`{tok['spec']}`, {tok['vocab_size']} entries): each trains "
-        "on its subset exported and re-tokenized, equal numbers of its own tokens "
-        "(the smallest re-tokenized subset's, times epochs) "
+        f"their own tokenizer (`{tok.spec}`, {tok.vocab_size} entries): each trains on "
+        "its subset exported and re-tokenized, equal numbers of its own tokens (the "
+        "smallest re-tokenized subset's, times epochs) "
     )
 
 
@@ -177,52 +191,66 @@ def _own_tokens_note(hr: dict[str, Any], kd: bool) -> str:
     )
 
 
-def report_stage(out: Path, ctx: Context) -> dict[str, Any]:
+@dataclass
+class ReportOut(Outputs):
+    report: str
+
+
+class ReportStage(Stage[ReportOut]):
     """Plots into the stage folder, ``report.md`` beside the stage folders."""
-    path = write_report(ctx, out)
-    return {"report": str(path)}
+
+    outputs = ReportOut
+
+    def __init__(self, cfg: RunConfig, reads: tuple[str, ...]) -> None:
+        super().__init__("report", reads, {"version": 1})
+
+    def run(self, sdir: Path, inp: Inputs) -> ReportOut:
+        return ReportOut(inp.record(write_report(inp, sdir, self.reads)))
 
 
-def write_report(ctx: Context, out: Path) -> Path:
-    cfg, root = ctx.cfg, ctx.root
-    results = json.loads(Path(ctx.path("eval", "results")).read_text())
-    sel = ctx.out("select")["report"]
-    ids, r = _r_values(ctx)
+def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
+    """``report.md`` of the run whose ``stages`` (names, in order) ``inp`` reads."""
+    cfg, root = inp.cfg, inp.root
+    results = json.loads(Path(inp.resolve(inp.get("eval", EvalOut).results)).read_text())
+    select = inp.get("select", SelectOut)
+    sel = select.report
+    ids, r = _r_values(inp)
     thr = sel.get("threshold")
-    names = ctx.out("data")["sources"]
+    d = inp.get("data", DataOut)
+    names = d.sources
     n_sources = len(names)
-    sources = np.load(Path(ctx.path("data", "dataset")) / "sources.npy").astype(np.int64)
-    kept = np.load(Path(ctx.path("select", "miniplm")) / "ids.npy").astype(np.int64)
+    sources = np.load(Path(inp.resolve(d.dataset)) / "sources.npy").astype(np.int64)
+    kept = np.load(Path(inp.resolve(select.miniplm)) / "ids.npy").astype(np.int64)
     rates = _keep_rates(sources, ids, kept, n_sources)
-    plots = _plots(ctx, out, ids, r, thr, sources, rates)
+    plots = _plots(inp, out, ids, r, thr, sources, rates)
 
     # FLOPs: training 6 N T; the KD teacher's forward 2 N_tch T; offline scoring 2 N T for
     # teacher and reference over the scored tokens, plus the reference's own training.
-    n_t = _params(teacher_path(ctx))
-    ref = ctx.out("reference")
-    n_ref = _params(ctx.path("reference", "model"))
-    scored = int(ctx.out("score")["summaries"][0]["scored_tokens"])
-    offline = 2.0 * (n_t + n_ref) * scored + 6.0 * n_ref * int(ref["tokens"])
+    n_t = _params(inp.resolve(inp.get(teacher_name(cfg), ModelOut).model))
+    ref = inp.get("reference", TrainOut)
+    n_ref = _params(inp.resolve(ref.model))
+    scored = int(inp.get("score", ScoreOut).summaries[0]["scored_tokens"])
+    offline = 2.0 * (n_t + n_ref) * scored + 6.0 * n_ref * ref.tokens
     own = own_tokenizer(cfg)  # students in their own tokens: NLL per token not comparable
     rows = []
     for v in student_variants(cfg):
-        st = ctx.out(f"student-{v}")
-        n_s = _params(ctx.path(f"student-{v}", "model"))
-        train_flops = 6.0 * n_s * int(st["tokens"])
+        st = inp.get(student_stage_name(v), TrainOut)
+        n_s = _params(inp.resolve(st.model))
+        train_flops = 6.0 * n_s * st.tokens
         if v == "kd":
-            train_flops += 2.0 * n_t * int(st["tokens"])
+            train_flops += 2.0 * n_t * st.tokens
         total = train_flops + (offline if v == "miniplm" else 0.0)
         res = results[v]
         h, hc = res["heldout"]["heldout"], res["heldout_clean"]["heldout"]
         acc = res["tasks"]["average"] if "tasks" in res else None
         rows.append(
             f"| {LABELS[v]} | {_fmt(h.get('mean_nll'))} | {_fmt(h.get('perplexity'), 2)} | "
-            f"{_fmt(hc.get('mean_nll'))} | {_fmt(acc)} | {st['tokens']} | {st['steps']} | "
-            f"{st['elapsed_s']:.0f} | {_sci(train_flops)} | {_sci(total)} |"
+            f"{_fmt(hc.get('mean_nll'))} | {_fmt(acc)} | {st.tokens} | {st.steps} | "
+            f"{st.elapsed_s:.0f} | {_sci(train_flops)} | {_sci(total)} |"
             + (f" {_fmt(h.get('bits_per_byte'))} |" if own else "")
         )
     hr = results["reference"]["heldout"]["heldout"]
-    counts = ctx.out("data")["counts"]
+    counts = d.counts
     per_source = counts.get("per_source", {})
     src_rows = []
     for i in range(n_sources):
@@ -246,18 +274,18 @@ def write_report(ctx: Context, out: Path) -> Path:
             f"| {name} | {_fmt(rates[i], 3)} | {n_held} | " + " | ".join(cells) + " |"
         )
     neg = float((r < 0).mean()) if len(r) else float("nan")
-    split = ctx.out("split")["counts"]
-    teacher_name = (
+    split = inp.get("split", SplitOut).counts
+    teacher_desc = (
         cfg.teacher.model
         or f"trained here (preset {cfg.teacher.train.preset if cfg.teacher.train else '?'})"
     )
     md = [
         "# MiniPLM run report",
         "",
-        f"Teacher: `{teacher_name}` ({n_t / 1e6:.1f}M parameters); reference: preset "
+        f"Teacher: `{teacher_desc}` ({n_t / 1e6:.1f}M parameters); reference: preset "
         f"`{cfg.reference.preset}` ({n_ref / 1e6:.1f}M) trained on D_ref = {split['ref']} "
         f"instances; students: preset `{cfg.students.preset}`, arch `{cfg.students.arch}`, "
-        + (_own_tokens_line(ctx) if own else "equal steps and batch (so equal instances) ")
+        + (_own_tokens_line(inp) if own else "equal steps and batch (so equal instances) ")
         + f"for every student. Corpus: {counts.get('instances')} "
         f"instances of <= {cfg.corpus.seq_len + 1} tokens ({counts.get('tokens')} tokens); "
         f"held-out: {split['heldout']} instances ({split['heldout_clean']} without the "
@@ -307,17 +335,13 @@ def write_report(ctx: Context, out: Path) -> Path:
         "",
         "| source | which | r | id | text |",
         "|---|---|---|---|---|",
-        *_examples(ctx, ids, r, sources),
+        *_examples(inp, ids, r, sources),
         "",
         "## Stage times",
         "",
         "| stage | seconds |",
         "|---|---|",
-        *[
-            f"| {name} | {meta.get('elapsed_s', 0):.1f} |"
-            for name, meta in ctx.done.items()
-            if name != "report"
-        ],
+        *[f"| {name} | {inp.elapsed_s(name):.1f} |" for name in stages],
         "",
     ]
     return atomic_write_text(root / "report.md", "\n".join(md))

@@ -1,4 +1,4 @@
-"""``miniplm run``: the whole MiniPLM pipeline, stage by stage (see stages.py)."""
+"""``miniplm run``: the whole MiniPLM pipeline, stage by stage (see stage.py and stages.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 from miniplm._atomic import atomic_write_text
 from miniplm.pipeline.config import RunConfig, dump
-from miniplm.pipeline.report import report_stage
-from miniplm.pipeline.stages import Context, Stage, build_stages, run_stage
+from miniplm.pipeline.report import ReportStage
+from miniplm.pipeline.stage import Context, run_stage
+from miniplm.pipeline.stages import build_stages
 
 
 def run_pipeline(cfg: RunConfig, out: str | os.PathLike[str], *, quiet: bool = False) -> Context:
@@ -24,8 +25,7 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike[str], *, quiet: bool = F
 
         require("transformers").utils.logging.disable_progress_bar()
     stages = build_stages(cfg)
-    reads = tuple(s.name for s in stages)
-    stages.append(Stage("report", reads, {"version": 1}, report_stage))
+    stages.append(ReportStage(cfg, tuple(s.name for s in stages)))
     for stage in stages:
         run_stage(stage, ctx)
     summary = {"ran": ctx.ran, "skipped": ctx.skipped, "report": str(root / "report.md")}

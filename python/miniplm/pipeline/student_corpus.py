@@ -20,21 +20,25 @@ student's distribution to the teacher's over one vocabulary, so it is left out."
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from miniplm.pipeline.config import RunConfig
-
-if TYPE_CHECKING:
-    from miniplm.pipeline.stages import Context
+from miniplm.pipeline.corpus_stages import DataOut, SplitOut, corpus_inputs
+from miniplm.pipeline.select_stages import SelectOut
+from miniplm.pipeline.stage import Inputs, Outputs, Stage
 
 KD_LEFT_OUT = (
     "Vanilla KD is left out: it matches the student's next-token distribution to the "
     "teacher's over one vocabulary, and these students have their own tokenizer"
 )
+TOKENIZER = "student_tokenizer"
+HELDOUT = "student_heldout"
 
 
 def own_tokenizer(cfg: RunConfig) -> bool:
@@ -43,88 +47,157 @@ def own_tokenizer(cfg: RunConfig) -> bool:
     return bool(t.path or t.train_bpe_vocab)
 
 
-def corpus_inputs(ctx: Context) -> list[str]:
-    """The corpus's input files: ``corpus.inputs``, else the bundled text stage's."""
-    c = ctx.cfg.corpus
-    return c.inputs or [ctx.resolve(f) for f in ctx.out("text")["inputs"]]
+def corpus_stage_name(variant: str) -> str:
+    return f"student_corpus-{variant}"
 
 
-def student_tokenizer_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
-    """The students' tokenizer: ``path``, or a byte-level BPE trained on the corpus text.
-    First checks that the corpus can be exported at all (lossless tokenizer, EOS not in
-    the text), so a run that cannot re-tokenize stops here, before any student."""
-    from miniplm.corpus.bpe import train_bpe
-    from miniplm.corpus.export import check_exportable
-    from miniplm.corpus.tokenizer import load_tokenizer
+@dataclass
+class StudentTokenizerOut(Outputs):
+    tokenizer: str  # recorded path
+    spec: str
+    vocab_size: int
+    eos_token: str
+    eos_id: int
 
-    check_exportable(ctx.path("data", "dataset"))
-    cfg, spec = ctx.cfg, ctx.cfg.students.tokenizer
-    if spec.path:
+
+@dataclass
+class RetokenizedOut(Outputs):
+    """A re-tokenized subset: the dataset (recorded) and its counts; ``bytes`` is the
+    UTF-8 size of its text."""
+
+    dataset: str
+    instances: int
+    tokens: int
+    bytes: int
+    rows: int
+    documents: int
+    dropped_short: int
+
+
+@dataclass
+class StudentHeldoutOut(Outputs):
+    """The held-out slices re-tokenized (``RetokenizedOut`` records; None: empty)."""
+
+    heldout: dict[str, Any] | None
+    heldout_clean: dict[str, Any] | None
+    per_source: dict[str, dict[str, Any] | None]
+
+
+class StudentTokenizerStage(Stage[StudentTokenizerOut]):
+    """The students' tokenizer: ``path``, or a byte-level BPE trained on the corpus text
+    (keyed through its read of ``data``, whose settings shape that text). First checks
+    that the corpus can be exported at all (lossless tokenizer, EOS not in the text), so
+    a run that cannot re-tokenize stops here, before any student."""
+
+    outputs = StudentTokenizerOut
+
+    def __init__(self, cfg: RunConfig) -> None:
+        from miniplm.pipeline.corpus_stages import tokenizer_fingerprints
+
+        spec = cfg.students.tokenizer
+        params = {**dataclasses.asdict(spec), **tokenizer_fingerprints(spec.path)}
+        reads = ("data",) + (("text",) if not cfg.corpus.inputs else ())
+        super().__init__(TOKENIZER, reads, params)
+
+    def run(self, sdir: Path, inp: Inputs) -> StudentTokenizerOut:
+        from miniplm.corpus.bpe import train_bpe
+        from miniplm.corpus.export import check_exportable
+        from miniplm.corpus.tokenizer import load_tokenizer
+
+        check_exportable(inp.resolve(inp.get("data", DataOut).dataset))
+        c, spec = inp.cfg.corpus, inp.cfg.students.tokenizer
         path = spec.path
-    else:
-        out = train_bpe(
-            corpus_inputs(ctx),
-            sdir / "tokenizer",
-            spec.train_bpe_vocab,
-            text_field=cfg.corpus.text_field,
-            text_split=cfg.corpus.text_split,
-            overwrite=True,
+        if not path:
+            out = train_bpe(
+                corpus_inputs(inp),
+                sdir / "tokenizer",
+                spec.train_bpe_vocab,
+                text_field=c.text_field,
+                text_split=c.text_split,
+                overwrite=True,
+            )
+            path = str(out)
+        info = load_tokenizer(path)
+        return StudentTokenizerOut(
+            inp.record(path), info.spec, info.vocab_size, info.eos_token, info.eos_id
         )
-        path = str(out)
-    info = load_tokenizer(path)
-    return {"tokenizer": ctx.record(path), **info.describe()}
 
 
-def _retokenize(ctx: Context, out: Path, selection: str) -> dict[str, Any]:
+def _retok_params(cfg: RunConfig) -> dict[str, Any]:
+    c = cfg.corpus
+    return {"seq_len": c.seq_len, "packing": c.packing, "min_tokens": c.min_tokens}
+
+
+def _retokenize(inp: Inputs, out: Path, selection: str) -> RetokenizedOut:
     from miniplm.corpus.retokenize import retokenize
 
-    c = ctx.cfg.corpus
+    c = inp.cfg.corpus
     info = retokenize(
-        ctx.path("data", "dataset"),
+        inp.resolve(inp.get("data", DataOut).dataset),
         out,
-        ctx.path("student_tokenizer", "tokenizer"),
-        selection=ctx.resolve(selection),
+        inp.resolve(inp.get(TOKENIZER, StudentTokenizerOut).tokenizer),
+        selection=inp.resolve(selection),
         seq_len=c.seq_len,
         packing=c.packing,
         min_tokens=c.min_tokens,
         batch_docs=c.batch_docs,
         workers=c.workers or None,
         overwrite=True,
-        progress=False if ctx.quiet else None,
+        progress=False if inp.quiet else None,
     )
-    keep = ("instances", "tokens", "bytes", "rows", "documents", "dropped_short")
-    return {"dataset": ctx.record(out), **{k: info[k] for k in keep}}
+    keep = [f.name for f in dataclasses.fields(RetokenizedOut) if f.name != "dataset"]
+    return RetokenizedOut(inp.record(out), **{k: int(info[k]) for k in keep})
 
 
-def student_corpus_stage(variant: str) -> Any:
-    """The stage body re-tokenizing the subset student ``variant`` trains on."""
+class StudentCorpusStage(Stage[RetokenizedOut]):
+    """The subset student ``variant`` trains on, exported and re-tokenized with the
+    students' tokenizer (same seq_len, packing and min_tokens as the corpus)."""
 
-    def body(sdir: Path, ctx: Context) -> dict[str, Any]:
-        return _retokenize(ctx, sdir / "corpus", ctx.out("select")[variant])
+    outputs = RetokenizedOut
 
-    return body
+    def __init__(self, cfg: RunConfig, variant: str) -> None:
+        self.variant = variant
+        reads = ("data", "select", TOKENIZER)
+        params = {**_retok_params(cfg), "variant": variant}
+        super().__init__(corpus_stage_name(variant), reads, params)
+
+    def run(self, sdir: Path, inp: Inputs) -> RetokenizedOut:
+        selection = inp.get("select", SelectOut).training_set(self.variant)
+        return _retokenize(inp, sdir / "corpus", selection)
 
 
-def _count(ctx: Context, selection: str) -> int:
-    return len(np.load(Path(ctx.resolve(selection)) / "ids.npy", mmap_mode="r"))
-
-
-def student_heldout_stage(sdir: Path, ctx: Context) -> dict[str, Any]:
+class StudentHeldoutStage(Stage[StudentHeldoutOut]):
     """The held-out slices (all, noise removed, per source), re-tokenized; an empty
     slice (held-out clean of a corpus of noise only) is recorded as None."""
-    split = ctx.out("split")
 
-    def one(out: Path, selection: str) -> dict[str, Any] | None:
-        return _retokenize(ctx, out, selection) if _count(ctx, selection) else None
+    outputs = StudentHeldoutOut
 
-    return {
-        "heldout": one(sdir / "heldout", split["heldout"]),
-        "heldout_clean": one(sdir / "heldout-clean", split["heldout_clean"]),
-        "per_source": {
-            src: one(sdir / "heldout-by-source" / str(k), sel)
-            for k, (src, sel) in enumerate(split["heldout_by_source"].items())
-        },
-    }
+    def __init__(self, cfg: RunConfig) -> None:
+        super().__init__(HELDOUT, ("data", "split", TOKENIZER), _retok_params(cfg))
+
+    def run(self, sdir: Path, inp: Inputs) -> StudentHeldoutOut:
+        split = inp.get("split", SplitOut)
+
+        def one(out: Path, selection: str) -> dict[str, Any] | None:
+            ids = np.load(Path(inp.resolve(selection)) / "ids.npy", mmap_mode="r")
+            return _retokenize(inp, out, selection).to_json() if len(ids) else None
+
+        return StudentHeldoutOut(
+            heldout=one(sdir / "heldout", split.heldout),
+            heldout_clean=one(sdir / "heldout-clean", split.heldout_clean),
+            per_source={
+                src: one(sdir / "heldout-by-source" / str(k), sel)
+                for k, (src, sel) in enumerate(split.heldout_by_source.items())
+            },
+        )
+
+
+def own_stages(cfg: RunConfig, variants: list[str]) -> list[Stage[Any]]:
+    """The stages of the students' own tokenizer and data (none without one)."""
+    if not own_tokenizer(cfg):
+        return []
+    corpora: list[Stage[Any]] = [StudentCorpusStage(cfg, v) for v in variants]
+    return [StudentTokenizerStage(cfg), *corpora, StudentHeldoutStage(cfg)]
 
 
 def own_token_steps(
@@ -150,32 +223,33 @@ class Slice:
         self.data, self.selection, self.bytes = data, selection, nbytes
 
 
-def eval_slices(ctx: Context, student: bool) -> dict[str, Any]:
-    """The held-out slices a model is evaluated on: ``heldout``, ``heldout_clean`` and
-    ``per_source`` (source -> Slice). With the students' own tokenizer a student reads
-    the re-tokenized slice, the reference the corpus's, and both carry the text's bytes
-    (for bits per byte); otherwise both read the corpus's slice and bytes are None. A
-    slice that is empty under the students' tokenizer is left out."""
-    split, data = ctx.out("split"), ctx.path("data", "dataset")
-    theirs = ctx.out("student_heldout") if own_tokenizer(ctx.cfg) else None
+def eval_slices(inp: Inputs, student: bool) -> dict[str, Any]:
+    """The held-out slices a model is evaluated on: ``heldout``, ``heldout_clean`` (a
+    Slice, or None where empty) and ``per_source`` (source -> Slice). With the students'
+    own tokenizer a student reads the re-tokenized slice, the reference the corpus's, and
+    both carry the text's bytes (for bits per byte); otherwise both read the corpus's
+    slice and bytes are None."""
+    split = inp.get("split", SplitOut)
+    data = inp.resolve(inp.get("data", DataOut).dataset)
+    theirs = inp.get(HELDOUT, StudentHeldoutOut) if own_tokenizer(inp.cfg) else None
 
     def one(selection: str, retok: dict[str, Any] | None) -> Slice | None:
         if theirs is None:
-            return Slice(data, ctx.resolve(selection), None)
+            return Slice(data, inp.resolve(selection), None)
         if retok is None:
             return None
         if student:
-            return Slice(ctx.resolve(retok["dataset"]), None, int(retok["bytes"]))
-        return Slice(data, ctx.resolve(selection), int(retok["bytes"]))
+            return Slice(inp.resolve(retok["dataset"]), None, int(retok["bytes"]))
+        return Slice(data, inp.resolve(selection), int(retok["bytes"]))
 
     out: dict[str, Any] = {
-        which: one(split[which], None if theirs is None else theirs[which])
-        for which in ("heldout", "heldout_clean")
+        "heldout": one(split.heldout, None if theirs is None else theirs.heldout),
+        "heldout_clean": one(split.heldout_clean, None if theirs is None else theirs.heldout_clean),
     }
     out["per_source"] = {
         src: s
-        for src, sel in split["heldout_by_source"].items()
-        if (s := one(sel, None if theirs is None else theirs["per_source"].get(src)))
+        for src, sel in split.heldout_by_source.items()
+        if (s := one(sel, None if theirs is None else theirs.per_source.get(src)))
     }
     return out
 
