@@ -166,3 +166,31 @@ def test_retokenize_refuses_an_existing_output_and_a_foreign_selection(
     (tmp_path / "out").mkdir()
     with pytest.raises(FileExistsError, match="--overwrite"):
         retokenize(tmp_path / "c1", tmp_path / "out", toks[1], **opts)
+
+
+def test_retokenize_needs_only_the_ids_of_a_selection_made_from_score_runs(
+    toks: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A selection from score runs that are gone (a run dir moved: its selection.json
+    names them relative to another cwd) re-tokenizes: only the ids are read."""
+    import shutil
+
+    from miniplm.sampling import select
+    from miniplm.scores import write_score_run
+
+    src = _jsonl(tmp_path / "docs.jsonl", [("a", t) for t in TEXTS * 3])
+    opts: dict[str, Any] = {"workers": 1, "progress": False, "seq_len": 8}
+    corpus = tmp_path / "corpus"
+    tokenize_corpus(src, corpus, toks[0], source_field="source", **opts)
+    ds = miniplm.TokenDataset(corpus)
+    n, rng = len(ds), np.random.default_rng(0)
+    binding = {"path": str(corpus), "fingerprint": ds.fingerprint()}
+    runs = [
+        write_score_run(tmp_path / k, rng.random(n), np.ones(n), dataset=binding)
+        for k in ("teacher", "reference")
+    ]
+    select(tmp_path / "sel", teacher=runs[0], reference=runs[1], ratio=0.5, data=corpus)
+    for r in runs:
+        shutil.rmtree(r)
+    info = retokenize(corpus, tmp_path / "out", toks[1], selection=tmp_path / "sel", **opts)
+    assert info["instances"] > 0

@@ -44,7 +44,8 @@ def retokenize(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     text = out_dir.parent / f".{out_dir.name}.text-{os.getpid()}.jsonl"
     try:
-        exported = export(data, text, selection, overwrite=True, progress=progress)
+        # Text only: the score columns would read the score runs the selection names.
+        exported = export(data, text, selection, overwrite=True, progress=progress, scores=False)
         if exported["rows"] == 0:
             what = f"selection {selection}" if selection is not None else "it"
             raise InputError(f"{data}: {what} holds no text to re-tokenize")
