@@ -107,6 +107,12 @@ class _Corpus:
         return None
 
 
+def check_exportable(data: DataSpec) -> None:
+    """Raise the error ``export`` would raise for corpus ``data`` (not written by ``miniplm
+    tokenize``, a lossy tokenizer, the EOS inside the text), writing nothing."""
+    _Corpus(data)
+
+
 # ---- per-instance scores ----------------------------------------------------------------
 
 
@@ -418,13 +424,15 @@ def export(
     *,
     overwrite: bool = False,
     progress: bool | None = None,
+    scores: bool = True,
 ) -> dict[str, Any]:
     """Write the source text of every instance of ``data`` (a corpus written by ``miniplm
     tokenize``), or of those ``selection`` keeps, to ``out`` (``.parquet``, ``.jsonl``,
     ``.jsonl.gz``, ``.jsonl.zst``): one row per document piece, in corpus order, columns
     ``id``, ``source``, ``text`` (+ ``r``, ``nll_teacher``, ``nll_reference`` when the
-    selection came from score runs). Returns counts: ``instances``, ``rows``, ``bytes``,
-    ``elapsed_s``. ``progress``: None shows a bar when stderr is a terminal."""
+    selection came from score runs, unless ``scores`` is False). Returns counts:
+    ``instances``, ``rows``, ``bytes``, ``elapsed_s``. ``progress``: None shows a bar
+    when stderr is a terminal."""
     t0 = time.perf_counter()
     out_path = Path(out)
     suffix = output_format(out_path)
@@ -434,14 +442,15 @@ def export(
     corpus = _Corpus(data)
     n = len(corpus.ds)
     selected: npt.NDArray[Any] | None = None
-    scores: dict[str, _MeanNll] = {}
+    columns: dict[str, _MeanNll] = {}
     if selection is not None:
         # The core's one selection reader checks it against this dataset.
         selected = corpus.ds.select(selection).ids
-        info = json.loads((Path(selection) / "selection.json").read_text())
-        scores = _score_columns(info, n)
-    names = list(scores)
-    if len(scores) == 2:
+        if scores:
+            info = json.loads((Path(selection) / "selection.json").read_text())
+            columns = _score_columns(info, n)
+    names = list(columns)
+    if len(columns) == 2:
         names = ["r", *names]
     total = n if selected is None else len(selected)
     chunk = max(1, _CHUNK_TOKENS // (corpus.seq_len + 1))
@@ -454,7 +463,7 @@ def export(
                 for ids in _id_chunks(n, selected, chunk):
                     rows = _chunk_rows(corpus, ids)
                     source_names = [corpus.names[s] for s in corpus.sources[rows.ids].tolist()]
-                    values = {k: f(rows.ids) for k, f in scores.items()}
+                    values = {k: f(rows.ids) for k, f in columns.items()}
                     if "r" in names:
                         values = {"r": values["nll_reference"] - values["nll_teacher"], **values}
                     writer.write(rows, source_names, values)

@@ -19,6 +19,12 @@ from miniplm.pipeline.eval_stage import EvalOut
 from miniplm.pipeline.seeds import WIN_RULE, fmt_mean_std, mean_std, n_seeds, verdict
 from miniplm.pipeline.select_stages import ScoreOut, SelectOut
 from miniplm.pipeline.stage import Inputs, Outputs, Stage
+from miniplm.pipeline.student_corpus import (
+    KD_LEFT_OUT,
+    TOKENIZER,
+    StudentTokenizerOut,
+    own_tokenizer,
+)
 from miniplm.pipeline.student_stages import student_label, student_stage_name, student_variants
 from miniplm.pipeline.train_stages import TrainOut, teacher_name
 
@@ -184,6 +190,11 @@ def _ppl(res: dict[str, Any]) -> float | None:
     return got
 
 
+def _bpb(res: dict[str, Any]) -> float | None:
+    got: float | None = res["heldout"]["heldout"].get("bits_per_byte")
+    return got
+
+
 def _acc(res: dict[str, Any]) -> float | None:
     return res["tasks"]["average"] if "tasks" in res else None
 
@@ -229,6 +240,24 @@ def _comparison(
         *rows,
         "",
     ]
+
+
+def _own_tokens_line(inp: Inputs) -> str:
+    tok = inp.get(TOKENIZER, StudentTokenizerOut)
+    return (
+        f"their own tokenizer (`{tok.spec}`, {tok.vocab_size} entries): each trains on "
+        "its subset exported and re-tokenized, equal numbers of its own tokens (the "
+        "smallest re-tokenized subset's, times epochs) "
+    )
+
+
+def _own_tokens_note(hr: dict[str, Any], kd: bool) -> str:
+    return (
+        "The students read the held-out text in their own tokens, the reference in the "
+        "corpus's: NLL per token is not comparable between them; bits per byte (summed "
+        "NLL / ln 2 / the slice's UTF-8 bytes) is. Reference LM, held-out bits/byte: "
+        f"{_fmt(hr.get('bits_per_byte'))}." + (f" {KD_LEFT_OUT}." if kd else "")
+    )
 
 
 @dataclass
@@ -278,6 +307,7 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
     def over_seeds(v: str, figure: Callable[[dict[str, Any]], float | None]) -> list[float | None]:
         return [figure(results[label]) for label in runs[v]]
 
+    own = own_tokenizer(cfg)  # students in their own tokens: NLL per token not comparable
     rows = []
     for v in variants:
         # Equal steps for every seed; the tokens in them vary with the data order.
@@ -293,6 +323,7 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
             f"| {LABELS[v]} | {' | '.join(cells)} | {fmt_mean_std(tokens, 0)} | "
             f"{sts[0].steps} | {fmt_mean_std([st.elapsed_s for st in sts], 0)} | "
             f"{_sci(train_flops)} | {_sci(total)} |"
+            + (f" {fmt_mean_std(over_seeds(v, _bpb))} |" if own else "")
         )
     hr = results["reference"]["heldout"]["heldout"]
     counts = d.counts
@@ -306,11 +337,12 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
             f"{int(mine.sum())} | {int((sources[kept] == i).sum())} | "
             f"{_fmt(rates[i], 3)} | {_fmt(mean_r, 3)} |"
         )
+    per_source_key = "bits_per_byte" if own else "mean_nll"
     by_src_rows = []
     for i, name in enumerate(names):
 
         def nll(res: dict[str, Any], name: str = name) -> float | None:
-            got: float | None = res["per_source"].get(name, {}).get("mean_nll")
+            got: float | None = res["per_source"].get(name, {}).get(per_source_key)
             return got
 
         cells = [fmt_mean_std(over_seeds(v, nll), 3) for v in variants]
@@ -330,10 +362,10 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         "",
         f"Teacher: `{teacher_desc}` ({n_t / 1e6:.1f}M parameters); reference: preset "
         f"`{cfg.reference.preset}` ({n_ref / 1e6:.1f}M) trained on D_ref = {split['ref']} "
-        f"instances; students: preset `{cfg.students.preset}`, equal steps and batch "
-        f"(so equal instances) for every student, each trained with {n_seeds(seeds)} "
-        "(initialisation and data order). Corpus: "
-        f"{counts.get('instances')} "
+        f"instances; students: preset `{cfg.students.preset}`, arch `{cfg.students.arch}`, "
+        + (_own_tokens_line(inp) if own else "equal steps and batch (so equal instances) ")
+        + f"for every student, each trained with {n_seeds(seeds)} (initialisation and "
+        f"data order). Corpus: {counts.get('instances')} "
         f"instances of <= {cfg.corpus.seq_len + 1} tokens ({counts.get('tokens')} tokens); "
         f"held-out: {split['heldout']} instances ({split['heldout_clean']} without the "
         "noise sources), never trained on or selected.",
@@ -341,10 +373,12 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         "## Students",
         "",
         "| student | held-out NLL | held-out ppl | held-out NLL, no noise | zero-shot acc | "
-        "training tokens | steps | wall s | training FLOPs | FLOPs incl. offline |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "training tokens | steps | wall s | training FLOPs | FLOPs incl. offline |"
+        + (" held-out bits/byte |" if own else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if own else ""),
         *rows,
         "",
+        *([_own_tokens_note(hr, "kd" in cfg.selection.baselines), ""] if own else []),
         f"Reference LM on the same held-out data: NLL {_fmt(hr.get('mean_nll'))}. "
         "`FLOPs incl. offline` adds, for MiniPLM, the teacher and reference scoring passes "
         f"(2 N T over {scored} scored tokens each) and the reference's training "
@@ -367,7 +401,8 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         "|---|---|---|---|---|---|",
         *src_rows,
         "",
-        "Held-out NLL per source (the selection changes the mix of sources a student sees: "
+        ("Held-out bits per byte" if own else "Held-out NLL")
+        + " per source (the selection changes the mix of sources a student sees: "
         "compare each student where MiniPLM kept much and where it kept little):",
         "",
         "| source | keep rate | held-out instances | "

@@ -16,7 +16,8 @@ from miniplm.pipeline.corpus_stages import (
 from miniplm.pipeline.eval_stage import EvalStage
 from miniplm.pipeline.select_stages import ScoreStage, SelectStage
 from miniplm.pipeline.stage import Context, Stage, run_stage
-from miniplm.pipeline.student_stages import student_stages
+from miniplm.pipeline.student_corpus import own_stages
+from miniplm.pipeline.student_stages import student_stages, student_variants
 from miniplm.pipeline.train_stages import ReferenceStage, TeacherStage
 
 __all__ = ["Context", "Stage", "build_stages", "run_stage"]
@@ -33,6 +34,7 @@ def build_stages(cfg: RunConfig) -> list[Stage[Any]]:
     if cfg.teacher.train is not None:
         stages.append(TeacherStage(cfg))
     stages += [ReferenceStage(cfg), ScoreStage(cfg), SelectStage(cfg)]
+    stages += own_stages(cfg, student_variants(cfg))  # students' own tokenizer and data
     stages += student_stages(cfg)
     stages.append(EvalStage(cfg))
     return stages
