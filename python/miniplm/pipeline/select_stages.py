@@ -104,7 +104,7 @@ class SelectStage(Stage[SelectOut]):
             overwrite=True,
         )
         k = int(main["num_selected"])
-        out = SelectOut(inp.record(sdir / "miniplm"), k, main, None, None)
+        out = SelectOut(inp.record(sdir / "miniplm"), k, dict(main), None, None)
         if "random" in cfg.selection.baselines or "kd" in cfg.selection.baselines:
             miniplm.select(
                 sdir / "random",
