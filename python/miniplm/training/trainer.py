@@ -328,7 +328,7 @@ class _Trainer:
                     f"{ckpts[-1]}: refusing to resume with other settings: "
                     + _diff(saved.get("settings", {}), settings)
                 )
-            state = load_checkpoint(ckpts[-1], wrapped, optimizer)["progress"]
+            state = load_checkpoint(ckpts[-1], wrapped, optimizer, dist.rank)["progress"]
         if opt.compile:
             # The decoder layers, in place (their names stay those checkpoints use): their
             # shapes are fixed ([micro batch, L]), while the fused loss sees a new number of
