@@ -16,7 +16,6 @@ import os
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,35 +36,10 @@ from miniplm.models import (
     resolve_dtype,
 )
 from miniplm.scoring.nll import ChunkedScorer
+from miniplm.scoring.options import ScoreOptions as ScoreOptions
 from miniplm.scoring.run_dir import RunDir
 
 torch = require("torch")
-
-
-@dataclass
-class ScoreOptions:
-    batch_size: int = 16
-    part_size: int = 1 << 16
-    device: str = "auto"
-    dtype: str = "auto"
-    ignore_id: int | None = None
-    chunk_tokens: int | None = None
-    checkpoint_interval: float = 300.0
-    trust_remote_code: bool = False
-    allow_tokenizer_mismatch: bool = False
-    attn_implementation: str | None = None
-    skip_ids: str | None = None  # .npy of instance ids left unscored (n_scored 0)
-    overwrite: bool = False
-    progress: bool | None = None  # None: on a terminal only
-
-    def check(self) -> None:
-        for name in ("batch_size", "part_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.chunk_tokens is not None and self.chunk_tokens < 1:
-            raise InputError("--chunk-tokens must be at least 1")
-        if self.checkpoint_interval < 0:
-            raise InputError("--checkpoint-interval must be >= 0 seconds")
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:

@@ -17,10 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 from miniplm._deps import require
+from miniplm.training.options import DEFAULT_CHUNK as DEFAULT_CHUNK
 
 torch = require("torch")
-
-DEFAULT_CHUNK = 1024
 
 
 def _compute_dtype(t: Any) -> Any:

@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -41,86 +41,13 @@ from miniplm.models import (
     split_spec,
 )
 from miniplm.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from miniplm.training.losses import DEFAULT_CHUNK, head_losses
-from miniplm.training.presets import (
-    count_parameters,
-    load_config,
-    preset_config,
-    refuse_custom_code,
-)
+from miniplm.training.losses import head_losses
+from miniplm.training.options import TrainOptions as TrainOptions
+from miniplm.training.presets import count_parameters, load_config, preset_config
 from miniplm.training.stream import SampleOrder
 
 torch = require("torch")
 transformers = require("transformers")
-
-
-@dataclass
-class TrainOptions:
-    data: str
-    out: str
-    selection: str | None = None
-    preset: str | None = None
-    model_config: str | None = None
-    init_from: str | None = None
-    arch: str = "qwen2"
-    vocab_size: int | None = None
-    seq_len: int = 1024
-    epochs: float | None = None
-    max_steps: int | None = None
-    shuffle: bool = True
-    seed: int = 0
-    lr: float = 6e-4
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 2000
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    clip: float = 1.0
-    micro_batch_size: int = 8
-    global_batch_size: int = 512
-    device: str = "auto"
-    compile: bool = False
-    grad_checkpointing: bool = False
-    fsdp: bool = False
-    loss_chunk: int = DEFAULT_CHUNK
-    save_every: int = 1000
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    resume: bool = False
-    overwrite: bool = False
-    kd_teacher: str | None = None
-    kd_ratio: float = 0.5
-    allow_tokenizer_mismatch: bool = False
-    tensorboard: bool = False
-    progress: bool | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def check(self) -> None:
-        if (self.preset is None) + (self.model_config is None) + (self.init_from is None) != 2:
-            raise InputError("give exactly one of --preset, --model-config, --init-from")
-        for flag, path in (("--init-from", self.init_from), ("--model-config", self.model_config)):
-            if path is not None:
-                refuse_custom_code(path, flag)
-        if (self.epochs is None) == (self.max_steps is None):
-            raise InputError("give exactly one of --epochs and --max-steps")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise InputError("--max-steps must be at least 1")
-        if self.epochs is not None and self.epochs <= 0:
-            raise InputError("--epochs must be positive")
-        for name in (
-            "seq_len",
-            "micro_batch_size",
-            "global_batch_size",
-            "save_every",
-            "log_every",
-            "loss_chunk",
-        ):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0.0 <= self.kd_ratio <= 1.0:
-            raise InputError("--kd-ratio must lie in [0, 1]")
-        if self.lr <= 0 or self.warmup_steps < 0:
-            raise InputError("--lr must be positive and --warmup-steps >= 0")
 
 
 class LMWithLoss(torch.nn.Module):  # type: ignore[misc,name-defined]
