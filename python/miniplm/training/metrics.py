@@ -1,10 +1,8 @@
-"""What a training run reports while it runs: ``metrics.jsonl`` (and TensorBoard), and
-the progress bar on a terminal."""
+"""What a training run writes while it runs: ``metrics.jsonl`` (and TensorBoard)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +46,3 @@ class MetricsLog:
             self.f.close()
             if self.tb is not None:
                 self.tb.close()
-
-
-def progress_bar(total: int, initial: int, enabled: bool | None) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr, desc="train"
-    )

@@ -32,6 +32,7 @@ import numpy.typing as npt
 from miniplm._atomic import check_spares_inputs, dataset_files, output_lock
 from miniplm._deps import require
 from miniplm._dist import Dist
+from miniplm._progress import library_bars, progress_bar, show_progress
 from miniplm.data import DatasetView, TokenDataset
 from miniplm.dataset_meta import read_dataset_meta
 from miniplm.errors import InputError
@@ -44,7 +45,7 @@ from miniplm.models import (
     split_spec,
 )
 from miniplm.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from miniplm.training.metrics import MetricsLog, progress_bar
+from miniplm.training.metrics import MetricsLog
 from miniplm.training.model import (
     LMWithLoss,
     build_model,
@@ -271,10 +272,27 @@ class _Trainer:
 
     # ---- the loop -----------------------------------------------------------------
     def train(self) -> dict[str, Any]:
-        self.setup()
+        show = self.dist.rank == 0 and show_progress(self.opt.progress)
+        with library_bars(show):
+            self.setup()
+            self.loop(show)
+            self.save_final()
+        summary = {
+            "steps": self.state["step"],
+            "tokens": self.state["tokens"],
+            "final_loss": self.last_loss,
+            "parameters": self.n_params,
+            "elapsed_s": time.perf_counter() - self.t0,
+            "final": str(self.out / "final"),
+        }
+        if self.dist.rank == 0:
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+    def loop(self, show: bool) -> None:
+        """Optimizer steps up to the last, each logged and checkpointed when due."""
         opt, total = self.opt, self.total
-        show = opt.progress if opt.progress is not None else sys.stderr.isatty()
-        bar = progress_bar(total, self.state["step"], self.dist.rank == 0 and show)
+        bar = progress_bar(total, "step", "train", show, initial=self.state["step"])
         self.t_last, self.tok_last = time.perf_counter(), self.state["tokens"]
         self.t0 = time.perf_counter()
         self.last_loss = float("nan")
@@ -292,18 +310,6 @@ class _Trainer:
         if bar is not None:
             bar.close()
         self.log.close()
-        self.save_final()
-        summary = {
-            "steps": self.state["step"],
-            "tokens": self.state["tokens"],
-            "final_loss": self.last_loss,
-            "parameters": self.n_params,
-            "elapsed_s": time.perf_counter() - self.t0,
-            "final": str(self.out / "final"),
-        }
-        if self.dist.rank == 0:
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
-        return summary
 
     def train_step(self) -> _StepResult:
         """One optimizer step over the next global batch (this rank's slice of it)."""
