@@ -15,15 +15,19 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miniplm._atomic import fsync_dir
 from miniplm._deps import require
 from miniplm._safetensors import check_safetensors
 from miniplm.errors import InputError
 
-torch = require("torch")
-dcp_sd = require("torch.distributed.checkpoint.state_dict")
+if TYPE_CHECKING:  # mypy checks the real torch; at run time, a missing torch names its extra
+    import torch
+    import torch.distributed.checkpoint.state_dict as dcp_sd
+else:
+    torch = require("torch")
+    dcp_sd = require("torch.distributed.checkpoint.state_dict")
 safetensors = require("safetensors")
 safetensors_torch = require("safetensors.torch")
 
@@ -43,7 +47,7 @@ def _fsync_tree(d: Path) -> None:
     fsync_dir(d)
 
 
-def full_model_state(model: Any) -> dict[str, Any]:
+def full_model_state(model: torch.nn.Module) -> dict[str, Any]:
     """Full (gathered, CPU) state dict; collective under FSDP: call on every rank."""
     state: dict[str, Any] = dcp_sd.get_model_state_dict(model, options=_options())
     return state
@@ -66,8 +70,8 @@ def _dedupe_tied(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]
 def save_checkpoint(
     root: Path,
     step: int,
-    model: Any,
-    optimizer: Any,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
     rank: int,
     keep: int,
@@ -142,7 +146,9 @@ def list_checkpoints(root: Path) -> list[Path]:
     )
 
 
-def load_checkpoint(path: Path, model: Any, optimizer: Any, rank: int = 0) -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int = 0
+) -> dict[str, Any]:
     """Restore weights, optimizer and RNG states (on every rank: each ``rank`` its own);
     returns state.json."""
     check_safetensors(path / "model.safetensors")

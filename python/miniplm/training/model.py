@@ -5,7 +5,7 @@ its loss in one module (``LMWithLoss``), wrapped for DDP / FSDP2, and its FLOPs 
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miniplm._deps import require
 from miniplm._peak import peak_tflops
@@ -15,11 +15,17 @@ from miniplm.training.losses import head_losses
 from miniplm.training.options import TrainOptions
 from miniplm.training.presets import count_parameters, load_config, preset_config
 
-torch = require("torch")
+if TYPE_CHECKING:  # mypy checks the real torch; at run time, a missing torch names its extra
+    import torch
+    from torch import Tensor
+    from torch.distributed.fsdp import FSDPModule
+else:
+    torch = require("torch")
+    FSDPModule = require("torch.distributed.fsdp").FSDPModule
 transformers = require("transformers")
 
 
-class LMWithLoss(torch.nn.Module):  # type: ignore[misc,name-defined]
+class LMWithLoss(torch.nn.Module):
     """The student and its loss as one module, so DDP / FSDP see the whole forward."""
 
     def __init__(self, model: Any, chunk: int, kd_ratio: float = 0.0):
@@ -30,13 +36,13 @@ class LMWithLoss(torch.nn.Module):  # type: ignore[misc,name-defined]
 
     def forward(
         self,
-        input_ids: Any,
-        rows: Any,
-        cols: Any,
-        targets: Any,
-        teacher_hidden: Any = None,
-        teacher_head: Any = None,
-    ) -> tuple[Any, Any, Any]:
+        input_ids: Tensor,
+        rows: Tensor,
+        cols: Tensor,
+        targets: Tensor,
+        teacher_hidden: Tensor | None = None,
+        teacher_head: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         hidden = self.model.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state
         head = self.model.get_output_embeddings().weight
         kd_ratio = self.kd_ratio if teacher_hidden is not None else 0.0
@@ -94,7 +100,7 @@ def peak_flops(device: str) -> float | None:
     return None if tf is None else tf * 1e12
 
 
-def parallelize(wrapped: LMWithLoss, fsdp_on: bool, world: int, device: str) -> Any:
+def parallelize(wrapped: LMWithLoss, fsdp_on: bool, world: int, device: str) -> torch.nn.Module:
     """FSDP2 (``fsdp_on``, also in one process: a one-rank group, so what runs is what is
     asked), DDP over ``world`` > 1 ranks, else the module itself."""
     gpu = device.startswith("cuda")
@@ -106,28 +112,31 @@ def parallelize(wrapped: LMWithLoss, fsdp_on: bool, world: int, device: str) -> 
             kw["mp_policy"] = mp
         for layer in wrapped.model.get_decoder().layers:
             fsdp.fully_shard(layer, **kw)
-        return fsdp.fully_shard(wrapped, **kw)
+        sharded: torch.nn.Module = fsdp.fully_shard(wrapped, **kw)
+        return sharded
     if world == 1:
         return wrapped
     ddp = torch.nn.parallel.DistributedDataParallel
     return ddp(wrapped, device_ids=[torch.device(device).index] if gpu else None)
 
 
-def no_sync(wrapped: Any, sync: bool, world: int) -> Any:
+def no_sync(
+    wrapped: torch.nn.Module, sync: bool, world: int
+) -> contextlib.AbstractContextManager[None]:
     """A context in which backward accumulates gradients without reducing them over ranks
     (every micro-step but the last of an optimizer step)."""
     if sync or world == 1:
         return contextlib.nullcontext()
-    if hasattr(wrapped, "no_sync"):
+    if isinstance(wrapped, torch.nn.parallel.DistributedDataParallel):
         return wrapped.no_sync()
-    if hasattr(wrapped, "set_requires_gradient_sync"):  # FSDP2
+    if isinstance(wrapped, FSDPModule):
         wrapped.set_requires_gradient_sync(False)
         return _Resync(wrapped)
     return contextlib.nullcontext()
 
 
-class _Resync:
-    def __init__(self, wrapped: Any):
+class _Resync(contextlib.AbstractContextManager[None]):
+    def __init__(self, wrapped: FSDPModule):
         self.wrapped = wrapped
 
     def __enter__(self) -> None:

@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +37,7 @@ from miniplm.data import DatasetView, TokenDataset
 from miniplm.dataset_meta import read_dataset_meta
 from miniplm.errors import InputError
 from miniplm.models import (
+    LoadedModel,
     check_same_tokenizer,
     check_tokenizer,
     load_model,
@@ -58,7 +59,11 @@ from miniplm.training.options import TrainOptions as TrainOptions
 from miniplm.training.presets import count_parameters
 from miniplm.training.stream import SampleOrder
 
-torch = require("torch")
+if TYPE_CHECKING:  # mypy checks the real torch; at run time, a missing torch names its extra
+    import torch
+    from torch import Tensor
+else:
+    torch = require("torch")
 transformers = require("transformers")
 
 
@@ -90,9 +95,9 @@ class _StepResult:
 
     lr: float
     targets: int  # target tokens of the global batch
-    ce_sum: Any
-    kd_sum: Any
-    grad_norm: Any
+    ce_sum: Tensor
+    kd_sum: Tensor
+    grad_norm: Tensor
 
 
 class _Trainer:
@@ -161,7 +166,7 @@ class _Trainer:
             raise InputError(f"{self.opt.data}: nothing to train on (0 instances)")
         return src
 
-    def _teacher(self) -> Any:
+    def _teacher(self) -> LoadedModel | None:
         opt = self.opt
         if not opt.kd_teacher:
             return None
@@ -171,7 +176,7 @@ class _Trainer:
             check_same_tokenizer([teacher], opt.data)
         return teacher
 
-    def _student(self, vocab: int | None, eos_id: int | None) -> Any:
+    def _student(self, vocab: int | None, eos_id: int | None) -> Any:  # a transformers model
         opt, teacher = self.opt, self.teacher
         model = build_model(opt, vocab, eos_id, teacher.vocab_size if teacher else None)
         head_rows = model.get_output_embeddings().weight.shape[0]
@@ -189,7 +194,7 @@ class _Trainer:
         model.to(self.device)
         return model
 
-    def _optimizer(self) -> Any:
+    def _optimizer(self) -> torch.optim.AdamW:
         opt = self.opt
         params = list(self.wrapped.parameters())
         return torch.optim.AdamW(
@@ -346,7 +351,7 @@ class _Trainer:
 
     def forward_backward_step(
         self, micro: npt.NDArray[np.int64], width: int, denom: int
-    ) -> tuple[Any, Any]:
+    ) -> tuple[Tensor, Tensor]:
         """Forward and backward of one micro-batch; its CE and KD sums, on the device."""
         x, lens = self.src.gather(micro, width, pad_id=0)
         # The target positions are found on the host, from the lengths: a `nonzero` on the
@@ -355,10 +360,11 @@ class _Trainer:
         host = [torch.from_numpy(a) for a in (x, *np.nonzero(valid))]
         if self.gpu:
             host = [t.pin_memory() for t in host]
-        x, rows, cols = (t.to(self.device, non_blocking=True) for t in host)
-        inputs = x[:, :-1]
-        targets = x[:, 1:][rows, cols]
-        t_hidden = t_head = None
+        ids, rows, cols = (t.to(self.device, non_blocking=True) for t in host)
+        inputs = ids[:, :-1]
+        targets = ids[:, 1:][rows, cols]
+        t_hidden: Tensor | None = None
+        t_head: Tensor | None = None
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.gpu else contextlib.nullcontext()
         with amp:
             if self.teacher is not None:
@@ -449,6 +455,7 @@ class _Trainer:
 
     def _kd_hint(self) -> None:
         n_stu, total = self.n_params, self.total
+        assert self.teacher is not None
         n_tch = self.teacher.describe()["num_parameters"]
         match = int(total * 3 * n_stu / (3 * n_stu + n_tch))
         print(
