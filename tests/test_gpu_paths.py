@@ -19,6 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from miniplm.scoring.models import load_model
 from miniplm.scoring.nll import ChunkedScorer
+from miniplm.training import model as model_mod
 from miniplm.training import trainer as trainer_mod
 from miniplm.training.trainer import TrainOptions, train
 
@@ -82,7 +83,7 @@ def _opts(data: Path, out: Path, **kw: Any) -> TrainOptions:
 def test_training_micro_steps_do_not_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_dataset(tmp_path / "d", n=32, max_len=25)
     seen: list[str] = []
-    inner = trainer_mod._Trainer._micro_step
+    inner = trainer_mod._Trainer.forward_backward_step
 
     def recorded(self: Any, *a: Any, **kw: Any) -> Any:
         with SyncOps() as mode:
@@ -90,7 +91,7 @@ def test_training_micro_steps_do_not_sync(tmp_path: Path, monkeypatch: pytest.Mo
         seen.extend(mode.seen)
         return out
 
-    monkeypatch.setattr(trainer_mod._Trainer, "_micro_step", recorded)
+    monkeypatch.setattr(trainer_mod._Trainer, "forward_backward_step", recorded)
     train(_opts(tmp_path / "d", tmp_path / "run"))
     assert seen == []
 
@@ -172,13 +173,13 @@ def test_init_from_trains_in_train_mode(tmp_path: Path, monkeypatch: pytest.Monk
     and made ``--grad-checkpointing`` a no-op."""
     make_dataset(tmp_path / "d", n=32, max_len=25)
     modes: list[bool] = []
-    inner = trainer_mod.LMWithLoss.forward
+    inner = model_mod.LMWithLoss.forward
 
     def spy(self: Any, *a: Any, **kw: Any) -> Any:
         modes.append(self.training and self.model.training)
         return inner(self, *a, **kw)
 
-    monkeypatch.setattr(trainer_mod.LMWithLoss, "forward", spy)
+    monkeypatch.setattr(model_mod.LMWithLoss, "forward", spy)
     model = make_model(tmp_path / "m", arch="qwen2")
     opts = _opts(tmp_path / "d", tmp_path / "run", preset=None, init_from=str(model))
     train(opts)

@@ -18,8 +18,8 @@ from miniplm.cli import main as cli_main
 from miniplm.errors import InputError
 from miniplm.pipeline.config import load_config
 from miniplm.training.losses import head_losses
+from miniplm.training.model import flops_per_token as _flops_per_token
 from miniplm.training.presets import count_parameters, preset_config
-from miniplm.training.trainer import _flops_per_token
 
 from tiny_lm import reference_scores, torchrun_miniplm
 

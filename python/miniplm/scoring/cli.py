@@ -7,7 +7,8 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from miniplm._argv import DATA_HELP
+from miniplm._argv import DATA_HELP, add_options, option_flags, options_from_args
+from miniplm.scoring.options import ScoreOptions
 
 if TYPE_CHECKING:  # not at run time: miniplm.data loads numpy, the CLI starts without it
     from miniplm.data import PathLike
@@ -15,13 +16,7 @@ if TYPE_CHECKING:  # not at run time: miniplm.data loads numpy, the CLI starts w
 
 def add_device_options(p: Any) -> None:
     """``--device`` and ``--dtype``, as every command that runs a model takes them."""
-    p.add_argument("--device", default="auto", help="cuda, cuda:N or cpu (auto: cuda if any)")
-    p.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="model dtype (auto: bfloat16 on GPU, float32 on CPU)",
-    )
+    add_options(p, ScoreOptions, only=("device", "dtype"))
 
 
 def register(sub: Any) -> None:
@@ -49,63 +44,15 @@ def register(sub: Any) -> None:
         metavar="RUN",
         help="score run directory, one per --model",
     )
-    p.add_argument("--batch-size", type=int, default=16, help="instances per batch (16)")
-    add_device_options(p)
-    p.add_argument(
-        "--ignore-id",
-        type=int,
-        default=None,
-        help="input token id whose positions are not scored (default: the pad id "
-        "of the tokenizer, else the config's pad_token_id, else eos_token_id; "
-        "-1 scores every position)",
-    )
-    p.add_argument("--part-size", type=int, default=1 << 16, help="instances per part file (65536)")
-    p.add_argument(
-        "--checkpoint-interval",
-        type=float,
-        default=300.0,
-        help="seconds between in-part checkpoints (300; 0: after every batch)",
-    )
-    p.add_argument(
-        "--chunk-tokens",
-        type=int,
-        default=None,
-        help="positions per output-head chunk (default: ~256 MiB of fp32 logits)",
-    )
-    p.add_argument(
-        "--attn-implementation",
-        default=None,
-        help="transformers attention backend (sdpa, flash_attention_2, eager)",
-    )
-    p.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="allow model code from the model directory (off by default)",
-    )
-    p.add_argument(
-        "--allow-tokenizer-mismatch",
-        action="store_true",
-        help="score even if the model's tokenizer differs from the dataset's, or it has none",
-    )
-    p.add_argument(
-        "--skip-ids",
-        metavar="IDS.npy",
-        help="instance ids not to score (n_scored 0, so never selected): e.g. the reference "
-        "model's training slice D_ref, which selection excludes anyway",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace existing runs")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_options(p, ScoreOptions)
     p.set_defaults(func=run)
 
 
 def to_argv(
-    models: Sequence[PathLike], data: PathLike, outs: Sequence[PathLike], opt: Any
+    models: Sequence[PathLike], data: PathLike, outs: Sequence[PathLike], opt: ScoreOptions
 ) -> list[str]:
     """``miniplm score`` arguments that give back these models, data, runs and ``opt`` (a
     ScoreOptions): what a launcher passes to torchrun."""
-    from miniplm._argv import option_flags
-    from miniplm.scoring.runner import ScoreOptions
-
     if len(models) != len(outs):
         raise ValueError(f"{len(models)} models but {len(outs)} score runs")
     argv = ["score", "--data", os.fspath(data)]
@@ -114,12 +61,10 @@ def to_argv(
     return argv + option_flags(opt, ScoreOptions())
 
 
-def from_args(args: argparse.Namespace) -> Any:
+def from_args(args: argparse.Namespace) -> ScoreOptions:
     """The ScoreOptions of parsed ``miniplm score`` arguments."""
-    from miniplm._argv import options_from_args
-    from miniplm.scoring.runner import ScoreOptions
-
-    return options_from_args(ScoreOptions, args)
+    opt: ScoreOptions = options_from_args(ScoreOptions, args)
+    return opt
 
 
 def run(args: argparse.Namespace) -> int:

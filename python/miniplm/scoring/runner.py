@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import datetime
 import os
-import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from miniplm._atomic import check_spares_inputs, dataset_files, output_lock
 from miniplm._deps import require
 from miniplm._dist import Dist
 from miniplm._npy import load_npy
+from miniplm._progress import library_bars, progress_bar, show_progress
 from miniplm.data import PathLike, TokenDataset
 from miniplm.errors import InputError
 from miniplm.models import (
@@ -37,47 +36,10 @@ from miniplm.models import (
     resolve_dtype,
 )
 from miniplm.scoring.nll import ChunkedScorer
+from miniplm.scoring.options import ScoreOptions as ScoreOptions
 from miniplm.scoring.run_dir import RunDir
 
 torch = require("torch")
-
-
-@dataclass
-class ScoreOptions:
-    batch_size: int = 16
-    part_size: int = 1 << 16
-    device: str = "auto"
-    dtype: str = "auto"
-    ignore_id: int | None = None
-    chunk_tokens: int | None = None
-    checkpoint_interval: float = 300.0
-    trust_remote_code: bool = False
-    allow_tokenizer_mismatch: bool = False
-    attn_implementation: str | None = None
-    skip_ids: str | None = None  # .npy of instance ids left unscored (n_scored 0)
-    overwrite: bool = False
-    progress: bool | None = None  # None: on a terminal only
-
-    def check(self) -> None:
-        for name in ("batch_size", "part_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.chunk_tokens is not None and self.chunk_tokens < 1:
-            raise InputError("--chunk-tokens must be at least 1")
-        if self.checkpoint_interval < 0:
-            raise InputError("--checkpoint-interval must be >= 0 seconds")
-
-
-def _progress_bar(total: int, enabled: bool) -> Any:
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    if not enabled:
-        return None
-    return tqdm(
-        total=total, unit="tok", unit_scale=True, dynamic_ncols=True, file=sys.stderr, desc="score"
-    )
 
 
 def score(
@@ -101,7 +63,7 @@ def score(
     # Ranks finish their shares at different times: wait long at the last barrier.
     dist = Dist(device, datetime.timedelta(hours=48))
     try:
-        with ExitStack() as locks:
+        with ExitStack() as locks, library_bars(show_progress(opt.progress) and dist.rank == 0):
             paths = [Path(o) for o in outs]
             return _score(models, os.fspath(data), paths, opt, device, dtype, dist, locks)
     finally:
@@ -174,9 +136,7 @@ def _score(
     locks: ExitStack,
 ) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
-    show = opt.progress if opt.progress is not None else sys.stderr.isatty()
-    if not show or dist.rank != 0:
-        require("transformers").utils.logging.disable_progress_bar()
+    show = show_progress(opt.progress) and dist.rank == 0
     ds = TokenDataset(data)
     for out in outs:
         check_spares_inputs(out, [*dataset_files(data), *models, opt.skip_ids])
@@ -225,9 +185,12 @@ def _score(
         dist.rank * len(pending) // dist.world : (dist.rank + 1) * len(pending) // dist.world
     ]
     todo_tokens = np.where(skip, 0, lengths)
-    bar = _progress_bar(
+    bar = progress_bar(
         sum(int(todo_tokens[parts[k][1] : parts[k][2]].sum()) for k in mine),
-        show and dist.rank == 0,
+        "tok",
+        "score",
+        show,
+        unit_scale=True,
     )
     worker = _PartScorer(ds, lengths, skip, scorers, opt, device)
     t_loop = time.perf_counter()

@@ -2,7 +2,8 @@
 
 ``OUT/checkpoints/step-XXXXXXXX/``: ``model.safetensors`` (full fp32 weights),
 ``optimizer.pt`` (full optimizer state, loaded with ``weights_only=True``), ``rng.pt``
-(torch CPU / CUDA generator states) and ``state.json`` (step, data position, scheduler,
+(every rank's torch CPU / CUDA generator states, lists indexed by rank: each rank draws
+its own dropout masks, and restores its own) and ``state.json`` (step, data position, scheduler,
 the run's settings). A checkpoint is written under a temporary name by rank 0, fsynced and
 renamed; the newest complete one wins. The state-dict API of ``torch.distributed.checkpoint``
 gathers full tensors from plain, DDP and FSDP2 models alike."""
@@ -14,15 +15,19 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miniplm._atomic import fsync_dir
 from miniplm._deps import require
 from miniplm._safetensors import check_safetensors
 from miniplm.errors import InputError
 
-torch = require("torch")
-dcp_sd = require("torch.distributed.checkpoint.state_dict")
+if TYPE_CHECKING:  # mypy checks the real torch; at run time, a missing torch names its extra
+    import torch
+    import torch.distributed.checkpoint.state_dict as dcp_sd
+else:
+    torch = require("torch")
+    dcp_sd = require("torch.distributed.checkpoint.state_dict")
 safetensors = require("safetensors")
 safetensors_torch = require("safetensors.torch")
 
@@ -42,7 +47,7 @@ def _fsync_tree(d: Path) -> None:
     fsync_dir(d)
 
 
-def full_model_state(model: Any) -> dict[str, Any]:
+def full_model_state(model: torch.nn.Module) -> dict[str, Any]:
     """Full (gathered, CPU) state dict; collective under FSDP: call on every rank."""
     state: dict[str, Any] = dcp_sd.get_model_state_dict(model, options=_options())
     return state
@@ -65,8 +70,8 @@ def _dedupe_tied(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]
 def save_checkpoint(
     root: Path,
     step: int,
-    model: Any,
-    optimizer: Any,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
     rank: int,
     keep: int,
@@ -75,6 +80,7 @@ def save_checkpoint(
     state is collective under FSDP). Keeps the newest ``keep`` checkpoints."""
     model_state = full_model_state(model)
     optim_state = dcp_sd.get_optimizer_state_dict(model, optimizer, options=_options())
+    rng = _rank_rng_states()
     if rank != 0:
         return None
     root.mkdir(parents=True, exist_ok=True)
@@ -87,9 +93,6 @@ def save_checkpoint(
         weights, str(tmp / "model.safetensors"), metadata={"tied": json.dumps(tied)}
     )
     torch.save(optim_state, tmp / "optimizer.pt")
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state()
     torch.save(rng, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=1))
     _fsync_tree(tmp)
@@ -99,6 +102,38 @@ def save_checkpoint(
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _rank_rng_states() -> dict[str, list[Any]]:
+    """Every rank's generator states, gathered (collective under torchrun)."""
+    mine = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        mine["cuda"] = torch.cuda.get_rng_state()
+    ranks: list[Any] = [mine]
+    dist = torch.distributed
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        ranks = [None] * dist.get_world_size()
+        dist.all_gather_object(ranks, mine)
+    return {k: [r[k] for r in ranks] for k in mine}
+
+
+def _restore_rng(path: Path, rng: dict[str, Any], rank: int) -> None:
+    """This rank's states; a checkpoint from before per-rank states holds rank 0's alone."""
+    for key in ("cpu", "cuda"):
+        states = rng.get(key)
+        if isinstance(states, list):
+            if rank >= len(states):
+                raise InputError(
+                    f"{path / 'rng.pt'}: {key} RNG states of {len(states)} ranks, none for "
+                    f"rank {rank}: written by a run with fewer ranks?"
+                )
+            states = states[rank]
+        if states is None:
+            continue
+        if key == "cpu":
+            torch.set_rng_state(states)
+        elif torch.cuda.is_available():
+            torch.cuda.set_rng_state(states)
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -111,8 +146,11 @@ def list_checkpoints(root: Path) -> list[Path]:
     )
 
 
-def load_checkpoint(path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
-    """Restore weights, optimizer and RNG states (on every rank); returns state.json."""
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int = 0
+) -> dict[str, Any]:
+    """Restore weights, optimizer and RNG states (on every rank: each ``rank`` its own);
+    returns state.json."""
     check_safetensors(path / "model.safetensors")
     try:
         state: dict[str, Any] = json.loads((path / "state.json").read_text())
@@ -139,7 +177,5 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
         raise InputError(f"{path}: checkpoint lacks {sorted(missing)[:3]}: another model?")
     dcp_sd.set_model_state_dict(model, weights, options=_options())
     dcp_sd.set_optimizer_state_dict(model, optimizer, optim_state, options=_options())
-    torch.set_rng_state(rng["cpu"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"])
+    _restore_rng(path, rng, rank)
     return state

@@ -14,16 +14,19 @@ the head weight is accumulated chunk by chunk in the forward and scaled in backw
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miniplm._deps import require
+from miniplm.training.options import DEFAULT_CHUNK as DEFAULT_CHUNK
 
-torch = require("torch")
+if TYPE_CHECKING:  # mypy checks the real torch; at run time, a missing torch names its extra
+    import torch
+    from torch import Tensor
+else:
+    torch = require("torch")
 
-DEFAULT_CHUNK = 1024
 
-
-def _compute_dtype(t: Any) -> Any:
+def _compute_dtype(t: Tensor) -> torch.dtype:
     """The matmul dtype: autocast's when it is on for the tensor's device, else the
     tensor's own (autocast does not reach the explicit casts and in-place adds below)."""
     kind = t.device.type
@@ -33,8 +36,14 @@ def _compute_dtype(t: Any) -> Any:
 
 
 def _chunk(
-    h: Any, y: Any, w: Any, t_h: Any | None, t_w: Any | None, r: float, want_grad: bool
-) -> tuple[Any, Any, Any | None]:
+    h: Tensor,
+    y: Tensor,
+    w: Tensor,
+    t_h: Tensor | None,
+    t_w: Tensor | None,
+    r: float,
+    want_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """Sums of ce and kd over one chunk, and d loss / d logits when ``want_grad``."""
     s = (h @ w.to(h.dtype).T).float()
     logz = torch.logsumexp(s, -1)
@@ -54,22 +63,25 @@ def _chunk(
     return ce, kd, g
 
 
-class _FusedHeadLoss(torch.autograd.Function):  # type: ignore[misc,name-defined]
+class _FusedHeadLoss(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any,
-        hidden: Any,
-        head_w: Any,
-        targets: Any,
-        t_hidden: Any | None,
-        t_head_w: Any | None,
+        hidden: Tensor,
+        head_w: Tensor,
+        targets: Tensor,
+        t_hidden: Tensor | None,
+        t_head_w: Tensor | None,
         r: float,
         chunk: int,
         want: bool,
-    ) -> tuple[Any, Any, Any]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
         cd = _compute_dtype(hidden)
         w = head_w.to(cd)
-        t_w = None if t_head_w is None else t_head_w.to(_compute_dtype(t_hidden))
+        t_w = None
+        if t_head_w is not None:
+            assert t_hidden is not None  # head_losses passes both or neither
+            t_w = t_head_w.to(_compute_dtype(t_hidden))
         ce_t = torch.zeros((), device=hidden.device)
         kd_t = torch.zeros((), device=hidden.device)
         gh = torch.empty(hidden.shape, dtype=cd, device=hidden.device) if want else None
@@ -93,7 +105,7 @@ class _FusedHeadLoss(torch.autograd.Function):  # type: ignore[misc,name-defined
         return (1.0 - r) * ce_t + r * kd_t, ce_t, kd_t
 
     @staticmethod
-    def backward(ctx: Any, grad_loss: Any, *_: Any) -> tuple[Any, ...]:
+    def backward(ctx: Any, grad_loss: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
         gh, gw = ctx.saved_tensors
         h_dtype, w_dtype = ctx.dtypes
         d_h = None if gh is None else (gh.float() * grad_loss).to(h_dtype)
@@ -102,15 +114,15 @@ class _FusedHeadLoss(torch.autograd.Function):  # type: ignore[misc,name-defined
 
 
 def head_losses(
-    hidden: Any,
-    head_weight: Any,
-    targets: Any,
-    teacher_hidden: Any | None = None,
-    teacher_head_weight: Any | None = None,
+    hidden: Tensor,
+    head_weight: Tensor,
+    targets: Tensor,
+    teacher_hidden: Tensor | None = None,
+    teacher_head_weight: Tensor | None = None,
     *,
     kd_ratio: float = 0.0,
     chunk: int = DEFAULT_CHUNK,
-) -> tuple[Any, Any, Any]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """``(loss, ce, kd)`` over the rows of ``hidden`` [N, d] (the selected positions) with
     ``targets`` [N]: ``ce`` and ``kd`` are sums (not differentiable), ``loss = (1 -
     kd_ratio) * ce + kd_ratio * kd`` carries the gradient. ``teacher_hidden`` [N, d_t]
@@ -120,7 +132,7 @@ def head_losses(
         teacher_hidden = teacher_hidden.detach()
         teacher_head_weight = teacher_head_weight.detach()
     want = torch.is_grad_enabled() and (hidden.requires_grad or head_weight.requires_grad)
-    out: tuple[Any, Any, Any] = _FusedHeadLoss.apply(
+    out: tuple[Tensor, Tensor, Tensor] = _FusedHeadLoss.apply(
         hidden,
         head_weight,
         targets,
@@ -133,7 +145,9 @@ def head_losses(
     return out
 
 
-def plain_losses(logits: Any, targets: Any, teacher_logits: Any | None = None) -> tuple[Any, Any]:
+def plain_losses(
+    logits: Tensor, targets: Tensor, teacher_logits: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """The same sums from whole logits (reference for tests)."""
     logp = torch.log_softmax(logits.double(), -1)
     ce = -logp.gather(1, targets[:, None])[:, 0].sum()
