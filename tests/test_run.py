@@ -79,6 +79,37 @@ def test_smoke_selection_is_difference_sampling(smoke: Path) -> None:
     assert not np.array_equal(miniplm.load_selection(smoke / "select" / "random")[0], ids)
 
 
+def test_smoke_target_set_and_zero_shot(smoke: Path) -> None:
+    """Every model is evaluated on the bundled target works (never in the corpus) and on
+    the zero-shot task made from them; the report gives both as mean ± std, not n/a."""
+    from miniplm.default_corpus import target_works
+
+    md = (smoke / "report.md").read_text()
+    results = json.loads((smoke / "eval" / "results.json").read_text())
+    works = target_works()
+    assert works and all(f"{w} ({s})" in md for s, w in works)
+    rows = _table(md, "| model | target bits/byte |")
+    assert [r[0].split(" (")[0] for r in rows] == [
+        "MiniPLM",
+        "uniform random subset",
+        "Vanilla KD",
+        "perplexity filtering",
+        "reference LM",
+    ]
+    for row, v in zip(rows, VARIANTS):
+        runs = [results[v], results[f"{v}-seed1"]]
+        bpb = [r["target"]["target"]["bits_per_byte"] for r in runs]
+        assert all(0 < b < 20 for b in bpb)
+        assert row[1] == _mean_std(bpb, 4)
+        (task,) = runs[0]["zero_shot"].values()
+        assert task["docs"] >= 500
+        accs = [next(iter(r["zero_shot"].values()))["acc_norm"] for r in runs]
+        assert all(0 <= a <= 1 for a in accs) and row[4] == _mean_std(accs, 4)
+        # Per work: the target's groups are its works.
+        assert set(runs[0]["target"]["target"]["by_group"]) == {w for _, w in works}
+    assert "n/a" not in "".join("".join(r) for r in rows)
+
+
 def test_smoke_students_and_report_content(smoke: Path) -> None:
     md = (smoke / "report.md").read_text()
     results = json.loads((smoke / "eval" / "results.json").read_text())
@@ -113,10 +144,11 @@ def test_smoke_students_and_report_content(smoke: Path) -> None:
         assert float(row[8]) > 0 and float(row[9]) >= float(row[8])
     assert len(steps) == 1  # equal training for every student and seed
     vs = _table(md, "| baseline | figure |")
+    figures = ["target bits/byte", "zero-shot acc_norm", "zero-shot acc"]
     assert [(r[0], r[1]) for r in vs] == [
         (b, f)
         for b in ["uniform random subset", "Vanilla KD", "perplexity filtering"]
-        for f in ["held-out NLL", "held-out NLL, no noise"]
+        for f in [*figures, "held-out NLL", "held-out NLL, no noise"]
     ]
     assert all(" ± " in r[2] and r[5] in ("win", "loss", "tie") for r in vs)
     assert "larger than the sum of the two standard deviations" in md
@@ -229,6 +261,7 @@ def test_config_is_validated_up_front(tmp_path: Path) -> None:
     bad("[corpus]\neos_token = 0\n", "corpus.eos_token")
     bad("[selection]\nbaselines = ['random', 'magic']\n", "magic")
     bad("[students]\nseeds = 0\n", "students.seeds")
+    bad("[eval]\ntexts = ['no-such.jsonl']\n", "eval.texts")
     bad("[corpus]\ninputs = ['/nonexistent/x.jsonl']\n", "/nonexistent")
     bad("alpha = [\n", "not valid TOML")
     f = tmp_path / "ok.toml"

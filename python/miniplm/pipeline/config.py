@@ -84,6 +84,12 @@ class StudentSpec(TrainSpec):
 
 @dataclass
 class EvalSpec:
+    # Text outside the corpus for LM loss (nats/token, bits/byte): files of documents in
+    # any format `miniplm tokenize` reads (e.g. a DCLM sample).
+    texts: list[str] = field(default_factory=list)
+    # With the bundled corpus: also its target works (held out of it) and the zero-shot
+    # task made from them (`miniplm.bundled`).
+    target: bool = True
     mc_files: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
     include_path: str = ""
@@ -332,9 +338,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise InputError("students.kd_ratio must lie in [0, 1]")
     if cfg.students.seeds < 1:
         raise InputError("students.seeds must be at least 1")
-    for f in cfg.eval.mc_files:
-        if not Path(f).is_file():
-            raise InputError(f"eval.mc_files: {f} does not exist")
+    for key, files in (("mc_files", cfg.eval.mc_files), ("texts", cfg.eval.texts)):
+        for f in files:
+            if not Path(f).is_file():
+                raise InputError(f"eval.{key}: {f} does not exist")
     if cfg.nproc_per_node < 1:
         raise InputError("nproc_per_node must be at least 1")
     return cfg

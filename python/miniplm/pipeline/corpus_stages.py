@@ -64,6 +64,8 @@ class TextStage(Stage[TextOut]):
 
         params: dict[str, Any] = {"seed": cfg.seed, "max_bytes": cfg.corpus.max_bytes}
         params["sources"] = [s.get("sha256") for s in default_sources()]
+        # The works held out of the corpus as the target set: another choice is another corpus.
+        params["target_works"] = [[s["name"], s.get("target_works", [])] for s in default_sources()]
         super().__init__("text", (), params)
 
     def run(self, sdir: Path, inp: Inputs) -> TextOut:

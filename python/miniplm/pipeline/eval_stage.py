@@ -13,6 +13,7 @@ from miniplm.pipeline.corpus_stages import ModelOut
 from miniplm.pipeline.stage import Inputs, Outputs, Stage, write_json
 from miniplm.pipeline.student_corpus import HELDOUT, bits_per_byte, eval_slices, own_tokenizer
 from miniplm.pipeline.student_stages import student_label, student_stage_name, student_variants
+from miniplm.pipeline.target_stage import TARGET, TargetOut, has_target
 
 
 @dataclass
@@ -32,6 +33,7 @@ class EvalStage(Stage[EvalOut]):
         self.models["reference"] = "reference"
         reads = ("data", "split", *self.models.values())
         reads += (HELDOUT,) if own_tokenizer(cfg) else ()
+        reads += (TARGET,) if has_target(cfg) else ()
         params = {**dataclasses.asdict(cfg.eval), "device": cfg.device}
         super().__init__("eval", reads, params)
 
@@ -76,6 +78,33 @@ class EvalStage(Stage[EvalOut]):
                     include_path=e.include_path or None,
                     batch_size=e.batch_size,
                 )
+            if has_target(cfg):
+                r.update(_target(inp, pair))
             results[name] = r
         write_json(sdir / "results.json", results)
         return EvalOut(inp.record(sdir / "results.json"))
+
+
+def _target(inp: Inputs, pair: tuple[Any, Any]) -> dict[str, Any]:
+    """LM loss on the text outside the corpus (in windows of the corpus's length, the
+    length the students trained at) and zero-shot accuracy on the tasks made from it."""
+    from miniplm.evaluation import evaluate
+
+    cfg, t = inp.cfg, inp.get(TARGET, TargetOut)
+    out: dict[str, Any] = {}
+    out["target"] = {}
+    for i, f in enumerate(t.texts):  # each file its own set: "target" is the bundled works
+        bundled = i == 0 and bool(t.works)
+        name = "target" if bundled else str(Path(f).name)
+        out["target"][name] = evaluate(
+            pair,
+            texts=inp.resolve(f),
+            texts_group=t.group if bundled else None,
+            seq_len=cfg.corpus.seq_len,
+            batch_size=cfg.eval.batch_size,
+        )["texts"]
+    if t.mc_files:
+        out["zero_shot"] = evaluate(pair, mc_files=t.mc_files, batch_size=cfg.eval.batch_size)[
+            "tasks"
+        ]
+    return out

@@ -4,7 +4,6 @@ statistics, per-source keep rates and the decoded extremes of r."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,15 @@ from miniplm._atomic import atomic_write_text
 from miniplm.pipeline.config import RunConfig
 from miniplm.pipeline.corpus_stages import DataOut, ModelOut, SplitOut
 from miniplm.pipeline.eval_stage import EvalOut
-from miniplm.pipeline.seeds import WIN_RULE, fmt_mean_std, mean_std, n_seeds, verdict
+from miniplm.pipeline.report_figures import (
+    FIGURES,
+    LABELS,
+    bpb,
+    comparison,
+    fmt,
+    target_section,
+)
+from miniplm.pipeline.seeds import fmt_mean_std, mean_std, n_seeds
 from miniplm.pipeline.select_stages import ScoreOut, SelectOut
 from miniplm.pipeline.stage import Inputs, Outputs, Stage
 from miniplm.pipeline.student_corpus import (
@@ -28,14 +35,6 @@ from miniplm.pipeline.student_corpus import (
 from miniplm.pipeline.student_stages import student_label, student_stage_name, student_variants
 from miniplm.pipeline.train_stages import TrainOut, teacher_name
 
-LABELS = {
-    "miniplm": "MiniPLM (Difference Sampling)",
-    "random": "uniform random subset (w/o KD)",
-    "kd": "Vanilla KD (random subset + online teacher)",
-    "ppl": "perplexity filtering (lowest teacher NLL)",
-    "reference": "reference LM (trained on D_ref)",
-}
-
 
 def _params(model_dir: str) -> int:
     from safetensors import safe_open
@@ -46,14 +45,6 @@ def _params(model_dir: str) -> int:
             for k in st.keys():  # noqa: SIM118 (safe_open is not a mapping)
                 n += int(np.prod(st.get_slice(k).get_shape()))
     return n
-
-
-def _fmt(x: Any, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}"
-    return str(x)
 
 
 def _sci(x: float) -> str:
@@ -177,71 +168,6 @@ def _examples(
     return lines
 
 
-def _nll(which: str) -> Callable[[dict[str, Any]], float | None]:
-    def figure(res: dict[str, Any]) -> float | None:
-        got: float | None = res[which]["heldout"].get("mean_nll")
-        return got
-
-    return figure
-
-
-def _ppl(res: dict[str, Any]) -> float | None:
-    got: float | None = res["heldout"]["heldout"].get("perplexity")
-    return got
-
-
-def _bpb(res: dict[str, Any]) -> float | None:
-    got: float | None = res["heldout"]["heldout"].get("bits_per_byte")
-    return got
-
-
-def _acc(res: dict[str, Any]) -> float | None:
-    return res["tasks"]["average"] if "tasks" in res else None
-
-
-# The students table's figures over seeds, in column order, with their digits.
-FIGURES = ((_nll("heldout"), 4), (_ppl, 2), (_nll("heldout_clean"), 4), (_acc, 4))
-
-
-def _comparison(
-    variants: list[str],
-    over_seeds: Callable[[str, Callable[[dict[str, Any]], float | None]], list[float | None]],
-    seeds: int,
-) -> list[str]:
-    """MiniPLM against each baseline, judged by the pre-registered rule."""
-    figures = (
-        ("held-out NLL", _nll("heldout"), True),
-        ("held-out NLL, no noise", _nll("heldout_clean"), True),
-        ("zero-shot acc", _acc, False),
-    )
-    rows = []
-    for b in variants[1:]:
-        for what, figure, lower in figures:
-            ours, theirs = over_seeds("miniplm", figure), over_seeds(b, figure)
-            (m1, _), (m2, _) = mean_std(ours), mean_std(theirs)
-            if not (math.isfinite(m1) and math.isfinite(m2)):
-                continue  # a figure this run did not measure (no tasks)
-            gap = (m2 - m1) if lower else (m1 - m2)
-            rows.append(
-                f"| {LABELS[b].split(' (')[0]} | {what} | {fmt_mean_std(ours)} | "
-                f"{fmt_mean_std(theirs)} | {gap:+.4f} | "
-                f"{verdict(ours, theirs, lower_is_better=lower)} |"
-            )
-    if not rows:
-        return []
-    return [
-        "## MiniPLM against each baseline",
-        "",
-        f"Pre-registered rule over the {n_seeds(seeds)}: "
-        f"{WIN_RULE} (n/a: fewer than 2 seeds). `gap`: how much better MiniPLM's mean is.",
-        "",
-        "| baseline | figure | MiniPLM | baseline | gap | verdict |",
-        "|---|---|---|---|---|---|",
-        *rows,
-        "",
-    ]
-
-
 def _own_tokens_line(inp: Inputs) -> str:
     tok = inp.get(TOKENIZER, StudentTokenizerOut)
     return (
@@ -256,7 +182,7 @@ def _own_tokens_note(hr: dict[str, Any], kd: bool) -> str:
         "The students read the held-out text in their own tokens, the reference in the "
         "corpus's: NLL per token is not comparable between them; bits per byte (summed "
         "NLL / ln 2 / the slice's UTF-8 bytes) is. Reference LM, held-out bits/byte: "
-        f"{_fmt(hr.get('bits_per_byte'))}." + (f" {KD_LEFT_OUT}." if kd else "")
+        f"{fmt(hr.get('bits_per_byte'))}." + (f" {KD_LEFT_OUT}." if kd else "")
     )
 
 
@@ -272,7 +198,7 @@ class ReportStage(Stage[ReportOut]):
 
     def __init__(self, cfg: RunConfig, reads: tuple[str, ...]) -> None:
         # The version: bumped when the report changes, so older runs get the new one.
-        super().__init__("report", reads, {"version": 2})
+        super().__init__("report", reads, {"version": 3})
 
     def run(self, sdir: Path, inp: Inputs) -> ReportOut:
         return ReportOut(inp.record(write_report(inp, sdir, self.reads)))
@@ -323,7 +249,7 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
             f"| {LABELS[v]} | {' | '.join(cells)} | {fmt_mean_std(tokens, 0)} | "
             f"{sts[0].steps} | {fmt_mean_std([st.elapsed_s for st in sts], 0)} | "
             f"{_sci(train_flops)} | {_sci(total)} |"
-            + (f" {fmt_mean_std(over_seeds(v, _bpb))} |" if own else "")
+            + (f" {fmt_mean_std(over_seeds(v, bpb))} |" if own else "")
         )
     hr = results["reference"]["heldout"]["heldout"]
     counts = d.counts
@@ -335,7 +261,7 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         src_rows.append(
             f"| {names[i]} | {per_source.get(names[i], {}).get('instances', 'n/a')} | "
             f"{int(mine.sum())} | {int((sources[kept] == i).sum())} | "
-            f"{_fmt(rates[i], 3)} | {_fmt(mean_r, 3)} |"
+            f"{fmt(rates[i], 3)} | {fmt(mean_r, 3)} |"
         )
     per_source_key = "bits_per_byte" if own else "mean_nll"
     by_src_rows = []
@@ -346,10 +272,10 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
             return got
 
         cells = [fmt_mean_std(over_seeds(v, nll), 3) for v in variants]
-        cells.append(_fmt(nll(results["reference"]), 3))
+        cells.append(fmt(nll(results["reference"]), 3))
         n_held = results[variants[0]]["per_source"].get(name, {}).get("instances", 0)
         by_src_rows.append(
-            f"| {name} | {_fmt(rates[i], 3)} | {n_held} | " + " | ".join(cells) + " |"
+            f"| {name} | {fmt(rates[i], 3)} | {n_held} | " + " | ".join(cells) + " |"
         )
     neg = float((r < 0).mean()) if len(r) else float("nan")
     split = inp.get("split", SplitOut).counts
@@ -379,7 +305,7 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         *rows,
         "",
         *([_own_tokens_note(hr, "kd" in cfg.selection.baselines), ""] if own else []),
-        f"Reference LM on the same held-out data: NLL {_fmt(hr.get('mean_nll'))}. "
+        f"Reference LM on the same held-out data: NLL {fmt(hr.get('mean_nll'))}. "
         "`FLOPs incl. offline` adds, for MiniPLM, the teacher and reference scoring passes "
         f"(2 N T over {scored} scored tokens each) and the reference's training "
         f"({_sci(offline)} in all), which the paper leaves out; it is paid once for any "
@@ -388,12 +314,13 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         f"Figures over the {n_seeds(seeds)} are mean ± sample std (one seed: the value); "
         "FLOPs are their means.",
         "",
-        *_comparison(variants, over_seeds, seeds),
+        *target_section(inp, results, variants, over_seeds),
+        *comparison(variants, over_seeds, seeds),
         "## Selection",
         "",
         f"alpha {cfg.selection.alpha}: K = {sel['k']} of {sel['num_eligible']} eligible "
         f"instances (excluded: {sel['num_excluded']} = D_ref + held-out; NaN: "
-        f"{sel['num_nan']}); threshold r >= {_fmt(thr)}; ties at threshold "
+        f"{sel['num_nan']}); threshold r >= {fmt(thr)}; ties at threshold "
         f"{sel['ties_at_threshold']}. Share of instances with r < 0 (the reference is "
         f"ahead of the teacher): {neg:.1%}.",
         "",

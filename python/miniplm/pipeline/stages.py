@@ -18,6 +18,7 @@ from miniplm.pipeline.select_stages import ScoreStage, SelectStage
 from miniplm.pipeline.stage import Context, Stage, run_stage
 from miniplm.pipeline.student_corpus import own_stages
 from miniplm.pipeline.student_stages import student_stages, student_variants
+from miniplm.pipeline.target_stage import TargetStage, has_target
 from miniplm.pipeline.train_stages import ReferenceStage, TeacherStage
 
 __all__ = ["Context", "Stage", "build_stages", "run_stage"]
@@ -36,5 +37,7 @@ def build_stages(cfg: RunConfig) -> list[Stage[Any]]:
     stages += [ReferenceStage(cfg), ScoreStage(cfg), SelectStage(cfg)]
     stages += own_stages(cfg, student_variants(cfg))  # students' own tokenizer and data
     stages += student_stages(cfg)
+    if has_target(cfg):
+        stages.append(TargetStage(cfg))
     stages.append(EvalStage(cfg))
     return stages
