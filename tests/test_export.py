@@ -278,11 +278,39 @@ def _lossy(path: Path, kind: str) -> str:
 )
 def test_a_lossy_tokenizer_is_refused(tmp_path: Path, kind: str, says: str) -> None:
     tok = _lossy(tmp_path / "lossy.json", kind)
-    corpus = _corpus(tmp_path, [("web", t) for t in TRAIN], tok)
+    # A byte the "alphabet" tokenizer never saw (a control character, as SmolLM2 lacks).
+    docs = [*TRAIN, "a bell \x07 here"] if kind == "alphabet" else TRAIN
+    corpus = _corpus(tmp_path, [("web", t) for t in docs], tok)
+    if kind == "alphabet":
+        meta = json.loads((corpus / "tokenize.json").read_text())
+        assert meta["counts"]["unencodable_documents"] == 1
+        says += ".* 1 document"
     out = tmp_path / "x.jsonl"
     with pytest.raises(InputError, match=f"lossy.json is not lossless: .*{says}"):
         export(corpus, out)
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_missing_byte_tokens_lose_nothing_on_text_without_those_bytes(tmp_path: Path) -> None:
+    """SmolLM2's vocabulary lacks 21 byte tokens (13 never in UTF-8, 0xf1, 0xf2, six
+    controls): a corpus none of whose documents holds one exports byte for byte; an
+    older corpus, tokenized before the count was recorded, is refused."""
+    from miniplm.corpus.bytelevel import missing_bytes
+
+    tok = _lossy(tmp_path / "lossy.json", "alphabet")  # trained on TRAIN, no alphabet
+    lost = missing_bytes(Path(tok).read_text())
+    assert lost and all(b not in t.encode() for t in TRAIN for b in lost)
+    corpus = _corpus(tmp_path, [("web", t) for t in TRAIN], tok)
+    meta = json.loads((corpus / "tokenize.json").read_text())
+    assert meta["counts"]["unencodable_documents"] == 0
+    out = tmp_path / "x.jsonl"
+    export(corpus, out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert "".join(r["text"] for r in rows) == "".join(TRAIN)
+    del meta["counts"]["unencodable_documents"]
+    (corpus / "tokenize.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="before tokenize recorded how many documents"):
+        export(corpus, tmp_path / "y.jsonl")
 
 
 def test_eos_inside_a_document_and_old_manifests_are_refused(

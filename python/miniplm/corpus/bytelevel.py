@@ -64,11 +64,30 @@ def _pre_tokenizer_loss(pre: Any) -> str | None:
     return None
 
 
-def token_bytes(tokenizer_json: str, name: str, normalized: int | None = None) -> TokenBytes:
+def missing_bytes(tokenizer_json: str) -> bytes | None:
+    """The bytes a byte-level BPE has no token for, in byte order (text holding one is
+    dropped or unknown at tokenize time), or None when it is not a byte-level BPE.
+    SmolLM2's lacks 21: 13 that valid UTF-8 never holds, 0xf1, 0xf2 and six controls."""
+    spec = json.loads(tokenizer_json)
+    model = spec.get("model") or {}
+    if model.get("type") != "BPE" or _pre_tokenizer_loss(spec.get("pre_tokenizer") or {}):
+        return None
+    vocab = model.get("vocab") or {}
+    return bytes(sorted(b for c, b in byte_alphabet().items() if c not in vocab))
+
+
+def token_bytes(
+    tokenizer_json: str,
+    name: str,
+    normalized: int | None = None,
+    unencodable: int | None = None,
+) -> TokenBytes:
     """The byte table of the tokenizer serialised as ``tokenizer_json`` (``name`` is how
     errors call it). Raises ``InputError`` when the tokenizer does not keep every byte.
     ``normalized``: how many documents its normalizer changed at tokenize time (None:
-    not known); a normalizer that changed none (Qwen's NFC on NFC text) loses nothing."""
+    not known); a normalizer that changed none (Qwen's NFC on NFC text) loses nothing.
+    ``unencodable``: how many documents held a byte its vocabulary lacks (None: not
+    known); a vocabulary without some byte tokens loses nothing on text without them."""
     spec = json.loads(tokenizer_json)
     model = spec.get("model") or {}
 
@@ -89,11 +108,17 @@ def token_bytes(tokenizer_json: str, name: str, normalized: int | None = None) -
         raise lossy(why)
     alphabet = byte_alphabet()
     vocab: dict[str, int] = model.get("vocab") or {}
-    missing = [b for c, b in alphabet.items() if c not in vocab]
-    if missing:
+    missing = sorted(b for c, b in alphabet.items() if c not in vocab)
+    if missing and unencodable != 0:
+        held = (
+            "the corpus was tokenized before tokenize recorded how many documents hold "
+            "them (tokenize it again with this version)"
+            if unencodable is None
+            else f"{unencodable} document(s) of the corpus hold one"
+        )
         raise lossy(
             f"its vocabulary lacks {len(missing)} of the 256 byte tokens (first: byte "
-            f"0x{missing[0]:02x}), so text holding them is dropped or unknown"
+            f"0x{missing[0]:02x}), so text holding them is dropped or unknown, and {held}"
         )
     pieces: dict[int, bytes] = {}
     bad: dict[int, str] = {}

@@ -82,8 +82,13 @@ class _Corpus:
             )
         self.eos = eos
         self.names = names
-        normalized = meta["counts"].get("normalized_documents")
-        self.table = token_bytes(tok_path.read_text(), str(spec), normalized)
+        counts = meta["counts"]
+        self.table = token_bytes(
+            tok_path.read_text(),
+            str(spec),
+            counts.get("normalized_documents"),
+            counts.get("unencodable_documents"),
+        )
         self.bad = np.zeros(len(self.table.offsets) - 1, dtype=np.bool_)
         self.bad[[t for t in self.table.bad if t != eos]] = True
         sources_path = directory / "sources.npy"

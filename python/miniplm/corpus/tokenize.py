@@ -30,6 +30,7 @@ import numpy.typing as npt
 from miniplm import _core
 from miniplm._atomic import atomic_dir, check_spares_inputs
 from miniplm._deps import require
+from miniplm.corpus.bytelevel import missing_bytes
 from miniplm.corpus.packing import PACKINGS, Chunk, Packer
 from miniplm.corpus.readers import Document, check_columns, discover, read_documents
 from miniplm.corpus.tokenizer import TokenizerInfo, load_tokenizer
@@ -307,10 +308,18 @@ def tokenize_corpus(
             docs = _NonEmpty(read_documents(files, text_field, source_field, text_split))
             run = _Run(packer, output, tok.eos_id)
             normalizer = tok.backend.normalizer
+            # Bytes the vocabulary lacks: a document holding one loses text (export asks).
+            lost = missing_bytes(tok.json)
+            keep = bytes(sorted(set(range(256)) - set(lost))) if lost else None
             for (texts, srcs), encoded in _encoded(_batches(docs, batch_docs), tok, workers):
                 run.add(srcs, *encoded)
                 if normalizer is not None:  # export is exact only where it changed nothing
                     run.normalized += sum(normalizer.normalize_str(t) != t for t in texts)
+                if keep is not None:
+                    run.unencodable += sum(
+                        bool(t.encode("utf-8", "surrogatepass").translate(None, keep))
+                        for t in texts
+                    )
                 if bar is not None:
                     bar.update(len(srcs))
                     rate = run.tokens_in / max(time.perf_counter() - t0, 1e-9)
@@ -350,6 +359,7 @@ def tokenize_corpus(
                     "dropped_tokens": run.tokens_in - tokens_out,
                     "eos_in_text": run.eos_in_text,
                     "normalized_documents": None if normalizer is None else run.normalized,
+                    "unencodable_documents": None if lost is None else run.unencodable,
                     "per_source": dict(zip(run.names, run.per_source)),
                 },
                 "seed": seed,
@@ -389,6 +399,7 @@ class _Run:
         # EOS tokens inside documents' own tokens: export could not tell their end.
         self.eos_in_text = 0
         self.normalized = 0  # documents the tokenizer's normalizer changed
+        self.unencodable = 0  # documents holding a byte the vocabulary has no token for
         self.output = output
         self.names: list[str] = []
         self.index: dict[str, int] = {}
