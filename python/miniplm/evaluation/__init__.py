@@ -1,5 +1,6 @@
-"""``miniplm eval``: held-out loss / perplexity on token shards, zero-shot multiple choice
-from local jsonl files, and lm-evaluation-harness tasks, for one model.
+"""``miniplm eval``: held-out loss / perplexity on token shards, loss (nats per token, bits
+per byte) on a text set, zero-shot multiple choice from local jsonl files, and
+lm-evaluation-harness tasks, for one model.
 
 Importing this package is cheap: torch and friends load when ``evaluate`` runs."""
 
@@ -16,6 +17,7 @@ from miniplm.errors import InputError
 if TYPE_CHECKING:
     from miniplm.data import PathLike
     from miniplm.evaluation.model import ModelLike
+    from miniplm.evaluation.texts import Texts
 
 __all__ = ["evaluate"]
 
@@ -27,10 +29,20 @@ def _task_name(path: str, taken: dict[str, Any]) -> str:
     return name
 
 
+def _texts_input(texts: Any) -> str | None:
+    if texts is None:
+        return None
+    if isinstance(texts, (str, os.PathLike)):
+        return os.path.abspath(texts)
+    return f"<{len(texts)} documents>"
+
+
 def evaluate(
     model: ModelLike,
     *,
     data: PathLike | None = None,
+    texts: Texts | None = None,
+    texts_group: str | None = None,
     mc_files: Sequence[PathLike] = (),
     tasks: Sequence[str] = (),
     include_path: PathLike | None = None,
@@ -57,6 +69,11 @@ def evaluate(
       ``mean_nll = sum(nll_sum) / sum(n_scored)`` and ``perplexity = exp(mean_nll)``,
       scored exactly as ``miniplm score`` does (``selection`` / ``max_instances`` limit
       the instances, ``seq_len`` cuts them to ``seq_len + 1`` tokens);
+    - ``texts``: a text file (any format ``miniplm tokenize`` reads: jsonl with a
+      ``text`` field, parquet, .txt, ...) or a list of strings -> ``results["texts"]``:
+      nats per token, bits per byte, token and byte counts and standard errors over
+      documents, with the model's tokenizer, in windows of the model's length (or
+      ``seq_len``); ``texts_group`` names a field (e.g. ``"work"``) to break it down by;
     - ``mc_files``: local jsonl multiple-choice tasks, scored like lm-eval;
     - ``tasks``: lm-evaluation-harness task names (``include_path``: local task YAMLs);
 
@@ -67,8 +84,8 @@ def evaluate(
     from miniplm.evaluation.report import average, write_json
 
     task_list = [t.strip() for item in tasks for t in str(item).split(",") if t.strip()]
-    if data is None and not mc_files and not task_list:
-        raise InputError("nothing to evaluate: give --data, --mc-file or --tasks")
+    if data is None and texts is None and not mc_files and not task_list:
+        raise InputError("nothing to evaluate: give --data, --texts, --mc-file or --tasks")
     if selection is not None and data is None:
         raise InputError("--selection needs --data")
     if num_fewshot < 0:
@@ -76,7 +93,8 @@ def evaluate(
     if out is not None:
         from miniplm._atomic import check_spares_inputs
 
-        inputs = [model, data, selection, tokenizer, include_path, *mc_files]
+        text_file = texts if isinstance(texts, (str, os.PathLike)) else None
+        inputs = [model, data, text_file, selection, tokenizer, include_path, *mc_files]
         check_spares_inputs(out, inputs)
     if task_list:
         from miniplm._deps import require
@@ -88,7 +106,7 @@ def evaluate(
         device=device,
         dtype=dtype,
         tokenizer=tokenizer,
-        need_tokenizer=bool(mc_files or task_list),
+        need_tokenizer=bool(mc_files or task_list or texts is not None),
         data=None if data is None else os.fspath(data),
         ignore_id=ignore_id,
         trust_remote_code=trust_remote_code,
@@ -99,6 +117,7 @@ def evaluate(
             "data": None if data is None else os.path.abspath(data),
             "selection": None if selection is None else os.path.abspath(selection),
             "max_instances": max_instances,
+            "texts": _texts_input(texts),
             "mc_files": [os.path.abspath(f) for f in mc_files],
             "tasks": task_list,
             "include_path": None if include_path is None else os.path.abspath(include_path),
@@ -110,6 +129,7 @@ def evaluate(
             "limit": limit,
         },
         "heldout": None,
+        "texts": None,
         "tasks": {},
         "average": None,
     }
@@ -124,6 +144,17 @@ def evaluate(
             max_instances=max_instances,
             seq_len=seq_len,
             allow_tokenizer_mismatch=allow_tokenizer_mismatch,
+            progress=progress,
+        )
+    if texts is not None:
+        from miniplm.evaluation.texts import text_loss
+
+        results["texts"] = text_loss(
+            em,
+            texts,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            group_field=texts_group,
             progress=progress,
         )
     task_results: dict[str, dict[str, Any]] = results["tasks"]

@@ -15,9 +15,11 @@ def register(sub: Any) -> None:
         help="evaluate a model: held-out NLL / perplexity, zero-shot multiple choice, lm-eval",
         description="Evaluate one causal LM. --data: token-weighted mean NLL and perplexity "
         "of held-out token shards, scored as `miniplm score` does (positions whose input "
-        "token is the pad/EOS id are not scored). --mc-file: zero-shot multiple choice "
-        'from jsonl lines {"context": str, "choices": [str, ...], "label": int}, acc and '
-        "acc_norm computed like lm-evaluation-harness. --tasks: lm-evaluation-harness "
+        "token is the pad/EOS id are not scored). --texts: nats per token and bits per "
+        "byte of whole documents, with standard errors over documents. --mc-file: "
+        "zero-shot multiple choice from jsonl lines "
+        '{"context": str, "choices": [str, ...], "label": int}, acc and acc_norm '
+        "computed like lm-evaluation-harness. --tasks: lm-evaluation-harness "
         "tasks run in-process (pip install 'miniplm[eval]'). The average is over tasks, "
         "acc_norm where a task reports it, else acc (as in the MiniPLM paper).",
     )
@@ -43,6 +45,19 @@ def register(sub: Any) -> None:
         help="input token id whose positions are not scored (default as in `miniplm "
         "score`: the tokenizer's pad id, else the config's pad_token_id, else "
         "eos_token_id; -1 scores every position)",
+    )
+    x = p.add_argument_group("loss on a text set")
+    x.add_argument(
+        "--texts",
+        metavar="FILE",
+        help="documents (jsonl with a 'text' field, parquet, .txt, ...: as `miniplm "
+        "tokenize` reads them) scored whole, in windows of the model's length (or "
+        "--seq-len), with the model's tokenizer: nats per token and bits per byte",
+    )
+    x.add_argument(
+        "--texts-group",
+        metavar="FIELD",
+        help="also break the text loss down by this field of each document (e.g. work)",
     )
     t = p.add_argument_group("tasks")
     t.add_argument(
@@ -95,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate(
         args.model,
         data=args.data,
+        texts=args.texts,
+        texts_group=args.texts_group,
         mc_files=args.mc_file,
         tasks=args.tasks,
         include_path=args.include_path,

@@ -110,11 +110,11 @@ def _exp(x: float | None) -> float | None:
         return math.inf
 
 
-def _bar(total: int, enabled: bool) -> Any:
+def _bar(total: int, enabled: bool, desc: str = "held-out") -> Any:
     if not enabled:
         return None
     try:
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, unit="tok", unit_scale=True, file=sys.stderr, desc="held-out")
+    return tqdm(total=total, unit="tok", unit_scale=True, file=sys.stderr, desc=desc)

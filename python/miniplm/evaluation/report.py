@@ -66,6 +66,10 @@ def _num(x: Any, digits: int = 4) -> str:
     return "-" if x is None else f"{float(x):.{digits}f}"
 
 
+def _pm(x: Any, se: Any) -> str:
+    return _num(x) if se is None else f"{_num(x)} ± {_num(se)}"
+
+
 def format_table(results: dict[str, Any]) -> str:
     """Markdown tables of the held-out loss and the task accuracies (in %)."""
     lines = [f"model: {results.get('model', {}).get('path', '?')}"]
@@ -78,6 +82,22 @@ def format_table(results: dict[str, Any]) -> str:
             f"| {h['path']} | {h['instances']} | {h['scored_tokens']} | "
             f"{_num(h['mean_nll'])} | {_num(h['perplexity'], 3)} |",
         ]
+    x = results.get("texts")
+    if x:
+        lines += [
+            "",
+            "| text set | documents | tokens | bytes | NLL (nats/token) | bits per byte |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            f"| {x['path'] or 'texts'} | {x['documents']} | {x['tokens']} | {x['bytes']} | "
+            f"{_pm(x['mean_nll'], x['mean_nll_stderr'])} | "
+            f"{_pm(x['bits_per_byte'], x['bits_per_byte_stderr'])} |",
+        ]
+        for name, g in (x.get("by_group") or {}).items():
+            lines.append(
+                f"|   {name} | {g['documents']} | {g['tokens']} | {g['bytes']} | "
+                f"{_pm(g['mean_nll'], g['mean_nll_stderr'])} | "
+                f"{_pm(g['bits_per_byte'], g['bits_per_byte_stderr'])} |"
+            )
     tasks: dict[str, dict[str, Any]] = results.get("tasks") or {}
     if tasks:
         lines += [
