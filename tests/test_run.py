@@ -16,6 +16,7 @@ from miniplm.cli import main as cli_main
 from miniplm.errors import InputError
 from miniplm.pipeline.config import load_config
 from miniplm.pipeline.run import run_pipeline
+from miniplm.pipeline.stages import build_stages
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +224,67 @@ def test_nproc_per_node_runs_scoring_and_training_under_torchrun(
     b = miniplm.load_selection(run / "select" / "miniplm")[0]
     assert len(a) == len(b) and len(np.intersect1d(a, b)) >= 0.9 * len(a)
     assert (run / "report.md").is_file()
+
+
+def test_students_with_their_own_tokenizer_and_family(smoke: Path, tmp_path: Path) -> None:
+    """``[students.tokenizer] train_bpe_vocab = 300`` with Llama students on a copy of the
+    smoke run: only the student side runs (scoring kept), every student trains on its own
+    re-tokenized subset and carries the 300-entry tokenizer and a Llama architecture, all
+    see equal numbers of their own tokens, the held-out slices are re-tokenized and
+    reported in bits per byte, and Vanilla KD is left out with the reason."""
+    from transformers import AutoTokenizer
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke, run)
+    f = tmp_path / "c.toml"
+    f.write_text("[students]\narch = 'llama'\n[students.tokenizer]\ntrain_bpe_vocab = 300\n")
+    cfg = load_config(str(f), "smoke")
+    ctx = run_pipeline(cfg, run, quiet=True)
+    variants = ["miniplm", "random", "ppl"]  # kd left out
+    student_side = [
+        "student_tokenizer",
+        *(f"student_corpus-{v}" for v in variants),
+        "student_heldout",
+        *(f"student-{v}" for v in variants),
+        "eval",
+        "report",
+    ]
+    assert sorted(ctx.ran) == sorted(student_side)
+    assert {"data", "split", "reference", "score", "select"} <= set(ctx.skipped)
+    out = {name: meta["outputs"] for name, meta in ctx.done.items()}
+    corpora = [out[f"student_corpus-{v}"] for v in variants]
+    budget = min(c["tokens"] - c["instances"] for c in corpora)  # trained tokens: targets
+    results = json.loads((run / "eval" / "results.json").read_text())
+    for v in variants:
+        final = run / f"student-{v}" / "run" / "final"
+        assert len(AutoTokenizer.from_pretrained(final)) == 300
+        assert json.loads((final / "config.json").read_text())["model_type"] == "llama"
+        summary = json.loads((run / f"student-{v}" / "run" / "summary.json").read_text())
+        # Equal own-token budgets: within one batch of the smallest subset's tokens.
+        per_batch = cfg.students.global_batch_size * cfg.corpus.seq_len
+        assert abs(summary["tokens"] - cfg.students.epochs * budget) < per_batch
+        held = results[v]["heldout"]["heldout"]
+        assert held["path"] == str(run / out["student_heldout"]["heldout"]["dataset"])
+        assert 0 < held["bits_per_byte"] < 20
+    ref = results["reference"]["heldout"]["heldout"]
+    assert 0 < ref["bits_per_byte"] < 20 and ref["selection"] is not None
+    md = (run / "report.md").read_text()
+    rows = _table(md, "| student |")
+    names = ["MiniPLM", "uniform random subset", "perplexity filtering"]
+    assert [r[0].split(" (")[0] for r in rows] == names
+    for row, v in zip(rows, variants):
+        assert row[-1] == f"{results[v]['heldout']['heldout']['bits_per_byte']:.4f}"
+    assert "Vanilla KD is left out" in md and "300 entries" in md
+
+    # Another student tokenizer changes the settings of the students' tokenizer stage
+    # alone; the scoring side reads none of the student stages, so it stays (the stamps
+    # of a re-run stage re-run its readers: test_second_run_skips_...).
+    f.write_text("[students]\narch = 'llama'\n[students.tokenizer]\ntrain_bpe_vocab = 320\n")
+    before = {s.name: s for s in build_stages(cfg)}
+    after = {s.name: s for s in build_stages(load_config(str(f), "smoke"))}
+    assert before.keys() == after.keys()
+    changed = {n for n in after if after[n].params != before[n].params}
+    assert changed == {"student_tokenizer", *(f"student-{v}" for v in variants)}
+    student_stages = set(student_side) - {"eval", "report"}
+    for name in ("data", "split", "reference", "score", "select"):
+        assert not student_stages & set(after[name].reads)

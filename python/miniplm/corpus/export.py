@@ -107,6 +107,12 @@ class _Corpus:
         return None
 
 
+def check_exportable(data: DataSpec) -> None:
+    """Raise the error ``export`` would raise for corpus ``data`` (not written by ``miniplm
+    tokenize``, a lossy tokenizer, the EOS inside the text), writing nothing."""
+    _Corpus(data)
+
+
 # ---- per-instance scores ----------------------------------------------------------------
 
 

@@ -76,6 +76,9 @@ class SelectionSpec:
 @dataclass
 class StudentSpec(TrainSpec):
     kd_ratio: float = 0.5
+    # The students' own tokenizer (both unset: the corpus's); when set, every student
+    # trains on its subset exported and re-tokenized with it (pipeline/student_corpus.py).
+    tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
 
 
 @dataclass
@@ -226,6 +229,17 @@ def _check_train(t: TrainSpec, where: str) -> None:
         )
 
 
+def _check_tokenizer(t: TokenizerSpec, where: str) -> None:
+    from miniplm.corpus.bpe import check_bpe_vocab
+
+    if t.train_bpe_vocab and t.path:
+        raise InputError(f"{where}: give path or train_bpe_vocab, not both")
+    if t.train_bpe_vocab:
+        check_bpe_vocab(t.train_bpe_vocab, f"{where}.train_bpe_vocab")
+    if t.path and not Path(t.path).exists():
+        raise InputError(f"{where}.path: {t.path} does not exist")
+
+
 def corpus_files(c: CorpusSpec) -> list[Any]:
     """The files of ``corpus.inputs``, expanded as ``miniplm tokenize`` expands its
     arguments (globs, directories), with their source names."""
@@ -294,12 +308,17 @@ def validate(cfg: RunConfig) -> RunConfig:
             )
     if t.batch_size < 1:
         raise InputError("teacher.batch_size must be at least 1")
-    if cfg.tokenizer.train_bpe_vocab and cfg.tokenizer.path:
-        raise InputError("tokenizer: give path or train_bpe_vocab, not both")
+    _check_tokenizer(cfg.tokenizer, "tokenizer")
     if cfg.tokenizer.train_bpe_vocab and t.model:
         raise InputError("tokenizer.train_bpe_vocab: a pretrained teacher brings its own tokenizer")
-    if cfg.tokenizer.path and not Path(cfg.tokenizer.path).exists():
-        raise InputError(f"tokenizer.path: {cfg.tokenizer.path} does not exist")
+    _check_tokenizer(cfg.students.tokenizer, "students.tokenizer")
+    if cfg.students.tokenizer.path:
+        from miniplm.corpus.tokenizer import load_tokenizer
+
+        try:
+            load_tokenizer(cfg.students.tokenizer.path)
+        except InputError as e:
+            raise InputError(f"students.tokenizer.path: {e}") from None
     _check_train(cfg.reference, "reference")
     _check_train(cfg.students, "students")
     if not 0 < cfg.selection.alpha < 1:

@@ -4,7 +4,6 @@ tokenized dataset and its split into D_ref, a held-out slice and what selection 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,6 @@ from miniplm.pipeline.config import RunConfig, corpus_files
 from miniplm.pipeline.stage import Inputs, Outputs, Stage
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from miniplm.data import TokenDataset
 
 
@@ -110,56 +107,67 @@ class TokenizerStage(Stage[TokenizerOut]):
     def __init__(self, cfg: RunConfig) -> None:
         t = cfg.tokenizer
         reads: tuple[str, ...] = ()
-        if t.train_bpe_vocab and not t.path:
-            reads = ("text",)
+        params = {**dataclasses.asdict(t), **tokenizer_fingerprints(t.path)}
+        if t.train_bpe_vocab and not t.path:  # trained on the corpus text
+            reads = ("text",) if not cfg.corpus.inputs else ()
+            if cfg.corpus.inputs:
+                c = cfg.corpus
+                text = {"text_field": c.text_field, "text_split": c.text_split}
+                params["corpus"] = {**corpus_fingerprints(cfg), **text}
         elif not t.path:
             reads = ("teacher_model",)
-        params = dataclasses.asdict(t)
-        if t.path:
-            from miniplm import _core
-
-            tok = Path(t.path)
-            files = sorted(tok.iterdir()) if tok.is_dir() else [tok]
-            params["fingerprints"] = [_core.file_fingerprint(str(f)) for f in files if f.is_file()]
         super().__init__("tokenizer", reads, params)
 
     def run(self, sdir: Path, inp: Inputs) -> TokenizerOut:
-        t = inp.cfg.tokenizer
+        from miniplm.corpus.bpe import train_bpe
+
+        t, c = inp.cfg.tokenizer, inp.cfg.corpus
         if t.path:
             return TokenizerOut(inp.record(t.path))
         if t.train_bpe_vocab:
-            inputs = [inp.resolve(f) for f in inp.get("text", TextOut).inputs]
-            return TokenizerOut(inp.record(train_bpe(inputs, sdir, inp.cfg)))
+            out = train_bpe(
+                corpus_inputs(inp),
+                sdir / "tokenizer",
+                t.train_bpe_vocab,
+                text_field=c.text_field,
+                text_split=c.text_split,
+                overwrite=True,
+            )
+            return TokenizerOut(inp.record(out))
         return TokenizerOut(inp.get("teacher_model", ModelOut).model)  # already recorded
 
 
-def train_bpe(inputs: list[str], sdir: Path, cfg: RunConfig) -> str:
-    """A byte-level BPE of ``train_bpe_vocab`` entries trained on the corpus (jsonl)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+def corpus_inputs(inp: Inputs) -> list[str]:
+    """The corpus's input files: ``corpus.inputs``, else the bundled text stage's."""
+    c = inp.cfg.corpus
+    return c.inputs or [inp.resolve(f) for f in inp.get("text", TextOut).inputs]
 
-    def texts() -> Iterator[str]:
-        for f in inputs:
-            with open(f, encoding="utf-8") as fh:
-                for line in fh:
-                    yield json.loads(line)[cfg.corpus.text_field]
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=cfg.tokenizer.train_bpe_vocab,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts(), trainer)
-    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=tok, eos_token="<|endoftext|>"
-    )
-    out = sdir / "tokenizer"
-    fast.save_pretrained(out)
-    return str(out)
+def tokenizer_fingerprints(path: str) -> dict[str, Any]:
+    """A tokenizer given by path (a file or directory) as stage settings: its files'
+    fingerprints, so a tokenizer changed in place re-runs what used it."""
+    if not path:
+        return {}
+    from miniplm import _core
+
+    tok = Path(path)
+    files = sorted(tok.iterdir()) if tok.is_dir() else [tok]
+    return {"fingerprints": [_core.file_fingerprint(str(f)) for f in files if f.is_file()]}
+
+
+def corpus_fingerprints(cfg: RunConfig) -> dict[str, Any]:
+    """The fingerprints of ``corpus.inputs`` as stage settings (none for the bundled
+    text, which its stage stands for)."""
+    if not cfg.corpus.inputs:
+        return {}
+    from miniplm import _core
+
+    files = corpus_files(cfg.corpus)
+    return {
+        "fingerprints": [
+            [os.fspath(f.path), _core.file_fingerprint(os.fspath(f.path))] for f in files
+        ]
+    }
 
 
 class DataStage(Stage[DataOut]):
@@ -173,23 +181,16 @@ class DataStage(Stage[DataOut]):
         unread = ("heldout_fraction", "workers")
         params = {k: v for k, v in dataclasses.asdict(cfg.corpus).items() if k not in unread}
         params["seed"] = cfg.seed
-        if cfg.corpus.inputs:
-            from miniplm import _core
-
-            params["fingerprints"] = [
-                [os.fspath(f.path), _core.file_fingerprint(os.fspath(f.path))]
-                for f in corpus_files(cfg.corpus)
-            ]
+        params.update(corpus_fingerprints(cfg))
         super().__init__("data", reads, params)
 
     def run(self, sdir: Path, inp: Inputs) -> DataOut:
         from miniplm.corpus.tokenize import tokenize_corpus
 
         cfg, c = inp.cfg, inp.cfg.corpus
-        inputs = c.inputs or [inp.resolve(f) for f in inp.get("text", TextOut).inputs]
         dataset = sdir / "corpus"
         info = tokenize_corpus(
-            inputs,
+            corpus_inputs(inp),
             dataset,
             inp.resolve(inp.get("tokenizer", TokenizerOut).tokenizer),
             seq_len=c.seq_len,

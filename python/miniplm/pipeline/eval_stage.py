@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from miniplm.pipeline.config import RunConfig
-from miniplm.pipeline.corpus_stages import DataOut, ModelOut, SplitOut
+from miniplm.pipeline.corpus_stages import ModelOut
 from miniplm.pipeline.stage import Inputs, Outputs, Stage, write_json
+from miniplm.pipeline.student_corpus import HELDOUT, bits_per_byte, eval_slices, own_tokenizer
 from miniplm.pipeline.student_stages import student_stage_name, student_variants
 
 
@@ -26,6 +27,7 @@ class EvalStage(Stage[EvalOut]):
         self.models = {v: student_stage_name(v) for v in student_variants(cfg)}
         self.models["reference"] = "reference"
         reads = ("data", "split", *self.models.values())
+        reads += (HELDOUT,) if own_tokenizer(cfg) else ()
         params = {**dataclasses.asdict(cfg.eval), "device": cfg.device}
         super().__init__("eval", reads, params)
 
@@ -33,8 +35,7 @@ class EvalStage(Stage[EvalOut]):
         from miniplm.evaluation import evaluate
         from miniplm.evaluation.model import load_eval_model
 
-        cfg, split, e = inp.cfg, inp.get("split", SplitOut), inp.cfg.eval
-        data = inp.resolve(inp.get("data", DataOut).dataset)
+        cfg, e = inp.cfg, inp.cfg.eval
         results: dict[str, Any] = {}
         for name, stage in self.models.items():
             path = inp.resolve(inp.get(stage, ModelOut).model)
@@ -42,21 +43,27 @@ class EvalStage(Stage[EvalOut]):
             # ignore id).
             em = load_eval_model(path, device=cfg.device, need_tokenizer=True)
             pair = (em.model, em.tokenizer)
+            # In its own tokens where it has its own tokenizer, then with bits per byte.
+            slices = eval_slices(inp, student=name != "reference")
             r: dict[str, Any] = {}
-            for which, sel in (("heldout", split.heldout), ("heldout_clean", split.heldout_clean)):
-                r[which] = evaluate(
-                    pair,
-                    data=data,
-                    selection=inp.resolve(sel),
-                    batch_size=e.batch_size,
-                    max_instances=e.max_instances or None,
-                )
-            r["per_source"] = {
-                src: evaluate(pair, data=data, selection=inp.resolve(sel), batch_size=e.batch_size)[
-                    "heldout"
-                ]
-                for src, sel in split.heldout_by_source.items()
-            }
+            for which in ("heldout", "heldout_clean"):
+                sl = slices[which]
+                r[which] = {"heldout": {"mean_nll": None}}  # empty in the students' tokens
+                if sl is not None:
+                    r[which] = evaluate(
+                        pair,
+                        data=sl.data,
+                        selection=sl.selection,
+                        batch_size=e.batch_size,
+                        max_instances=e.max_instances or None,
+                    )
+                    h = r[which]["heldout"]
+                    h["bits_per_byte"] = bits_per_byte(h, sl.bytes, not e.max_instances)
+            r["per_source"] = {}
+            for src, sl in slices["per_source"].items():
+                h = evaluate(pair, data=sl.data, selection=sl.selection, batch_size=e.batch_size)
+                h["heldout"]["bits_per_byte"] = bits_per_byte(h["heldout"], sl.bytes, True)
+                r["per_source"][src] = h["heldout"]
             if e.mc_files or e.tasks:
                 r["tasks"] = evaluate(
                     pair,

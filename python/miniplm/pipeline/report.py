@@ -17,6 +17,12 @@ from miniplm.pipeline.corpus_stages import DataOut, ModelOut, SplitOut
 from miniplm.pipeline.eval_stage import EvalOut
 from miniplm.pipeline.select_stages import ScoreOut, SelectOut
 from miniplm.pipeline.stage import Inputs, Outputs, Stage
+from miniplm.pipeline.student_corpus import (
+    KD_LEFT_OUT,
+    TOKENIZER,
+    StudentTokenizerOut,
+    own_tokenizer,
+)
 from miniplm.pipeline.student_stages import student_stage_name, student_variants
 from miniplm.pipeline.train_stages import TrainOut, teacher_name
 
@@ -167,6 +173,24 @@ def _examples(
     return lines
 
 
+def _own_tokens_line(inp: Inputs) -> str:
+    tok = inp.get(TOKENIZER, StudentTokenizerOut)
+    return (
+        f"their own tokenizer (`{tok.spec}`, {tok.vocab_size} entries): each trains on "
+        "its subset exported and re-tokenized, equal numbers of its own tokens (the "
+        "smallest re-tokenized subset's, times epochs) "
+    )
+
+
+def _own_tokens_note(hr: dict[str, Any], kd: bool) -> str:
+    return (
+        "The students read the held-out text in their own tokens, the reference in the "
+        "corpus's: NLL per token is not comparable between them; bits per byte (summed "
+        "NLL / ln 2 / the slice's UTF-8 bytes) is. Reference LM, held-out bits/byte: "
+        f"{_fmt(hr.get('bits_per_byte'))}." + (f" {KD_LEFT_OUT}." if kd else "")
+    )
+
+
 @dataclass
 class ReportOut(Outputs):
     report: str
@@ -207,6 +231,7 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
     n_ref = _params(inp.resolve(ref.model))
     scored = int(inp.get("score", ScoreOut).summaries[0]["scored_tokens"])
     offline = 2.0 * (n_t + n_ref) * scored + 6.0 * n_ref * ref.tokens
+    own = own_tokenizer(cfg)  # students in their own tokens: NLL per token not comparable
     rows = []
     for v in student_variants(cfg):
         st = inp.get(student_stage_name(v), TrainOut)
@@ -222,6 +247,7 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
             f"| {LABELS[v]} | {_fmt(h.get('mean_nll'))} | {_fmt(h.get('perplexity'), 2)} | "
             f"{_fmt(hc.get('mean_nll'))} | {_fmt(acc)} | {st.tokens} | {st.steps} | "
             f"{st.elapsed_s:.0f} | {_sci(train_flops)} | {_sci(total)} |"
+            + (f" {_fmt(h.get('bits_per_byte'))} |" if own else "")
         )
     hr = results["reference"]["heldout"]["heldout"]
     counts = d.counts
@@ -236,10 +262,11 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
             f"{_fmt(rates[i], 3)} | {_fmt(mean_r, 3)} |"
         )
     variants = student_variants(cfg)
+    per_source_key = "bits_per_byte" if own else "mean_nll"
     by_src_rows = []
     for i, name in enumerate(names):
         cells = [
-            _fmt(results[v]["per_source"].get(name, {}).get("mean_nll"), 3)
+            _fmt(results[v]["per_source"].get(name, {}).get(per_source_key), 3)
             for v in [*variants, "reference"]
         ]
         n_held = results[variants[0]]["per_source"].get(name, {}).get("instances", 0)
@@ -257,8 +284,9 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         "",
         f"Teacher: `{teacher_desc}` ({n_t / 1e6:.1f}M parameters); reference: preset "
         f"`{cfg.reference.preset}` ({n_ref / 1e6:.1f}M) trained on D_ref = {split['ref']} "
-        f"instances; students: preset `{cfg.students.preset}`, equal steps and batch "
-        f"(so equal instances) for every student. Corpus: {counts.get('instances')} "
+        f"instances; students: preset `{cfg.students.preset}`, arch `{cfg.students.arch}`, "
+        + (_own_tokens_line(inp) if own else "equal steps and batch (so equal instances) ")
+        + f"for every student. Corpus: {counts.get('instances')} "
         f"instances of <= {cfg.corpus.seq_len + 1} tokens ({counts.get('tokens')} tokens); "
         f"held-out: {split['heldout']} instances ({split['heldout_clean']} without the "
         "noise sources), never trained on or selected.",
@@ -266,10 +294,12 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         "## Students",
         "",
         "| student | held-out NLL | held-out ppl | held-out NLL, no noise | zero-shot acc | "
-        "training tokens | steps | wall s | training FLOPs | FLOPs incl. offline |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "training tokens | steps | wall s | training FLOPs | FLOPs incl. offline |"
+        + (" held-out bits/byte |" if own else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if own else ""),
         *rows,
         "",
+        *([_own_tokens_note(hr, "kd" in cfg.selection.baselines), ""] if own else []),
         f"Reference LM on the same held-out data: NLL {_fmt(hr.get('mean_nll'))}. "
         "`FLOPs incl. offline` adds, for MiniPLM, the teacher and reference scoring passes "
         f"(2 N T over {scored} scored tokens each) and the reference's training "
@@ -289,7 +319,8 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         "|---|---|---|---|---|---|",
         *src_rows,
         "",
-        "Held-out NLL per source (the selection changes the mix of sources a student sees: "
+        ("Held-out bits per byte" if own else "Held-out NLL")
+        + " per source (the selection changes the mix of sources a student sees: "
         "compare each student where MiniPLM kept much and where it kept little):",
         "",
         "| source | keep rate | held-out instances | "

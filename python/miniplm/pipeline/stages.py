@@ -16,6 +16,7 @@ from miniplm.pipeline.corpus_stages import (
 from miniplm.pipeline.eval_stage import EvalStage
 from miniplm.pipeline.select_stages import ScoreStage, SelectStage
 from miniplm.pipeline.stage import Context, Stage, run_stage
+from miniplm.pipeline.student_corpus import own_stages
 from miniplm.pipeline.student_stages import StudentStage, student_variants
 from miniplm.pipeline.train_stages import ReferenceStage, TeacherStage
 
@@ -33,6 +34,7 @@ def build_stages(cfg: RunConfig) -> list[Stage[Any]]:
     if cfg.teacher.train is not None:
         stages.append(TeacherStage(cfg))
     stages += [ReferenceStage(cfg), ScoreStage(cfg), SelectStage(cfg)]
+    stages += own_stages(cfg, student_variants(cfg))  # students' own tokenizer and data
     stages += [StudentStage(cfg, v) for v in student_variants(cfg)]
     stages.append(EvalStage(cfg))
     return stages

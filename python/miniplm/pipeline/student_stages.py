@@ -1,5 +1,6 @@
 """The students: one trained on each selection (MiniPLM's and the baselines'), with
-equal optimizer steps, so equal instances, for every student."""
+equal optimizer steps, so equal instances, for every student; with their own tokenizer
+(student_corpus.py), each on its re-tokenized subset, for equal numbers of own tokens."""
 
 from __future__ import annotations
 
@@ -10,14 +11,21 @@ from miniplm.pipeline.config import RunConfig
 from miniplm.pipeline.corpus_stages import ModelOut
 from miniplm.pipeline.select_stages import SelectOut
 from miniplm.pipeline.stage import Inputs, Stage
+from miniplm.pipeline.student_corpus import (
+    TOKENIZER,
+    RetokenizedOut,
+    corpus_stage_name,
+    own_token_steps,
+    own_tokenizer,
+)
 from miniplm.pipeline.train_stages import TrainOut, teacher_name, train, train_params
 
 
 def student_variants(cfg: RunConfig) -> list[str]:
     names = ["miniplm"]
     for b in ("random", "kd", "ppl"):
-        if b in cfg.selection.baselines:
-            names.append(b)
+        if b in cfg.selection.baselines and not (b == "kd" and own_tokenizer(cfg)):
+            names.append(b)  # KD needs the teacher's vocabulary (student_corpus.KD_LEFT_OUT)
     return names
 
 
@@ -37,12 +45,26 @@ class StudentStage(Stage[TrainOut]):
 
     def __init__(self, cfg: RunConfig, variant: str) -> None:
         self.variant, self.teacher = variant, teacher_name(cfg)
+        self.own = own_tokenizer(cfg)
         reads = ("data", "select") + ((self.teacher,) if variant == "kd" else ())
+        if self.own:  # every student's corpus: the budget is the smallest's
+            reads += (TOKENIZER, *(corpus_stage_name(v) for v in student_variants(cfg)))
         params = {**train_params(cfg, cfg.students), "variant": variant}
+        if not self.own:
+            del params["tokenizer"]  # unset: the keys of runs made before the table existed
         super().__init__(student_stage_name(variant), reads, params)
 
     def run(self, sdir: Path, inp: Inputs) -> TrainOut:
         cfg, sel = inp.cfg, inp.get("select", SelectOut)
+        if self.own:  # its own re-tokenized subset, equal budgets of own tokens
+            s = cfg.students
+            corpora = {
+                v: inp.get(corpus_stage_name(v), RetokenizedOut).to_json()
+                for v in student_variants(cfg)
+            }
+            steps = own_token_steps(corpora, s.epochs, s.global_batch_size)[self.variant]
+            data = corpora[self.variant]["dataset"]
+            return train(inp, s, sdir, None, data=data, max_steps=steps)
         steps = student_steps(cfg, sel.k)
         selection = sel.training_set(self.variant)
         if self.variant == "kd":  # Vanilla KD: the random subset with the online teacher

@@ -60,21 +60,23 @@ def train(
     inp: Inputs,
     spec: TrainSpec,
     out: Path,
-    selection: str,
+    selection: str | None,
     *,
+    data: str | None = None,
     max_steps: int | None = None,
     kd_teacher: str | None = None,
     kd_ratio: float = 0.5,
 ) -> TrainOut:
-    """Train on recorded ``selection`` of the run's dataset into ``out/run``."""
+    """Train on recorded ``selection`` of the run's dataset (or on all of recorded
+    ``data``, a dataset of another stage) into ``out/run``."""
     from miniplm.training.trainer import TrainOptions
     from miniplm.training.trainer import train as train_model
 
     cfg = inp.cfg
     opt = TrainOptions(
-        data=inp.resolve(inp.get("data", DataOut).dataset),
+        data=inp.resolve(data or inp.get("data", DataOut).dataset),
         out=str(out / "run"),
-        selection=inp.resolve(selection),
+        selection=None if selection is None else inp.resolve(selection),
         preset=spec.preset,
         arch=spec.arch,
         seq_len=cfg.corpus.seq_len,

@@ -1,0 +1,168 @@
+"""``retokenize`` (export + tokenize with a student's tokenizer) and the shared BPE trainer:
+a re-tokenized selection decodes, per source, to exactly the export's text of that
+selection; the trained BPE has the asked size, is lossless, and refuses sizes it cannot
+honour; bad inputs write nothing."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer
+
+import miniplm
+from miniplm.corpus.bpe import EOS, check_bpe_vocab, train_bpe
+from miniplm.corpus.bytelevel import token_bytes
+from miniplm.corpus.export import export
+from miniplm.corpus.retokenize import retokenize
+from miniplm.corpus.tokenize import tokenize_corpus
+from miniplm.errors import InputError
+
+TEXTS = [
+    "The cat sat on the mat. Where is the dog?\n",
+    "Ünïcödé täxt, naïve café — «quotes» and 日本語のテキスト。",
+    "Emoji 😀🎉 and astral \U0001d518\U0001d52b letters, Ελληνικά, русский текст.",
+    "  leading and trailing whitespace \t\n",
+]
+
+
+def _jsonl(path: Path, docs: list[tuple[str, str]]) -> Path:
+    lines = [json.dumps({"source": s, "text": t}, ensure_ascii=False) for s, t in docs]
+    path.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def toks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A corpus tokenizer and a smaller student one, both from the shared trainer."""
+    d = tmp_path_factory.mktemp("bpe")
+    text = _jsonl(d / "train.jsonl", [("a", t) for t in TEXTS * 20])
+    rev = _jsonl(d / "rev.jsonl", [("a", t) for t in TEXTS[::-1] * 20])
+    return train_bpe([text], d / "corpus-tok", 420), train_bpe([rev], d / "student-tok", 300)
+
+
+def test_train_bpe_has_the_asked_size_and_is_lossless(toks: tuple[Path, Path]) -> None:
+    from transformers import AutoTokenizer
+
+    for path, size in zip(toks, (420, 300)):
+        tok = AutoTokenizer.from_pretrained(path)
+        assert len(tok) == size and tok.eos_token == EOS
+        spec = (path / "tokenizer.json").read_text()
+        assert token_bytes(spec, str(path)).bad.keys() <= {tok.eos_token_id}
+        for t in TEXTS:
+            assert tok.decode(tok(t, add_special_tokens=False)["input_ids"]) == t
+
+
+def test_train_bpe_reads_any_input_format(tmp_path: Path) -> None:
+    """It reads the corpus as tokenize does, not only JSON lines (parquet here)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"body": TEXTS * 10}), f)
+    out = train_bpe([f], tmp_path / "tok", 280, text_field="body")
+    assert Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab_size() == 280
+
+
+def test_train_bpe_refuses_a_vocabulary_below_the_byte_alphabet(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"students\.tokenizer\.train_bpe_vocab: 100 .* 257"):
+        check_bpe_vocab(100, "students.tokenizer.train_bpe_vocab")
+    with pytest.raises(InputError, match="at least 257"):
+        train_bpe([_jsonl(tmp_path / "t.jsonl", [("a", "x")])], tmp_path / "tok", 256)
+    assert not (tmp_path / "tok").exists()
+
+
+def _student_bytes(directory: Path) -> dict[str, bytes]:
+    """The student corpus's tokens as bytes, per source in id order, EOS dropped."""
+    meta = json.loads((directory / "tokenize.json").read_text())
+    table = token_bytes((directory / "tokenizer.json").read_text(), "student")
+    eos = int(meta["tokenizer"]["eos_id"])
+    sources = np.load(directory / "sources.npy")
+    ds = miniplm.TokenDataset(directory)
+    out: dict[str, bytearray] = defaultdict(bytearray)
+    for i in range(len(ds)):
+        name = meta["sources"][int(sources[i])]
+        for t in np.asarray(ds[i]).tolist():
+            if t != eos:
+                out[name] += table.data[table.offsets[t] : table.offsets[t + 1]].tobytes()
+    return {k: bytes(v) for k, v in out.items()}
+
+
+def _export_bytes(path: Path) -> dict[str, bytes]:
+    out: dict[str, bytearray] = defaultdict(bytearray)
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        out[row["source"]] += row["text"].encode()
+    return {k: bytes(v) for k, v in out.items()}
+
+
+DOC = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=60)
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    docs=st.lists(st.tuples(st.sampled_from(["web", "books", "code"]), DOC), max_size=25),
+    picks=st.lists(st.booleans(), min_size=60, max_size=60),
+    seq_len=st.integers(4, 24),
+    packing=st.sampled_from(["boundary", "fixed"]),
+)
+def test_a_retokenized_selection_decodes_to_the_exports_text_per_source(
+    toks: tuple[Path, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    docs: list[tuple[str, str]],
+    picks: list[bool],
+    seq_len: int,
+    packing: str,
+) -> None:
+    tmp = tmp_path_factory.mktemp("rt")
+    docs = [("web", "always some text"), *docs]
+    opts: dict[str, Any] = {"workers": 1, "progress": False, "min_tokens": 1}
+    corpus = tmp / "corpus"
+    tokenize_corpus(
+        _jsonl(tmp / "docs.jsonl", docs),
+        corpus,
+        toks[0],
+        source_field="source",
+        seq_len=8,
+        **opts,
+    )
+    ds = miniplm.TokenDataset(corpus)
+    ids = [i for i in range(len(ds)) if picks[i % len(picks)]] or [0]
+    sel = ds.write_selection(tmp / "sel", np.array(ids), "test")
+    info = retokenize(
+        corpus, tmp / "student", toks[1], selection=sel, seq_len=seq_len, packing=packing, **opts
+    )
+    export(corpus, tmp / "sel.jsonl", sel)
+    want = _export_bytes(tmp / "sel.jsonl")
+    got = _student_bytes(tmp / "student")
+    assert got == {k: v for k, v in want.items() if v}
+    assert info["bytes"] == sum(len(v) for v in want.values())
+    student_tok = json.loads((tmp / "student" / "tokenize.json").read_text())["tokenizer"]
+    assert student_tok["vocab_size"] == 300 and info["tokenizer"] == student_tok
+    assert not list(tmp.glob(".student.text-*"))  # the text in between is gone
+
+
+def test_retokenize_refuses_an_existing_output_and_a_foreign_selection(
+    toks: tuple[Path, Path], tmp_path: Path
+) -> None:
+    src = _jsonl(tmp_path / "docs.jsonl", [("a", t) for t in TEXTS])
+    opts: dict[str, Any] = {"workers": 1, "progress": False, "seq_len": 8}
+    tokenize_corpus(src, tmp_path / "c1", toks[0], source_field="source", **opts)
+    tokenize_corpus(src, tmp_path / "c2", toks[1], source_field="source", **opts)
+    other = miniplm.TokenDataset(tmp_path / "c2").write_selection(
+        tmp_path / "sel2", np.array([0]), "other"
+    )
+    with pytest.raises(InputError):
+        retokenize(tmp_path / "c1", tmp_path / "out", toks[1], selection=other, **opts)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        retokenize(tmp_path / "c1", tmp_path / "out", toks[1], **opts)
