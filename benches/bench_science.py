@@ -105,7 +105,9 @@ class Sizes:
 
 
 FULL = Sizes(
-    max_bytes=None,
+    # 1.5 MB: the teacher's one pass (~420k tokens at ~350 tokens/s on 2 cores, about
+    # 20 min) leaves the cells most of the hour; --max-bytes 0 takes the whole corpus.
+    max_bytes=1_500_000,
     seq_len=128,  # the default run's (pipeline/config.py PRESETS["default"])
     teacher="smollm2",
     teacher_bpe=0,
@@ -119,7 +121,7 @@ FULL = Sizes(
     task_items=None,
 )
 QUICK = Sizes(
-    max_bytes=30_000,
+    max_bytes=15_000,
     seq_len=32,
     teacher="",
     teacher_bpe=300,
@@ -485,8 +487,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=None, help="seeds per student (3; quick: 1)")
     p.add_argument("--cells", default="", help="comma-separated cell names (default: all)")
     p.add_argument("--quick", action="store_true", help="tiny sizes and teacher (~1 min)")
+    p.add_argument(
+        "--max-bytes", type=int, default=None, help="corpus text to score (0: whole corpus)"
+    )
     a = p.parse_args(argv)
     sizes = QUICK if a.quick else FULL
+    if a.max_bytes is not None:
+        if a.max_bytes < 0:
+            p.error("--max-bytes must be >= 0")
+        sizes = dataclasses.replace(sizes, max_bytes=a.max_bytes or None)
     seeds = a.seeds if a.seeds is not None else (1 if a.quick else 3)
     if seeds < 1:
         p.error("--seeds must be at least 1")
@@ -497,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown cells {unknown}; known: {', '.join(cells)}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     t0 = time.perf_counter()
-    work: Path = a.work / ("quick" if a.quick else "full")
+    # One cache per corpus size: the teacher's scores are of that corpus.
+    work: Path = a.work / f"{'quick' if a.quick else 'full'}-{sizes.max_bytes or 'all'}"
     sh = Shared(work, sizes)
     results: dict[str, Any] = {
         "quick": a.quick,
