@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,7 +18,10 @@ from miniplm.evaluation.model import EvalModel
 from miniplm.models import check_tokenizer
 from miniplm.scoring.nll import ChunkedScorer
 
-torch = require("torch")
+if TYPE_CHECKING:  # mypy checks the real torch; at run time, a missing torch names its extra
+    import torch
+else:
+    torch = require("torch")
 
 
 def heldout_nll(
@@ -64,7 +67,7 @@ def heldout_nll(
         )
     scorer = ChunkedScorer(em.model, em.ignore_id, chunk_tokens)
     base.check_vocab(scorer.vocab_size)
-    device = next(em.model.parameters()).device
+    device: torch.device = next(em.model.parameters()).device
     # Longest first (ties by position, stable): batches of similar lengths, little padding.
     order = np.argsort(-lengths, kind="stable")
     nll_total = torch.zeros((), dtype=torch.float64, device=device)

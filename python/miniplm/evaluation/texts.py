@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +32,10 @@ from miniplm.evaluation.model import EvalModel, prefix_token_id
 from miniplm.evaluation.multiple_choice import max_length_of
 from miniplm.scoring.nll import ChunkedScorer
 
-torch = require("torch")
+if TYPE_CHECKING:  # mypy checks the real torch; at run time, a missing torch names its extra
+    import torch
+else:
+    torch = require("torch")
 
 # A file (any format `miniplm tokenize` reads) or the documents themselves.
 Texts = Union[PathLike, Sequence[str]]
@@ -123,7 +126,7 @@ def text_loss(
         for s in range(0, len(ids), width):
             windows.append(seq[s : s + width + 1])
             owner.append(i)
-    device = next(em.model.parameters()).device
+    device: torch.device = next(em.model.parameters()).device
     win_nll = np.zeros(len(windows), dtype=np.float64)
     win_cnt = np.zeros(len(windows), dtype=np.float64)
     order = sorted(range(len(windows)), key=lambda k: -len(windows[k]))  # little padding
