@@ -1,7 +1,8 @@
 """Progress on a terminal: training shows steps with an ETA and the loss, scoring tokens
-per second with an ETA, also on a terminal that does not report its size (0 x 0, where
-tqdm printed nothing: the silent reference stage of `miniplm run`); piped or --quiet, no
-bar at all, transformers' own ("Writing model shards") included."""
+per second with an ETA, tokenize documents, export instances and eval tokens (ETAs where
+the total is known), also on a terminal that does not report its size (0 x 0, where tqdm
+printed nothing: the silent reference stage of `miniplm run`); piped or --quiet, no bar
+at all, transformers' own ("Writing model shards") included."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from miniplm.corpus.export import export
+from miniplm.corpus.tokenize import tokenize_corpus
+from miniplm.evaluation import evaluate
 from miniplm.scoring.runner import ScoreOptions, score
 from miniplm.training.trainer import TrainOptions, train
 
@@ -84,3 +89,72 @@ def test_piped_or_quiet_shows_no_bar(tmp_path: Path, capsys: pytest.CaptureFixtu
         score([model], tmp_path / "d", [tmp_path / f"s{k}"], opt)
         err = capsys.readouterr().err
         assert "\r" not in err and not ETA.search(err), err
+
+
+def _tokenizer(path: Path) -> str:
+    """A tiny byte-level BPE with EOS ``<eos>``, saved as ``path``."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=alphabet
+    )
+    tok.train_from_iterator(["the cat sat on the mat"] * 10, trainer)
+    tok.save(str(path))
+    return str(path)
+
+
+def _corpus(tmp: Path, progress: bool | None) -> Path:
+    docs = tmp / "docs.jsonl"
+    docs.write_text("".join(f'{{"text": "the cat {i} sat on the mat"}}\n' for i in range(30)))
+    out = tmp / "corpus"
+    tok = _tokenizer(tmp / "tok.json")
+    opts = {"seq_len": 8, "workers": 1, "eos_token": "<eos>", "overwrite": True}
+    tokenize_corpus(docs, out, tok, progress=progress, **opts)  # type: ignore[arg-type]
+    return out
+
+
+@pytest.mark.parametrize("size", [(0, 0), (80, 24)])
+def test_tokenize_and_export_bars_count_documents_and_instances(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    size: tuple[int, int],
+) -> None:
+    term = FakeTerminal(monkeypatch, size)
+    corpus = _corpus(tmp_path, progress=None)
+    err = term.getvalue()
+    assert re.search(r"30(\.0)? docs", err) and "tok/s" in err, err  # no total: no ETA
+    term.seek(0)
+    term.truncate()
+    export(corpus, tmp_path / "x.jsonl")
+    err = term.getvalue()
+    assert ETA.search(err) and "instances/s" in err, err
+
+
+@pytest.mark.parametrize("size", [(0, 0), (80, 24)])
+def test_eval_bar_has_tokens_and_eta(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    size: tuple[int, int],
+) -> None:
+    make_dataset(tmp_path / "d", n=12, max_len=20)
+    model = str(make_model(tmp_path / "m"))
+    term = FakeTerminal(monkeypatch, size)
+    evaluate(model, data=tmp_path / "d", device="cpu", progress=True)
+    err = term.getvalue()
+    assert ETA.search(err) and "held-out" in err and "tok" in err, err
+
+
+def test_piped_corpus_and_eval_show_no_bar_nor_transformers_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = _corpus(tmp_path, progress=None)  # None: stderr is captured, not a tty
+    export(corpus, tmp_path / "x.jsonl")
+    err = capsys.readouterr().err
+    make_dataset(tmp_path / "d", n=12, max_len=20)
+    model = str(make_model(tmp_path / "m"))
+    capsys.readouterr()  # the fixture's own save_pretrained bar
+    evaluate(model, data=tmp_path / "d", device="cpu", progress=False)
+    err += capsys.readouterr().err
+    assert "\r" not in err and not ETA.search(err), err

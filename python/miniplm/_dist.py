@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miniplm._deps import require
 
-torch = require("torch")
+if TYPE_CHECKING:  # mypy checks the real torch; at run time, a missing torch names its extra
+    import torch
+else:
+    torch = require("torch")
 
 
 class Dist:
@@ -30,11 +33,13 @@ class Dist:
             if cuda:
                 kw["device_id"] = torch.device(device)
             if self.world == 1:
-                kw.update(store=torch.distributed.HashStore(), rank=0, world_size=1)
+                # torch imports HashStore (off Windows) without re-exporting it.
+                store = torch.distributed.HashStore()  # type: ignore[attr-defined]
+                kw.update(store=store, rank=0, world_size=1)
             torch.distributed.init_process_group("nccl" if cuda else "gloo", **kw)
             self.owned = True
 
-    def all_sum(self, values: list[float], device: Any) -> list[float]:
+    def all_sum(self, values: list[float], device: torch.device | str) -> list[float]:
         if self.world == 1:
             return values
         t = torch.tensor(values, dtype=torch.float64, device=device)

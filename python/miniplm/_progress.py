@@ -36,7 +36,7 @@ def library_bars(enabled: bool) -> Iterator[None]:
 
 
 def progress_bar(
-    total: int,
+    total: int | None,
     unit: str,
     desc: str,
     enabled: bool,
@@ -44,7 +44,8 @@ def progress_bar(
     initial: int = 0,
     unit_scale: bool = False,
 ) -> Any:
-    """A tqdm bar on stderr (None when not ``enabled`` or tqdm is missing)."""
+    """A tqdm bar on stderr (None when not ``enabled`` or tqdm is missing); ``total``
+    None: a count and a rate, no ETA."""
     if not enabled:
         return None
     try:

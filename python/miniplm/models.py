@@ -8,13 +8,16 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miniplm import _core
 from miniplm._deps import require
 from miniplm._safetensors import check_safetensors
 from miniplm.dataset_meta import dataset_tokenizer_file
 from miniplm.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported where it is used (importing this module stays light)
+    import torch
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
@@ -82,14 +85,16 @@ def model_fingerprint(spec: str) -> str:
     return "sha256:" + h.hexdigest()[:32]
 
 
-def resolve_dtype(dtype: str, device: str) -> Any:
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     """The torch dtype for ``dtype`` (``auto``: bfloat16 on CUDA, float32 elsewhere)."""
-    torch = require("torch")
+    th = require("torch")
     if dtype not in _DTYPES:
         raise InputError(f"--dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
     if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return getattr(torch, dtype)
+        auto: torch.dtype = th.bfloat16 if device.startswith("cuda") else th.float32
+        return auto
+    named: torch.dtype = getattr(th, dtype)
+    return named
 
 
 def resolve_device(device: str) -> str:

@@ -13,7 +13,6 @@ import gzip
 import io
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy.typing as npt
 
 from miniplm._atomic import atomic_file, check_spares_inputs, dataset_files
 from miniplm._deps import require
+from miniplm._progress import progress_bar, show_progress
 from miniplm.corpus.bytelevel import TokenBytes, token_bytes
 from miniplm.data import DataSpec, PathLike, TokenDataset
 from miniplm.dataset_meta import TOKENIZE_JSON, TOKENIZER_JSON, dataset_dir
@@ -459,7 +459,9 @@ def export(
         names = ["r", *names]
     total = n if selected is None else len(selected)
     chunk = max(1, _CHUNK_TOKENS // (corpus.seq_len + 1))
-    bar = _bar(progress, total)
+    # Scaled units (1.2M/10.0M) only where counts are large: "7.00/7.00" reads oddly.
+    big = total >= 100_000
+    bar = progress_bar(total, " instances", "export", show_progress(progress), unit_scale=big)
     rows_out = bytes_out = 0
     try:
         with atomic_file(out_path, overwrite) as tmp:
@@ -488,13 +490,3 @@ def export(
         "columns": ["id", "source", "text", *names],
         "elapsed_s": round(time.perf_counter() - t0, 3),
     }
-
-
-def _bar(progress: bool | None, total: int) -> Any:
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress:
-        return None
-    tqdm = require("tqdm").tqdm
-    # Scaled units (1.2M/10.0M) only where counts are large: "7.00/7.00" reads oddly.
-    return tqdm(total=total, unit=" instances", unit_scale=total >= 100_000, file=sys.stderr)

@@ -15,7 +15,6 @@ import multiprocessing
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections import deque
@@ -30,6 +29,7 @@ import numpy.typing as npt
 from miniplm import _core
 from miniplm._atomic import atomic_dir, check_spares_inputs
 from miniplm._deps import require
+from miniplm._progress import progress_bar, show_progress
 from miniplm.corpus.bytelevel import missing_bytes
 from miniplm.corpus.packing import PACKINGS, Chunk, Packer
 from miniplm.corpus.readers import Document, check_columns, discover, read_documents
@@ -215,15 +215,6 @@ def _reference_ids(directory: Path, fraction: float, seed: int) -> int:
 # ---- the driver -------------------------------------------------------------------------
 
 
-def _progress_bar(progress: bool | None) -> Any:
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress:
-        return None
-    tqdm = require("tqdm").tqdm
-    return tqdm(unit=" docs", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
-
-
 def check_options(
     seq_len: int,
     packing: str,
@@ -301,7 +292,8 @@ def tokenize_corpus(
         for f in files
     ]
 
-    bar = _progress_bar(progress)
+    # Documents: their number is not known before reading them all (no ETA).
+    bar = progress_bar(None, " docs", "tokenize", show_progress(progress), unit_scale=True)
     try:
         with atomic_dir(out_dir, overwrite) as tmp:
             output = _Output(tmp, dtype, max_shard_bytes, min_tokens)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from miniplm._progress import library_bars
 from miniplm.errors import InputError
 
 if TYPE_CHECKING:
@@ -101,16 +102,17 @@ def evaluate(
 
         require("lm_eval", "eval")  # before spending time on loading the model
     t0 = time.perf_counter()
-    em = load_eval_model(
-        model,
-        device=device,
-        dtype=dtype,
-        tokenizer=tokenizer,
-        need_tokenizer=bool(mc_files or task_list or texts is not None),
-        data=None if data is None else os.fspath(data),
-        ignore_id=ignore_id,
-        trust_remote_code=trust_remote_code,
-    )
+    with library_bars(progress):  # transformers' "Loading weights" bar: ours or none
+        em = load_eval_model(
+            model,
+            device=device,
+            dtype=dtype,
+            tokenizer=tokenizer,
+            need_tokenizer=bool(mc_files or task_list or texts is not None),
+            data=None if data is None else os.fspath(data),
+            ignore_id=ignore_id,
+            trust_remote_code=trust_remote_code,
+        )
     results: dict[str, Any] = {
         "model": em.describe(),
         "inputs": {

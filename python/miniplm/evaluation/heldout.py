@@ -6,19 +6,22 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from miniplm._deps import require
+from miniplm._progress import progress_bar
 from miniplm.data import DatasetView, PathLike, TokenDataset
 from miniplm.errors import InputError
 from miniplm.evaluation.model import EvalModel
 from miniplm.models import check_tokenizer
 from miniplm.scoring.nll import ChunkedScorer
 
-torch = require("torch")
+if TYPE_CHECKING:  # mypy checks the real torch; at run time, a missing torch names its extra
+    import torch
+else:
+    torch = require("torch")
 
 
 def heldout_nll(
@@ -64,12 +67,12 @@ def heldout_nll(
         )
     scorer = ChunkedScorer(em.model, em.ignore_id, chunk_tokens)
     base.check_vocab(scorer.vocab_size)
-    device = next(em.model.parameters()).device
+    device: torch.device = next(em.model.parameters()).device
     # Longest first (ties by position, stable): batches of similar lengths, little padding.
     order = np.argsort(-lengths, kind="stable")
     nll_total = torch.zeros((), dtype=torch.float64, device=device)
     cnt_total = torch.zeros((), dtype=torch.int64, device=device)
-    bar = _bar(int(lengths.sum()), progress)
+    bar = progress_bar(int(lengths.sum()), "tok", "held-out", progress, unit_scale=True)
     for s in range(0, n, batch_size):
         pos = order[s : s + batch_size]
         width = max(1, int(lengths[pos].max()))
@@ -108,13 +111,3 @@ def _exp(x: float | None) -> float | None:
         return math.exp(x)
     except OverflowError:
         return math.inf
-
-
-def _bar(total: int, enabled: bool, desc: str = "held-out") -> Any:
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="tok", unit_scale=True, file=sys.stderr, desc=desc)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from miniplm._deps import require
 from miniplm.dataset_meta import dataset_tokenizer_file
@@ -20,6 +20,9 @@ from miniplm.models import (
     resolve_ignore_id,
     split_spec,
 )
+
+if TYPE_CHECKING:  # mypy checks the real torch; importing this module stays light
+    import torch
 
 # A path, or an already-loaded (transformers model, tokenizer or None) pair.
 ModelLike = Union[str, "os.PathLike[str]", tuple[Any, Any]]
@@ -119,7 +122,7 @@ def load_eval_model(
             raise InputError(f"{type(obj).__name__} is not a transformers causal LM")
         obj.eval().requires_grad_(False)
         ignore, origin = resolve_ignore_id(own_tok, obj.config, ignore_id)
-        param = next(obj.parameters())
+        param: torch.nn.Parameter = next(obj.parameters())
         em = EvalModel(
             spec=f"<in-memory {type(obj).__name__}>",
             model=obj,

@@ -34,7 +34,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -45,7 +45,10 @@ from miniplm.errors import FormatError, InputError
 from miniplm.evaluation.model import EvalModel, prefix_token_id
 from miniplm.scoring.nll import ChunkedScorer
 
-torch = require("torch")
+if TYPE_CHECKING:  # mypy checks the real torch; at run time, a missing torch names its extra
+    import torch
+else:
+    torch = require("torch")
 
 # lm-eval's default when neither the config nor the tokenizer gives a context length.
 DEFAULT_MAX_LENGTH = 2048
@@ -170,7 +173,7 @@ def loglikelihoods(
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     scorer = ChunkedScorer(model, None, chunk_tokens)
-    device = next(model.parameters()).device
+    device: torch.device = next(model.parameters()).device
     inps: list[list[int]] = []
     conts: list[list[int]] = []
     for ctx, cont in requests:
@@ -199,7 +202,8 @@ def loglikelihoods(
                 rows.extend([r] * len(conts[i]))
                 cols.extend(range(first, len(inps[i])))
                 targets.extend(conts[i])
-            hidden = scorer.decoder(input_ids=x.to(device), use_cache=False).last_hidden_state
+            decoded = scorer.decoder(input_ids=x.to(device), use_cache=False)
+            hidden: torch.Tensor = decoded.last_hidden_state
             rt = torch.tensor(rows, device=device)
             ct = torch.tensor(cols, device=device)
             tt = torch.tensor(targets, device=device)

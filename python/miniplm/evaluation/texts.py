@@ -18,20 +18,24 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import numpy.typing as npt
 
 from miniplm._deps import require
+from miniplm._progress import progress_bar
 from miniplm.data import PathLike
 from miniplm.errors import InputError
-from miniplm.evaluation.heldout import _bar, _exp
+from miniplm.evaluation.heldout import _exp
 from miniplm.evaluation.model import EvalModel, prefix_token_id
 from miniplm.evaluation.multiple_choice import max_length_of
 from miniplm.scoring.nll import ChunkedScorer
 
-torch = require("torch")
+if TYPE_CHECKING:  # mypy checks the real torch; at run time, a missing torch names its extra
+    import torch
+else:
+    torch = require("torch")
 
 # A file (any format `miniplm tokenize` reads) or the documents themselves.
 Texts = Union[PathLike, Sequence[str]]
@@ -122,11 +126,11 @@ def text_loss(
         for s in range(0, len(ids), width):
             windows.append(seq[s : s + width + 1])
             owner.append(i)
-    device = next(em.model.parameters()).device
+    device: torch.device = next(em.model.parameters()).device
     win_nll = np.zeros(len(windows), dtype=np.float64)
     win_cnt = np.zeros(len(windows), dtype=np.float64)
     order = sorted(range(len(windows)), key=lambda k: -len(windows[k]))  # little padding
-    bar = _bar(sum(len(w) - 1 for w in windows), progress, desc="texts")
+    bar = progress_bar(sum(len(w) - 1 for w in windows), "tok", "texts", progress, unit_scale=True)
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
         x = torch.zeros((len(idx), len(windows[idx[0]])), dtype=torch.long)

@@ -5,12 +5,16 @@ sequence), with no host sync: the scored positions are masked, not gathered."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miniplm._deps import require
 from miniplm.errors import InputError
 
-torch = require("torch")
+if TYPE_CHECKING:  # mypy checks the real torch; at run time, a missing torch names its extra
+    import torch
+    from torch import Tensor
+else:
+    torch = require("torch")
 
 # fp32 logits bytes one chunk may hold (plus the softmax temporaries of the same size).
 _LOGIT_BYTES = 256 << 20
@@ -31,10 +35,12 @@ class ChunkedScorer:
     position, so padding cannot change a score, and the fused causal kernels apply."""
 
     def __init__(self, model: Any, ignore_id: int | None, chunk_tokens: int | None = None):
+        # `model`: a transformers causal LM (or a wrapper of one); its get_decoder() and
+        # get_output_embeddings() are not annotated well enough to type it.
         self.model = model
         self.decoder = model.get_decoder()
-        self.head = model.get_output_embeddings()
-        if self.decoder is None or self.decoder is model or self.head is None:
+        head = model.get_output_embeddings()
+        if self.decoder is None or self.decoder is model or head is None:
             raise InputError(
                 f"{type(model).__name__}: cannot split into decoder and output head; "
                 "only standard causal LMs (Llama, Qwen2, Mistral, ...) are supported"
@@ -45,18 +51,19 @@ class ChunkedScorer:
         self.scale = 1.0 / float(getattr(cfg, "logits_scaling", 1.0) or 1.0)
         self.scale *= float(getattr(cfg, "logit_scale", 1.0) or 1.0)
         self.ignore_id = ignore_id
-        self.vocab_size = int(self.head.weight.shape[0])
+        self.head: torch.nn.Module = head
+        self.vocab_size = int(head.weight.shape[0])
         self.chunk_tokens = chunk_tokens or default_chunk_tokens(self.vocab_size)
 
-    def logits(self, hidden: Any) -> Any:
-        x = self.head(hidden).float()
+    def logits(self, hidden: Tensor) -> Tensor:
+        x: Tensor = self.head(hidden).float()
         if self.scale != 1.0:
             x = x * self.scale
         if self.softcap:
             x = torch.tanh(x / self.softcap) * self.softcap
         return x
 
-    def scored_mask(self, input_ids: Any, lengths: Any) -> Any:
+    def scored_mask(self, input_ids: Tensor, lengths: Tensor) -> Tensor:
         """[B, T-1] bool: which positions are scored."""
         inputs = input_ids[:, :-1]
         pos = torch.arange(inputs.shape[1], device=inputs.device)
@@ -65,20 +72,22 @@ class ChunkedScorer:
             mask &= inputs != self.ignore_id
         return mask
 
-    def score(self, input_ids: Any, lengths: Any) -> tuple[Any, Any]:
+    def score(self, input_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """``input_ids`` [B, T] int64 and ``lengths`` [B] on the model's device ->
         (nll_sum [B] float64, n_scored [B] int64), on that device."""
         with torch.inference_mode():
             return self._score(input_ids, lengths)
 
-    def _score(self, input_ids: Any, lengths: Any) -> tuple[Any, Any]:
+    def _score(self, input_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         b = input_ids.shape[0]
         dev = input_ids.device
         if input_ids.shape[1] < 2:
             zeros = torch.zeros(b, dtype=torch.float64, device=dev)
             return zeros, torch.zeros(b, dtype=torch.int64, device=dev)
         mask = self.scored_mask(input_ids, lengths)
-        hidden = self.decoder(input_ids=input_ids[:, :-1], use_cache=False).last_hidden_state
+        hidden: Tensor = self.decoder(
+            input_ids=input_ids[:, :-1], use_cache=False
+        ).last_hidden_state
         # Every position goes through the head (batches are sorted by length: little
         # padding), so nothing waits for the device to learn how many are scored (a
         # `nonzero` would), and each row's sum is one reduction of fixed shape:

@@ -16,7 +16,7 @@ import os
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +39,11 @@ from miniplm.scoring.nll import ChunkedScorer
 from miniplm.scoring.options import ScoreOptions as ScoreOptions
 from miniplm.scoring.run_dir import RunDir
 
-torch = require("torch")
+if TYPE_CHECKING:  # mypy checks the real torch; at run time, a missing torch names its extra
+    import torch
+    from torch import Tensor
+else:
+    torch = require("torch")
 
 
 def score(
@@ -100,7 +104,7 @@ def _header(
     ds: TokenDataset,
     opt: ScoreOptions,
     device: str,
-    dtype: Any,
+    dtype: torch.dtype,
     chunk: int,
     skip: dict[str, Any] | None,
 ) -> dict[str, Any]:
@@ -131,7 +135,7 @@ def _score(
     outs: list[Path],
     opt: ScoreOptions,
     device: str,
-    dtype: Any,
+    dtype: torch.dtype,
     dist: Dist,
     locks: ExitStack,
 ) -> list[dict[str, Any]]:
@@ -291,7 +295,7 @@ class _PartScorer:
         start: int,
         local: npt.NDArray[np.int64],
         need: list[int],
-        acc: dict[int, tuple[Any, Any]],
+        acc: dict[int, tuple[Tensor, Tensor]],
     ) -> None:
         gid = start + local
         width = max(1, int(self.lengths[gid].max()))
