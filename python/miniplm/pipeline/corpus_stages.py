@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from miniplm.pipeline.config import RunConfig, corpus_files
+from miniplm.pipeline.config import RunConfig, TokenizerSpec, corpus_files
 from miniplm.pipeline.stage import Inputs, Outputs, Stage
 
 if TYPE_CHECKING:
@@ -121,22 +121,32 @@ class TokenizerStage(Stage[TokenizerOut]):
         super().__init__("tokenizer", reads, params)
 
     def run(self, sdir: Path, inp: Inputs) -> TokenizerOut:
-        from miniplm.corpus.bpe import train_bpe
-
-        t, c = inp.cfg.tokenizer, inp.cfg.corpus
-        if t.path:
-            return TokenizerOut(inp.record(t.path))
-        if t.train_bpe_vocab:
-            out = train_bpe(
-                corpus_inputs(inp),
-                sdir / "tokenizer",
-                t.train_bpe_vocab,
-                text_field=c.text_field,
-                text_split=c.text_split,
-                overwrite=True,
-            )
-            return TokenizerOut(inp.record(out))
+        path = spec_tokenizer(inp, inp.cfg.tokenizer, sdir)
+        if path is not None:
+            return TokenizerOut(inp.record(path))
         return TokenizerOut(inp.get("teacher_model", ModelOut).model)  # already recorded
+
+
+def spec_tokenizer(inp: Inputs, spec: TokenizerSpec, sdir: Path) -> str | None:
+    """The tokenizer a ``[tokenizer]``-shaped table names: its ``path``, or a byte-level
+    BPE of ``train_bpe_vocab`` entries trained here on the corpus text into
+    ``sdir/tokenizer``; None when neither is set."""
+    if spec.path:
+        return spec.path
+    if not spec.train_bpe_vocab:
+        return None
+    from miniplm.corpus.bpe import train_bpe
+
+    c = inp.cfg.corpus
+    out = train_bpe(
+        corpus_inputs(inp),
+        sdir / "tokenizer",
+        spec.train_bpe_vocab,
+        text_field=c.text_field,
+        text_split=c.text_split,
+        overwrite=True,
+    )
+    return str(out)
 
 
 def corpus_inputs(inp: Inputs) -> list[str]:

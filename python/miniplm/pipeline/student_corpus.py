@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from miniplm.pipeline.config import RunConfig
-from miniplm.pipeline.corpus_stages import DataOut, SplitOut, corpus_inputs
+from miniplm.pipeline.corpus_stages import DataOut, SplitOut, spec_tokenizer
 from miniplm.pipeline.select_stages import SelectOut
 from miniplm.pipeline.stage import Inputs, Outputs, Stage
 
@@ -100,23 +100,14 @@ class StudentTokenizerStage(Stage[StudentTokenizerOut]):
         super().__init__(TOKENIZER, reads, params)
 
     def run(self, sdir: Path, inp: Inputs) -> StudentTokenizerOut:
-        from miniplm.corpus.bpe import train_bpe
         from miniplm.corpus.export import check_exportable
         from miniplm.corpus.tokenizer import load_tokenizer
+        from miniplm.errors import InternalError
 
         check_exportable(inp.resolve(inp.get("data", DataOut).dataset))
-        c, spec = inp.cfg.corpus, inp.cfg.students.tokenizer
-        path = spec.path
-        if not path:
-            out = train_bpe(
-                corpus_inputs(inp),
-                sdir / "tokenizer",
-                spec.train_bpe_vocab,
-                text_field=c.text_field,
-                text_split=c.text_split,
-                overwrite=True,
-            )
-            path = str(out)
+        path = spec_tokenizer(inp, inp.cfg.students.tokenizer, sdir)
+        if path is None:  # the stage is only built when the table is set
+            raise InternalError("student_tokenizer stage without [students.tokenizer]")
         info = load_tokenizer(path)
         return StudentTokenizerOut(
             inp.record(path), info.spec, info.vocab_size, info.eos_token, info.eos_id
