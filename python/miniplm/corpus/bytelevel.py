@@ -72,8 +72,12 @@ def missing_bytes(tokenizer_json: str) -> bytes | None:
     model = spec.get("model") or {}
     if model.get("type") != "BPE" or _pre_tokenizer_loss(spec.get("pre_tokenizer") or {}):
         return None
-    vocab = model.get("vocab") or {}
-    return bytes(sorted(b for c, b in byte_alphabet().items() if c not in vocab))
+    return bytes(_missing(model.get("vocab") or {}))
+
+
+def _missing(vocab: dict[str, int]) -> list[int]:
+    """The bytes, in order, whose byte-level character ``vocab`` has no token for."""
+    return sorted(b for c, b in byte_alphabet().items() if c not in vocab)
 
 
 def token_bytes(
@@ -108,7 +112,7 @@ def token_bytes(
         raise lossy(why)
     alphabet = byte_alphabet()
     vocab: dict[str, int] = model.get("vocab") or {}
-    missing = sorted(b for c, b in alphabet.items() if c not in vocab)
+    missing = _missing(vocab)
     if missing and unencodable != 0:
         held = (
             "the corpus was tokenized before tokenize recorded how many documents hold "
