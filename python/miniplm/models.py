@@ -109,16 +109,60 @@ def resolve_device(device: str) -> str:
     return local if device == "cuda" else device
 
 
+# The special tokens a GGUF file names in its own metadata, by transformers' attribute.
+_GGUF_SPECIALS = {
+    "eos_token": "tokenizer.ggml.eos_token_id",
+    "bos_token": "tokenizer.ggml.bos_token_id",
+    "unk_token": "tokenizer.ggml.unknown_token_id",
+    "pad_token": "tokenizer.ggml.padding_token_id",
+}
+
+
+def gguf_special_ids(path: str | os.PathLike[str]) -> dict[str, int]:
+    """The special token ids a GGUF file's metadata names (``eos_token`` -> id, ...)."""
+    gguf = require("gguf")
+    try:
+        fields = gguf.GGUFReader(os.fspath(path)).fields
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: not a readable GGUF file: {e}") from e
+    ids = {}
+    for attr, key in _GGUF_SPECIALS.items():
+        f = fields.get(key)
+        if f is not None and f.data:
+            ids[attr] = int(f.parts[f.data[0]][0])
+    return ids
+
+
+def gguf_tokenizer(path: str | os.PathLike[str], trust_remote_code: bool = False) -> Any:
+    """transformers' tokenizer of a GGUF file, with its special tokens as the file's own
+    metadata names them. transformers' conversion has not always agreed with the file
+    (5.17 took SmolLM2's ``<|im_start|>`` for its EOS, the file says ``<|im_end|>``), and the
+    EOS decides every document boundary of a corpus."""
+    transformers = require("transformers")
+    p = Path(path)
+    tok = transformers.AutoTokenizer.from_pretrained(
+        str(p.parent), gguf_file=p.name, trust_remote_code=trust_remote_code
+    )
+    size = len(tok)
+    for attr, i in gguf_special_ids(p).items():
+        if not 0 <= i < size:
+            raise InputError(f"{p}: metadata {_GGUF_SPECIALS[attr]} = {i} is not in its {size} ids")
+        token = tok.convert_ids_to_tokens(i)
+        if getattr(tok, attr, None) != token:
+            setattr(tok, attr, token)
+    return tok
+
+
 def model_tokenizer(directory: str, gguf: str | None, trust_remote_code: bool) -> Any:
     """The model's own tokenizer, or None when the directory has none."""
-    transformers = require("transformers")
-    has_files = gguf is not None or any((Path(directory) / f).exists() for f in TOKENIZER_FILES)
-    if not has_files:
-        return None
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if gguf is not None:
-        kwargs["gguf_file"] = gguf
-    return transformers.AutoTokenizer.from_pretrained(directory, **kwargs)
+        return gguf_tokenizer(Path(directory) / gguf, trust_remote_code)
+    if not any((Path(directory) / f).exists() for f in TOKENIZER_FILES):
+        return None
+    transformers = require("transformers")
+    return transformers.AutoTokenizer.from_pretrained(
+        directory, trust_remote_code=trust_remote_code
+    )
 
 
 def _first(x: Any) -> int | None:

@@ -17,6 +17,7 @@ import numpy.typing as npt
 from miniplm._deps import require
 from miniplm.corpus.packing import EOS, NEWLINE, SENTENCE
 from miniplm.errors import InputError
+from miniplm.models import gguf_tokenizer
 
 # A sentence end: '.', '!' or '?', then possibly closing quotes / brackets, then spaces.
 _CLOSERS = "\"'\u201d\u2019\u00bb)]"
@@ -133,14 +134,11 @@ def load_tokenizer(
 
 def _load_transformers(path: Path) -> Any:
     transformers = require("transformers")
-    if path.suffix == ".gguf":
-        require("gguf")
-        kwargs: dict[str, Any] = {"gguf_file": path.name}
-        directory = path.parent
-    else:
-        kwargs, directory = {}, path
     try:
-        tok = transformers.AutoTokenizer.from_pretrained(os.fspath(directory), **kwargs)
+        if path.suffix == ".gguf":
+            tok = gguf_tokenizer(path)
+        else:
+            tok = transformers.AutoTokenizer.from_pretrained(os.fspath(path))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(f"{path}: cannot load a tokenizer: {e}") from e
     if getattr(tok, "backend_tokenizer", None) is None:
