@@ -37,21 +37,44 @@ def test_write_dataset_roundtrip_and_rolls_shards(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_interrupts_a_native_call(tmp_path: Path) -> None:
-    n = 30_000_000
+    n = 30_000_000  # a select of ~0.2 s on one thread: many polls of the signal flag
     rng = np.random.default_rng(0)
     np.save(tmp_path / "t.npy", rng.random(n, dtype=np.float32))
     np.save(tmp_path / "r.npy", rng.random(n, dtype=np.float32))
-    timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        miniplm.select(
-            tmp_path / "sel",
-            teacher_nll=tmp_path / "t.npy",
-            reference_nll=tmp_path / "r.npy",
-            ratio=0.5,
-            threads=1,
-        )
-    timer.join()
+    # SIGINT every 10 ms, so a timer that wakes late cannot decide the test. The handler
+    # raises only while armed, and it is armed just before the call: what it raises comes
+    # from the call's own poll of the signal flag (a call that finished first has written
+    # its output, which the asserts below refuse).
+    armed, stop = [False], threading.Event()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if armed[0]:
+            armed[0] = False  # once: the signals that follow must not hit pytest
+            raise KeyboardInterrupt
+
+    def send() -> None:
+        while not stop.wait(0.01):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    select = miniplm.select  # resolved (lazily, in Python) before the signals start
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    sender = threading.Thread(target=send)
+    try:
+        sender.start()
+        with pytest.raises(KeyboardInterrupt):
+            armed[0] = True
+            select(
+                tmp_path / "sel",
+                teacher_nll=tmp_path / "t.npy",
+                reference_nll=tmp_path / "r.npy",
+                ratio=0.5,
+                threads=1,
+            )
+    finally:
+        armed[0] = False
+        stop.set()
+        sender.join()
+        signal.signal(signal.SIGINT, previous)
     assert not (tmp_path / "sel").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.npy", "t.npy"]
 

@@ -298,7 +298,7 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         "",
         "## Students",
         "",
-        "| student | held-out NLL | held-out ppl | held-out NLL, no noise | zero-shot acc | "
+        "| student | held-out NLL | held-out ppl | held-out NLL, no noise | `[eval] tasks` acc | "
         "training tokens | steps | wall s | training FLOPs | FLOPs incl. offline |"
         + (" held-out bits/byte |" if own else ""),
         "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if own else ""),

@@ -95,7 +95,7 @@ def comparison(
         ("zero-shot acc", _zero_shot("acc"), False),
         ("held-out NLL", _nll("heldout"), True),
         ("held-out NLL, no noise", _nll("heldout_clean"), True),
-        ("zero-shot acc", _acc, False),
+        ("`[eval] tasks` acc", _acc, False),  # the mean over the tasks a user named
     )
     rows = []
     for b in variants[1:]:
