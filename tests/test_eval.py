@@ -22,7 +22,7 @@ from miniplm.cli import main
 from miniplm.errors import FormatError, InputError
 from miniplm.evaluation import evaluate
 from miniplm.evaluation.model import load_eval_model
-from miniplm.evaluation.multiple_choice import load_mc_file, score_docs
+from miniplm.evaluation.multiple_choice import limited, load_mc_file, mc_metrics, score_docs
 
 from tiny_lm import EOS, make_dataset, make_model, reference_scores
 
@@ -177,6 +177,51 @@ def test_multiple_choice_equals_hand_computation(tiny: dict[str, Any]) -> None:
     assert t["acc"] == pytest.approx(acc) and t["acc_norm"] == pytest.approx(acc_norm)
     assert r["average"]["value"] == pytest.approx(acc_norm)
     assert r["average"]["tasks"] == {"eval_tiny": "acc_norm"}
+
+
+@pytest.mark.parametrize(
+    ("n", "limit", "want"),
+    [
+        (10, None, 10),
+        (10, 3, 3),
+        (10, 30, 10),
+        (10, 0, 0),
+        (10, 0.25, 3),
+        (10, 0.999, 10),
+        (0, 0.5, 0),
+        (1, 0.01, 1),
+        (10, 1.0, 1),
+        (10, 2.0, 2),
+    ],
+)
+def test_limit_counts_documents_as_lm_eval(n: int, limit: float | None, want: int) -> None:
+    # lm-eval: an int (the CLI turns >= 1 into one) is a count, a float < 1 a fraction
+    # rounded up.
+    assert limited(n, limit) == want
+
+
+def test_mc_limit_scores_the_first_documents_with_a_bar(
+    tiny: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = score_docs(
+        load_eval_model(tiny["model"], device="cpu", need_tokenizer=True),
+        load_mc_file(tiny["mc"]),
+        batch_size=4,
+    )
+    docs = load_mc_file(tiny["mc"])
+    k = limited(len(docs), 0.5)
+    assert 0 < k < len(docs)
+    r = evaluate(tiny["model"], mc_files=[tiny["mc"]], device="cpu", limit=0.5, progress=True)
+    want = mc_metrics(docs[:k], full[:k])
+    assert r["tasks"]["eval_tiny"]["docs"] == k
+    assert r["tasks"]["eval_tiny"]["acc"] == pytest.approx(want["acc"])
+    assert r["tasks"]["eval_tiny"]["acc_norm"] == pytest.approx(want["acc_norm"])
+    choices = sum(len(d.choices) for d in docs[:k])
+    assert f"{choices}/{choices}" in capsys.readouterr().err  # the bar, in choices
+    evaluate(tiny["model"], mc_files=[tiny["mc"]], device="cpu", progress=False)
+    assert "choice" not in capsys.readouterr().err
+    with pytest.raises(InputError, match="--limit"):
+        evaluate(tiny["model"], mc_files=[tiny["mc"]], device="cpu", limit=-1)
 
 
 def test_batch_size_invariance(tiny: dict[str, Any]) -> None:

@@ -269,7 +269,7 @@ def test_gguf_specials_come_from_the_file_metadata(
     w.close()
     assert gguf_special_ids(tmp_path / "m.gguf") == {"eos_token": 7, "bos_token": 3}
     (tmp_path / "bad.gguf").write_bytes(b"GGUF not really")
-    with pytest.raises(InputError, match="bad.gguf"):
+    with pytest.raises(InputError, match=r"bad\.gguf"):
         gguf_special_ids(tmp_path / "bad.gguf")
 
     try:

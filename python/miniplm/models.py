@@ -47,6 +47,12 @@ class LoadedModel:
         }
 
 
+def model_device(model: Any) -> torch.device:
+    """The device of ``model``'s (first) parameters: where its inputs must go."""
+    device: torch.device = next(model.parameters()).device
+    return device
+
+
 def split_spec(spec: str) -> tuple[str, str | None]:
     """``(directory, gguf file name or None)`` of a model path."""
     p = Path(spec)

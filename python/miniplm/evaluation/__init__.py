@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from miniplm._progress import library_bars
+from miniplm._progress import library_bars, show_progress
 from miniplm.errors import InputError
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def evaluate(
     trust_remote_code: bool = False,
     allow_tokenizer_mismatch: bool = False,
     out: PathLike | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (an HF model directory, a .gguf file, or an already-loaded
     ``(model, tokenizer)`` pair, used on its own device and dtype) and return the results
@@ -101,6 +101,7 @@ def evaluate(
         from miniplm._deps import require
 
         require("lm_eval", "eval")  # before spending time on loading the model
+    progress = show_progress(progress)
     t0 = time.perf_counter()
     with library_bars(progress):  # transformers' "Loading weights" bar: ours or none
         em = load_eval_model(
@@ -165,7 +166,9 @@ def evaluate(
 
         for f in mc_files:
             name = _task_name(os.fspath(f), task_results)
-            task_results[name] = evaluate_mc_file(em, f, batch_size=batch_size, seq_len=seq_len)
+            task_results[name] = evaluate_mc_file(
+                em, f, batch_size=batch_size, seq_len=seq_len, limit=limit, progress=progress
+            )
     if task_list:
         from miniplm.evaluation.harness import run_harness
 

@@ -77,7 +77,9 @@ def register(sub: Any) -> None:
     t.add_argument("--include-path", help="directory of extra lm-eval task YAMLs")
     t.add_argument("--num-fewshot", type=int, default=0, help="lm-eval few-shot examples (0)")
     t.add_argument(
-        "--limit", type=float, help="lm-eval: documents per task (< 1: a fraction; testing)"
+        "--limit",
+        type=float,
+        help="documents per task, lm-eval's tasks and --mc-file alike (< 1: a fraction; testing)",
     )
     r = p.add_argument_group("runtime")
     r.add_argument("--batch-size", type=int, default=16, help="sequences per forward (16)")
@@ -99,8 +101,6 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from miniplm.evaluation import evaluate
     from miniplm.evaluation.report import format_table
 
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         trust_remote_code=args.trust_remote_code,
         allow_tokenizer_mismatch=args.allow_tokenizer_mismatch,
         out=args.out,
-        progress=not args.quiet and sys.stderr.isatty(),
+        progress=False if args.quiet else None,  # None: a bar when stderr is a terminal
     )
     print(format_table(results))
     if args.out:

@@ -15,7 +15,7 @@ from miniplm._progress import progress_bar
 from miniplm.data import DatasetView, PathLike, TokenDataset
 from miniplm.errors import InputError
 from miniplm.evaluation.model import EvalModel
-from miniplm.models import check_tokenizer
+from miniplm.models import check_tokenizer, model_device
 from miniplm.scoring.nll import ChunkedScorer
 
 if TYPE_CHECKING:  # mypy checks the real torch; at run time, a missing torch names its extra
@@ -67,7 +67,7 @@ def heldout_nll(
         )
     scorer = ChunkedScorer(em.model, em.ignore_id, chunk_tokens)
     base.check_vocab(scorer.vocab_size)
-    device: torch.device = next(em.model.parameters()).device
+    device = model_device(em.model)
     # Longest first (ties by position, stable): batches of similar lengths, little padding.
     order = np.argsort(-lengths, kind="stable")
     nll_total = torch.zeros((), dtype=torch.float64, device=device)

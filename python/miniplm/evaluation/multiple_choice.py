@@ -40,9 +40,11 @@ import numpy as np
 import numpy.typing as npt
 
 from miniplm._deps import require
+from miniplm._progress import progress_bar
 from miniplm.data import PathLike
 from miniplm.errors import FormatError, InputError
 from miniplm.evaluation.model import EvalModel, prefix_token_id
+from miniplm.models import model_device
 from miniplm.scoring.nll import ChunkedScorer
 
 if TYPE_CHECKING:  # mypy checks the real torch; at run time, a missing torch names its extra
@@ -166,6 +168,8 @@ def loglikelihoods(
     batch_size: int,
     max_length: int,
     chunk_tokens: int | None = None,
+    progress: bool = False,
+    desc: str = "choices",
 ) -> npt.NDArray[np.float64]:
     """Sum of log p(continuation token | prefix) for each (context, continuation) token
     pair, in float64 from fp32 log-softmax. Batches are right-padded and run without an
@@ -173,7 +177,7 @@ def loglikelihoods(
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     scorer = ChunkedScorer(model, None, chunk_tokens)
-    device: torch.device = next(model.parameters()).device
+    device = model_device(model)
     inps: list[list[int]] = []
     conts: list[list[int]] = []
     for ctx, cont in requests:
@@ -188,6 +192,7 @@ def loglikelihoods(
     out = np.zeros(len(requests), dtype=np.float64)
     # Longest first (ties by request order): similar lengths share a batch.
     order = sorted(range(len(inps)), key=lambda i: -len(inps[i]))
+    bar = progress_bar(len(order), "choice", desc, progress)
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
@@ -214,6 +219,10 @@ def loglikelihoods(
                 lp = logits.gather(1, tt[a:b, None])[:, 0] - torch.logsumexp(logits, -1)
                 acc.index_add_(0, rt[a:b], lp.double())
             out[idx] = acc.cpu().numpy()
+            if bar is not None:
+                bar.update(len(idx))
+    if bar is not None:
+        bar.close()
     return out
 
 
@@ -224,6 +233,7 @@ def score_docs(
     batch_size: int = 16,
     seq_len: int | None = None,
     source: str = "<docs>",
+    progress: bool = False,
 ) -> list[npt.NDArray[np.float64]]:
     """Each document's per-choice log-likelihoods."""
     tok = em.require_tokenizer("multiple-choice evaluation")
@@ -236,7 +246,12 @@ def score_docs(
                 raise FormatError(f"{source}:{d.line}: choice {k} {choice!r} encodes to no tokens")
             requests.append((ctx, cont))
     lls = loglikelihoods(
-        em.model, requests, batch_size=batch_size, max_length=max_length_of(em, seq_len)
+        em.model,
+        requests,
+        batch_size=batch_size,
+        max_length=max_length_of(em, seq_len),
+        progress=progress,
+        desc=Path(source).stem,
     )
     per_doc = []
     i = 0
@@ -270,10 +285,32 @@ def mc_metrics(docs: Sequence[MCDoc], lls: Sequence[npt.NDArray[np.float64]]) ->
     }
 
 
+def limited(n: int, limit: int | float | None) -> int:
+    """How many of ``n`` documents ``--limit`` keeps, as lm-eval counts: an int is a
+    number of documents, a float below 1 a fraction (rounded up)."""
+    if limit is None:
+        return n
+    if limit < 0:
+        raise InputError(f"--limit {limit}: must be >= 0")
+    if isinstance(limit, float) and limit < 1:
+        return min(n, math.ceil(n * limit))
+    return min(n, int(limit))
+
+
 def evaluate_mc_file(
-    em: EvalModel, path: PathLike, *, batch_size: int = 16, seq_len: int | None = None
+    em: EvalModel,
+    path: PathLike,
+    *,
+    batch_size: int = 16,
+    seq_len: int | None = None,
+    limit: int | float | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Zero-shot acc / acc_norm of ``em`` on one jsonl file."""
+    """Zero-shot acc / acc_norm of ``em`` on one jsonl file (its first ``limit`` documents,
+    as :func:`limited` counts them)."""
     docs = load_mc_file(path)
-    lls = score_docs(em, docs, batch_size=batch_size, seq_len=seq_len, source=os.fspath(path))
+    docs = docs[: limited(len(docs), limit)]
+    lls = score_docs(
+        em, docs, batch_size=batch_size, seq_len=seq_len, source=os.fspath(path), progress=progress
+    )
     return {"source": "mc-file", "path": os.path.abspath(path), **mc_metrics(docs, lls)}

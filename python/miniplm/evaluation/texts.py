@@ -30,6 +30,7 @@ from miniplm.errors import InputError
 from miniplm.evaluation.heldout import _exp
 from miniplm.evaluation.model import EvalModel, prefix_token_id
 from miniplm.evaluation.multiple_choice import max_length_of
+from miniplm.models import model_device
 from miniplm.scoring.nll import ChunkedScorer
 
 if TYPE_CHECKING:  # mypy checks the real torch; at run time, a missing torch names its extra
@@ -126,7 +127,7 @@ def text_loss(
         for s in range(0, len(ids), width):
             windows.append(seq[s : s + width + 1])
             owner.append(i)
-    device: torch.device = next(em.model.parameters()).device
+    device = model_device(em.model)
     win_nll = np.zeros(len(windows), dtype=np.float64)
     win_cnt = np.zeros(len(windows), dtype=np.float64)
     order = sorted(range(len(windows)), key=lambda k: -len(windows[k]))  # little padding

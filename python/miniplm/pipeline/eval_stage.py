@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from miniplm._progress import progress_bar, show_progress
 from miniplm.pipeline.config import RunConfig
 from miniplm.pipeline.corpus_stages import ModelOut
 from miniplm.pipeline.stage import Inputs, Outputs, Stage, write_json
@@ -43,6 +44,10 @@ class EvalStage(Stage[EvalOut]):
 
         cfg, e = inp.cfg, inp.cfg.eval
         results: dict[str, Any] = {}
+        # One bar over the models (each takes a while: held-out, per source, target set,
+        # zero-shot), none for the evaluations inside it.
+        show = show_progress(False if inp.quiet else None)
+        bar = progress_bar(len(self.models), "model", "eval", show)
         for name, stage in self.models.items():
             path = inp.resolve(inp.get(stage, ModelOut).model)
             # Loaded once for all the evaluations, with its own tokenizer (and pad-token
@@ -62,12 +67,19 @@ class EvalStage(Stage[EvalOut]):
                         selection=sl.selection,
                         batch_size=e.batch_size,
                         max_instances=e.max_instances or None,
+                        progress=False,
                     )
                     h = r[which]["heldout"]
                     h["bits_per_byte"] = bits_per_byte(h, sl.bytes, not e.max_instances)
             r["per_source"] = {}
             for src, sl in slices["per_source"].items():
-                h = evaluate(pair, data=sl.data, selection=sl.selection, batch_size=e.batch_size)
+                h = evaluate(
+                    pair,
+                    data=sl.data,
+                    selection=sl.selection,
+                    batch_size=e.batch_size,
+                    progress=False,
+                )
                 h["heldout"]["bits_per_byte"] = bits_per_byte(h["heldout"], sl.bytes, True)
                 r["per_source"][src] = h["heldout"]
             if e.mc_files or e.tasks:
@@ -77,10 +89,15 @@ class EvalStage(Stage[EvalOut]):
                     tasks=e.tasks,
                     include_path=e.include_path or None,
                     batch_size=e.batch_size,
+                    progress=False,
                 )
             if has_target(cfg):
                 r.update(_target(inp, pair))
             results[name] = r
+            if bar is not None:
+                bar.update()
+        if bar is not None:
+            bar.close()
         write_json(sdir / "results.json", results)
         return EvalOut(inp.record(sdir / "results.json"))
 
@@ -102,9 +119,10 @@ def _target(inp: Inputs, pair: tuple[Any, Any]) -> dict[str, Any]:
             texts_group=t.group if bundled else None,
             seq_len=cfg.corpus.seq_len,
             batch_size=cfg.eval.batch_size,
+            progress=False,
         )["texts"]
     if t.mc_files:
-        out["zero_shot"] = evaluate(pair, mc_files=t.mc_files, batch_size=cfg.eval.batch_size)[
-            "tasks"
-        ]
+        out["zero_shot"] = evaluate(
+            pair, mc_files=t.mc_files, batch_size=cfg.eval.batch_size, progress=False
+        )["tasks"]
     return out
