@@ -75,8 +75,8 @@ class Sizes:
 
 
 FULL = Sizes(
-    # 1.5 MB: the teacher's one pass (~420k tokens at ~350 tokens/s on 2 cores, about
-    # 20 min) leaves the cells most of the hour; --max-bytes 0 takes the whole corpus.
+    # 1.5 MB: the teacher's one pass (414k tokens in 10 min on 2 cores, measured
+    # 2026-12-02) leaves the cells most of the hour; --max-bytes 0 takes the whole corpus.
     max_bytes=1_500_000,
     seq_len=128,  # the default run's (pipeline/config.py PRESETS["default"])
     teacher="smollm2",
