@@ -304,17 +304,39 @@ def tok_clean(tmp_path_factory: pytest.TempPathFactory, tok_json: Path) -> tuple
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_tokenize_killed_leaves_nothing_and_rerun_is_identical(
+def test_tokenize_killed_resumes_and_ends_identical(
     tmp_path: Path, tok_json: Path, tok_clean: tuple[Path, Path], sig: signal.Signals
 ) -> None:
+    """tokenize killed twice keeps its partial output (checkpointed after every batch
+    here); each rerun continues it, and the last run's dataset is the clean run's."""
     src, clean = tok_clean
     out = tmp_path / "work" / "out"
-    points = ["corpus_0.bin", "corpus_6.bin"] if sig == signal.SIGKILL else ["corpus_3.bin"]
-    _kill_then_rerun(_tokenize_argv(src, tok_json, out), out, sig, points)
+    out.parent.mkdir()
+    argv = [*_tokenize_argv(src, tok_json, out), "--batch-docs", "50", "--checkpoint-every", "0"]
+    work = out.parent / f".{out.name}.partial"
+    for point in ["corpus_2.bin", "corpus_5.bin"]:
+        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not ((work / point).exists() and (work / "checkpoint.npz").exists()):
+            assert proc.poll() is None and time.monotonic() < deadline, f"no {point} seen"
+            time.sleep(0.002)
+        proc.send_signal(sig)
+        _, err = proc.communicate()
+        if sig == signal.SIGTERM:
+            assert proc.returncode == 130 and "interrupted" in err and "kept in" in err, err
+        else:
+            assert proc.returncode == -signal.SIGKILL
+        assert (work / "checkpoint.npz").is_file() and not out.exists()
+    done = subprocess.run(argv, check=True, capture_output=True, text=True)
+    assert "resuming" in done.stderr
+    assert _hidden(out.parent) == []
     a, b = _tree(out), _tree(clean)
-    for t in (a, b):
-        meta = json.loads(t.pop("tokenize.json"))
-        assert meta["counts"]["instances"] > 0
+    metas = [json.loads(t.pop("tokenize.json")) for t in (a, b)]
+    assert [m.pop("resumed") for m in metas] == [2, 0]
+    for m in metas:
+        assert m["counts"]["instances"] > 0
+        m.pop("elapsed_s"), m.pop("tokens_per_s")
+    assert metas[0] == metas[1]
     assert a == b
 
 
@@ -368,7 +390,7 @@ def test_tokenize_on_a_full_disk_names_the_output_and_leaves_nothing(
 ) -> None:
     src = _jsonl(tmp_path / "a.jsonl", 3_000)  # about 400 KB of shards
     out = small_fs / "out"
-    with pytest.raises(OSError, match=f"{small_fs}/.out.tmp-.*No space left"):
+    with pytest.raises(OSError, match=f"{small_fs}/.out.partial/.*No space left"):
         tokenize_corpus([src], out, tok_json, workers=1, progress=False, shard_size="16K")
     assert list(small_fs.iterdir()) == []
     p = subprocess.run(_tokenize_argv(src, tok_json, out), capture_output=True, text=True)

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 import miniplm
@@ -451,3 +455,187 @@ def test_tokenize_json_lists_shards_and_a_missing_one_is_caught(
     (out / f"{last}.bin").unlink()
     with pytest.raises(FormatError, match=f"tokenize.json.*missing {last}"):
         miniplm.TokenDataset(out)
+
+
+# ---------------------------------------------------------------- resume after a kill
+_VOLATILE = ("elapsed_s", "tokens_per_s", "resumed")
+
+
+def _corpus_files(d: Path, seed: int, with_source: bool) -> list[Path]:
+    """Three inputs of three formats (one compressed), some documents empty."""
+    docs = _docs(60, seed)
+    for i in range(0, 60, 7):
+        docs[i] = ""
+    rows: list[dict[str, Any]] = [{"text": t} for t in docs]
+    if with_source:
+        rows = [{**r, "src": f"s{i % 3}"} for i, r in enumerate(rows)]
+    a = _write_jsonl(d / "a.jsonl", rows[:25])
+    b = d / "b.parquet"
+    pq.write_table(pa.Table.from_pylist(rows[25:40]), b, row_group_size=4)
+    c = _write_jsonl(d / "c.jsonl.zst", rows[40:])
+    return [a, b, c]
+
+
+def _dataset_and_meta(out: Path) -> tuple[dict[str, bytes], dict[str, Any]]:
+    files = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name != "tokenize.json"}
+    meta = json.loads((out / "tokenize.json").read_text())
+    resumed = meta["resumed"]
+    for k in _VOLATILE:
+        meta.pop(k)
+    return files, {**meta, "resumed": resumed}
+
+
+def _killed_at(k: int) -> Any:
+    """``_Run.add`` that raises KeyboardInterrupt at its ``k``-th call (the batch's count)."""
+    from miniplm.corpus import tokenize as mod
+
+    real, calls = mod._Run.add, [0]
+
+    def add(self: Any, *a: Any) -> None:
+        calls[0] += 1
+        if calls[0] == k:
+            raise KeyboardInterrupt
+        real(self, *a)
+
+    return add
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seq_len=st.integers(3, 40),
+    packing=st.sampled_from(["boundary", "fixed"]),
+    shard_size=st.sampled_from([None, 64, 300]),
+    batch_docs=st.integers(1, 9),
+    kills=st.lists(st.integers(1, 14), min_size=1, max_size=3),
+    seed=st.integers(0, 3),
+    with_source=st.booleans(),
+)
+def test_a_killed_tokenize_resumes_to_the_bytes_of_an_unbroken_run(
+    tok_json: str,
+    seq_len: int,
+    packing: str,
+    shard_size: int | None,
+    batch_docs: int,
+    kills: list[int],
+    seed: int,
+    with_source: bool,
+) -> None:
+    """Killed (KeyboardInterrupt) after k batches, once or several times, each rerun
+    continuing the partial output: the last run's dataset is byte for byte the unbroken
+    run's, and tokenize.json agrees but for timing and the number of resumes."""
+    from miniplm.corpus import tokenize as mod
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        inputs = _corpus_files(d, seed, with_source)
+        opts: dict[str, Any] = {
+            "seq_len": seq_len,
+            "packing": packing,
+            "shard_size": shard_size,
+            "batch_docs": batch_docs,
+            "source_field": "src" if with_source else None,
+            "checkpoint_every": 0,
+            "reference_fraction": 0.3,
+        }
+        _run(inputs, d / "clean", tok_json, **opts)
+        out, work = d / "out", d / ".out.partial"
+        kept = 0
+        for k in kills:
+            with mock.patch.object(mod._Run, "add", _killed_at(k)):
+                try:
+                    _run(inputs, out, tok_json, **opts)
+                except KeyboardInterrupt:
+                    assert not out.exists()
+                    # Kept exactly when a checkpoint was written before the kill.
+                    assert work.is_dir() == (work / "checkpoint.npz").is_file()
+                    kept += work.is_dir()
+                    continue
+            break  # finished before the k-th batch
+        if not out.exists():
+            _run(inputs, out, tok_json, **opts)
+        event(f"resumed {kept} times")
+        assert not work.exists()
+        got, meta = _dataset_and_meta(out)
+        want, clean_meta = _dataset_and_meta(d / "clean")
+        assert got == want
+        assert meta == {**clean_meta, "resumed": kept}
+
+
+def _interrupted(inputs: list[Path], out: Path, tok_json: str, **kw: Any) -> Path:
+    """Run tokenize into ``out`` killed at its 4th batch; returns the partial it kept."""
+    from miniplm.corpus import tokenize as mod
+
+    with mock.patch.object(mod._Run, "add", _killed_at(4)), pytest.raises(KeyboardInterrupt):
+        _run(inputs, out, tok_json, checkpoint_every=0, batch_docs=5, **kw)
+    work = out.parent / f".{out.name}.partial"
+    assert (work / "checkpoint.npz").is_file()
+    return work
+
+
+def test_a_partial_of_other_settings_is_discarded(
+    tmp_path: Path, tok_json: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = _corpus_files(tmp_path, 0, False)
+    _run(inputs, tmp_path / "clean", tok_json, seq_len=20, batch_docs=5)
+    _interrupted(inputs, tmp_path / "out", tok_json, seq_len=16)
+    assert "kept in" in capsys.readouterr().err
+    meta = _run(inputs, tmp_path / "out", tok_json, seq_len=20, batch_docs=5)
+    assert "made with another seq_len" in capsys.readouterr().err
+    assert meta["resumed"] == 0
+    assert _dataset_and_meta(tmp_path / "out") == _dataset_and_meta(tmp_path / "clean")
+
+
+def test_a_changed_input_discards_the_partial_and_no_resume_too(
+    tmp_path: Path, tok_json: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = _corpus_files(tmp_path, 0, False)
+    _interrupted(inputs, tmp_path / "out", tok_json)
+    with inputs[2].open("ab") as f:  # a document appended to the last input
+        f.write(zstandard.ZstdCompressor().compress(b'{"text": "one more"}\n'))
+    _run(inputs, tmp_path / "clean", tok_json, batch_docs=5)
+    assert _run(inputs, tmp_path / "out", tok_json, batch_docs=5)["resumed"] == 0
+    assert "made with another inputs" in capsys.readouterr().err
+    assert _dataset_and_meta(tmp_path / "out") == _dataset_and_meta(tmp_path / "clean")
+    # resume=False starts afresh even where the partial matches.
+    _interrupted(inputs, tmp_path / "out2", tok_json)
+    assert _run(inputs, tmp_path / "out2", tok_json, batch_docs=5, resume=False)["resumed"] == 0
+    assert _dataset_and_meta(tmp_path / "out2") == _dataset_and_meta(tmp_path / "clean")
+
+
+@pytest.mark.parametrize("damage", ["checkpoint", "shard", "sizes"])
+def test_a_damaged_partial_is_started_again(
+    tmp_path: Path, tok_json: str, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The partial is the job's own state: damaged, it is redone (saying why), never used."""
+    inputs = _corpus_files(tmp_path, 1, False)
+    _run(inputs, tmp_path / "clean", tok_json, batch_docs=5)
+    work = _interrupted(inputs, tmp_path / "out", tok_json)
+    if damage == "checkpoint":
+        (work / "checkpoint.npz").write_bytes(b"PK\x03\x04 not a zip")
+    elif damage == "shard":
+        (work / "corpus_0.bin").write_bytes(b"")
+    else:
+        (work / ".corpus_0.sizes").write_bytes(b"\x01")
+    assert _run(inputs, tmp_path / "out", tok_json, batch_docs=5)["resumed"] == 0
+    assert "starting again" in capsys.readouterr().err
+    assert _dataset_and_meta(tmp_path / "out") == _dataset_and_meta(tmp_path / "clean")
+
+
+def test_resume_with_worker_processes(tmp_path: Path, tok_json: str) -> None:
+    """Worker processes read ahead; the checkpoint still names the batch last packed."""
+    inputs = _corpus_files(tmp_path, 2, True)
+    opts: dict[str, Any] = {"batch_docs": 5, "source_field": "src"}
+    _run(inputs, tmp_path / "clean", tok_json, **opts)
+    _interrupted(inputs, tmp_path / "out", tok_json, workers=2, source_field="src")
+    assert _run(inputs, tmp_path / "out", tok_json, workers=2, **opts)["resumed"] == 1
+    assert _dataset_and_meta(tmp_path / "out")[0] == _dataset_and_meta(tmp_path / "clean")[0]
+
+
+def test_bad_input_after_a_checkpoint_leaves_nothing(tmp_path: Path, tok_json: str) -> None:
+    """A bad line stops the run; fixing it changes the input, so no partial is kept."""
+    good = _write_jsonl(tmp_path / "a.jsonl", [{"text": t} for t in _docs(30)])
+    bad = tmp_path / "b.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": \n')
+    with pytest.raises(FormatError, match=r"b\.jsonl"):
+        _run([good, bad], tmp_path / "out", tok_json, checkpoint_every=0, batch_docs=3)
+    _no_leftovers(tmp_path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,6 +56,19 @@ def _claim(out: Path, overwrite: bool) -> Iterator[Path]:
         yield out.parent / f".{out.name}.tmp-{os.getpid()}"
 
 
+def _publish(tmp: Path, out: Path) -> None:
+    """Put the finished directory ``tmp`` in place of ``out`` (an old ``out`` is moved aside
+    first, then removed: a writer killed between the two renames leaves it to be put back)."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
+    fsync_dir(out.parent)
+
+
 @contextmanager
 def atomic_dir(out: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary sibling of ``out`` to fill, holding ``out``'s lock; on success it
@@ -65,15 +78,34 @@ def atomic_dir(out: Path, overwrite: bool) -> Iterator[Path]:
         tmp.mkdir()
         try:
             yield tmp
-            if out.exists():
-                old = out.parent / f".{out.name}.old-{os.getpid()}"
-                out.rename(old)
-                tmp.rename(out)
-                shutil.rmtree(old)
-            else:
-                tmp.rename(out)
+            _publish(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def partial_dir(out: Path) -> Path:
+    """Where a resumable job builds the directory ``out``: ``.<name>.partial`` beside it."""
+    return out.parent / f".{out.name}.partial"
+
+
+@contextmanager
+def resumable_dir(
+    out: Path, overwrite: bool, keep: Callable[[Path, BaseException], bool]
+) -> Iterator[Path]:
+    """As :func:`atomic_dir`, but the directory it yields (:func:`partial_dir`) may outlive
+    a failed run, so that the job can continue it: kept where ``keep(dir, error)`` says so,
+    and kept whenever the process is killed. The job checks that what it finds there is
+    its own (and empties it if not)."""
+    with _claim(out, overwrite):
+        work = partial_dir(out)
+        work.mkdir(exist_ok=True)
+        try:
+            yield work
+            _publish(work, out)
+        except BaseException as e:
+            if not keep(work, e):
+                shutil.rmtree(work, ignore_errors=True)
             raise
 
 

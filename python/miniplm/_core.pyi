@@ -48,10 +48,19 @@ class Dataset:
 @final
 class DatasetWriter:
     def __new__(
-        cls, dir: str, name: str, dtype: str, max_shard_bytes: int | None = None
+        cls,
+        dir: str,
+        name: str,
+        dtype: str,
+        max_shard_bytes: int | None = None,
+        resume: WriterCheckpoint | None = None,
     ) -> Self: ...
     def add_batch(self, tokens: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]) -> None: ...
+    def checkpoint(self) -> WriterCheckpoint: ...
     def finish(self) -> list[WrittenShard]: ...
+
+# (instances, bytes) of each finished shard, and of the open one.
+WriterCheckpoint: TypeAlias = tuple[list[tuple[int, int]], tuple[int, int] | None]
 
 @final
 class OutputLock:

@@ -79,14 +79,29 @@ class Packer:
         return chunks
 
     def finish(self) -> list[Chunk]:
+        out = self.carry()
+        self._buffers.clear()
+        self._sizes.clear()
+        return out
+
+    def carry(self) -> list[Chunk]:
+        """Each source's unfinished tokens (sources in ascending order), leaving the packer
+        as it is: what a checkpoint saves and :meth:`restore` takes back."""
         out: list[Chunk] = []
         for source in sorted(self._buffers):
             buf = self._buffers[source]
             if self._sizes[source]:
                 out.append((source, np.concatenate(buf) if len(buf) > 1 else buf[0]))
-        self._buffers.clear()
-        self._sizes.clear()
         return out
+
+    def restore(self, carry: list[Chunk]) -> None:
+        """Continue from :meth:`carry` of a packer with the same settings (this one fresh):
+        the cuts depend only on each source's stream, so they come out the same."""
+        if self._buffers:
+            raise RuntimeError("Packer.restore needs a fresh packer")
+        for source, tokens in carry:
+            self._buffers[source] = [tokens]
+            self._sizes[source] = len(tokens)
 
     def _cuts(self, stream: npt.NDArray[Any]) -> list[int]:
         """Start offsets of the instances completed in ``stream``, then the start of the

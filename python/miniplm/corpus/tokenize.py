@@ -9,17 +9,22 @@ depend only on the inputs and options, never on the number of workers."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import multiprocessing
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
+import zipfile
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,19 +32,23 @@ import numpy as np
 import numpy.typing as npt
 
 from miniplm import _core
-from miniplm._atomic import atomic_dir, check_spares_inputs
+from miniplm._atomic import check_spares_inputs, fsync_dir, resumable_dir
 from miniplm._deps import require
 from miniplm._progress import progress_bar, show_progress
+from miniplm.corpus import CHECKPOINT_EVERY_S
 from miniplm.corpus.bytelevel import missing_bytes
 from miniplm.corpus.packing import PACKINGS, Chunk, Packer
-from miniplm.corpus.readers import Document, check_columns, discover, read_documents
+from miniplm.corpus.readers import InputFile, check_columns, discover, read_documents
 from miniplm.corpus.tokenizer import TokenizerInfo, load_tokenizer
 from miniplm.dataset_meta import TOKENIZE_JSON, TOKENIZER_JSON
-from miniplm.errors import InputError
+from miniplm.errors import FormatError, InputError
 
 SHARD_NAME = "corpus"
 FORMAT = "miniplm.tokenized_corpus"
 _WRITE_TOKENS = 1 << 20  # tokens gathered before one DatasetWriter.add_batch
+_RAW_SOURCES = ".sources.u32"  # each kept instance's source id, until sources.npy
+CHECKPOINT = "checkpoint.npz"  # in the partial output: where a killed run stood
+CHECKPOINT_FORMAT = "miniplm.tokenize_checkpoint/1"
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 
 Encoded = tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]
@@ -92,16 +101,56 @@ def _worker_encode(texts: list[str]) -> Encoded:
     return encode_batch(_worker_tokenizer, texts, _worker_eos)
 
 
-Batch = tuple[list[str], list[str]]  # texts, source names
+Position = tuple[int, int]  # (input file, documents of it read, empty ones included)
 
 
-def _batches(docs: Iterable[Document], size: int) -> Iterator[Batch]:
-    it = iter(docs)
-    while True:
-        block = list(itertools.islice(it, size))
-        if not block:
-            return
-        yield [t for t, _ in block], [s for _, s in block]
+@dataclass
+class Batch:
+    """Up to ``batch_docs`` non-empty documents, and where the reading stood after them."""
+
+    texts: list[str]
+    sources: list[str]
+    end: Position
+    empty: int  # empty documents skipped since the previous batch
+
+
+def _batches(
+    files: Sequence[InputFile],
+    text_field: str,
+    source_field: str | None,
+    text_split: str,
+    size: int,
+    start: Position = (0, 0),
+) -> Iterator[Batch]:
+    """The documents of ``files`` from ``start`` on, in batches. A resumed run re-reads
+    the documents of its current file before ``start`` (a compressed stream cannot seek),
+    but opens no file before it."""
+    texts: list[str] = []
+    sources: list[str] = []
+    empty = 0
+    for i in range(start[0], len(files)):
+        skip = start[1] if i == start[0] else 0
+        n = 0
+        for text, source in read_documents(files[i : i + 1], text_field, source_field, text_split):
+            n += 1
+            if n <= skip:
+                continue
+            if not text:
+                empty += 1
+                continue
+            texts.append(text)
+            sources.append(source)
+            if len(texts) == size:
+                yield Batch(texts, sources, (i, n), empty)
+                texts, sources, empty = [], [], 0
+        if n < skip:
+            raise InputError(
+                f"{files[i].path}: holds {n} documents, but the partial output being resumed "
+                f"read {skip} of it; it changed without changing its fingerprint "
+                "(run again to start afresh)"
+            )
+    if texts or empty:
+        yield Batch(texts, sources, (len(files), 0), empty)
 
 
 def _encoded(
@@ -115,7 +164,7 @@ def _encoded(
         with ThreadPoolExecutor(1) as ex:
             queue: deque[tuple[Batch, Future[Encoded]]] = deque()
             for b in batches:
-                queue.append((b, ex.submit(encode_batch, tok.backend, b[0], tok.eos_id)))
+                queue.append((b, ex.submit(encode_batch, tok.backend, b.texts, tok.eos_id)))
                 if len(queue) >= 2:
                     done, future = queue.popleft()
                     yield done, future.result()
@@ -127,7 +176,7 @@ def _encoded(
     with ctx.Pool(workers, initializer=_worker_init, initargs=(tok.json, tok.eos_id)) as pool:
         pending: deque[tuple[Batch, Any]] = deque()
         for b in batches:
-            pending.append((b, pool.apply_async(_worker_encode, (b[0],))))
+            pending.append((b, pool.apply_async(_worker_encode, (b.texts,))))
             if len(pending) >= 2 * workers:
                 done, result = pending.popleft()
                 yield done, result.get()
@@ -140,18 +189,38 @@ def _encoded(
 
 
 class _Output:
-    """Kept instances -> shards (batched add_batch) and a raw uint32 source-id file."""
+    """Kept instances -> shards (batched add_batch) and a raw uint32 source-id file;
+    ``resume`` (a checkpoint's ``output`` entry) continues the files a killed run left."""
 
-    def __init__(self, directory: Path, dtype: str, max_shard_bytes: int | None, min_tokens: int):
-        self.writer = _core.DatasetWriter(os.fspath(directory), SHARD_NAME, dtype, max_shard_bytes)
+    def __init__(
+        self,
+        directory: Path,
+        dtype: str,
+        max_shard_bytes: int | None,
+        min_tokens: int,
+        resume: dict[str, Any] | None = None,
+    ):
+        at = None if resume is None else _writer_checkpoint(resume["writer"])
+        self.writer = _core.DatasetWriter(
+            os.fspath(directory), SHARD_NAME, dtype, max_shard_bytes, at
+        )
         self.min_tokens = min_tokens
         self.pending: list[npt.NDArray[Any]] = []
         self.pending_sources: list[int] = []
         self.pending_tokens = 0
-        self.instances = 0
-        self.dropped = 0
+        self.instances = 0 if resume is None else int(resume["instances"])
+        self.dropped = 0 if resume is None else int(resume["dropped"])
         self.shards: list[dict[str, Any]] = []
-        self.source_file: BinaryIO = open(directory / ".sources.u32", "wb")  # noqa: SIM115
+        raw = directory / _RAW_SOURCES
+        if resume is None:
+            self.source_file: BinaryIO = open(raw, "wb")  # noqa: SIM115
+        else:
+            self.source_file = open(raw, "r+b")  # noqa: SIM115
+            if os.fstat(self.source_file.fileno()).st_size < 4 * self.instances:
+                self.source_file.close()
+                raise FormatError(f"{raw}: shorter than the checkpoint of {directory} records")
+            self.source_file.truncate(4 * self.instances)
+            self.source_file.seek(0, os.SEEK_END)
 
     def add(self, chunks: list[Chunk], per_source: list[dict[str, int]]) -> None:
         for source, tokens in chunks:
@@ -176,6 +245,18 @@ class _Output:
         self.instances += len(self.pending)
         self.pending, self.pending_sources, self.pending_tokens = [], [], 0
 
+    def checkpoint(self) -> dict[str, Any]:
+        """Make every instance added so far durable; returns what ``resume`` takes."""
+        self.flush()
+        done, open_ = self.writer.checkpoint()
+        self.source_file.flush()
+        os.fsync(self.source_file.fileno())
+        return {
+            "instances": self.instances,
+            "dropped": self.dropped,
+            "writer": {"done": done, "open": open_},
+        }
+
     def finish(self, directory: Path, num_sources: int) -> None:
         self.flush()
         self.shards = [
@@ -187,7 +268,7 @@ class _Output:
             for s in self.writer.finish()
         ]
         self.source_file.close()
-        raw = directory / ".sources.u32"
+        raw = directory / _RAW_SOURCES
         dtype = np.uint16 if num_sources <= 1 << 16 else np.uint32
         out = np.lib.format.open_memmap(
             directory / "sources.npy", mode="w+", dtype=dtype, shape=(self.instances,)
@@ -199,6 +280,12 @@ class _Output:
         out.flush()
         del out
         raw.unlink()
+
+
+def _writer_checkpoint(w: dict[str, Any]) -> _core.WriterCheckpoint:
+    done = [(int(a), int(b)) for a, b in w["done"]]
+    open_ = None if w["open"] is None else (int(w["open"][0]), int(w["open"][1]))
+    return done, open_
 
 
 def _reference_ids(directory: Path, fraction: float, seed: int) -> int:
@@ -259,6 +346,8 @@ def tokenize_corpus(
     eos_id: int | None = None,
     text_split: str = "document",
     eos_token: str | None = None,
+    resume: bool = True,
+    checkpoint_every: float = CHECKPOINT_EVERY_S,
 ) -> dict[str, Any]:
     """Tokenize and pack ``inputs`` into the dataset directory ``out``; returns what it
     writes to ``out/tokenize.json``. ``tokenizer``: a Hugging Face tokenizer directory, a
@@ -269,13 +358,21 @@ def tokenize_corpus(
     spawned processes of one thread each (scripts calling this must then guard their
     entry point with ``if __name__ == "__main__":``). ``progress``: None shows a bar when
     stderr is a terminal. ``eos_id`` / ``eos_token``: the token appended to every document
-    (by id or by text), instead of the tokenizer's own EOS."""
+    (by id or by text), instead of the tokenizer's own EOS.
+
+    The output is built in ``.<name>.partial`` beside ``out`` and checkpointed every
+    ``checkpoint_every`` seconds (0: after every batch); a killed or failed run leaves it,
+    and the same call continues from its last checkpoint, giving the same bytes as a run
+    that never stopped. A partial made with other inputs or settings is discarded (with a
+    message); ``resume=False`` discards it in any case."""
     t0 = time.perf_counter()
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     if workers is None:
         workers = min(os.cpu_count() or 1, 8)
     check_options(seq_len, packing, batch_docs, min_tokens, reference_fraction, workers)
+    if not checkpoint_every >= 0:
+        raise InputError(f"checkpoint interval must be >= 0 seconds, got {checkpoint_every}")
     max_shard_bytes = None if shard_size is None else parse_size(shard_size)
     out_dir = Path(out)
     if out_dir.exists() and not overwrite:
@@ -291,20 +388,54 @@ def tokenize_corpus(
         {"path": os.fspath(f.path), "fingerprint": _core.file_fingerprint(os.fspath(f.path))}
         for f in files
     ]
+    # What a partial output must have been made with to be continued (the reference
+    # draw, the workers and the batch size do not change the shards).
+    identity = {
+        "format": CHECKPOINT_FORMAT,
+        "inputs": inputs_meta,
+        "sources": [f.source for f in files],
+        "tokenizer": hashlib.sha256(tok.json.encode()).hexdigest(),
+        "eos_id": tok.eos_id,
+        "seq_len": seq_len,
+        "packing": packing,
+        "min_tokens": min_tokens,
+        "text_field": text_field,
+        "source_field": source_field,
+        "text_split": text_split,
+        "max_shard_bytes": max_shard_bytes,
+        "dtype": dtype,
+    }
 
     # Documents: their number is not known before reading them all (no ETA).
     bar = progress_bar(None, " docs", "tokenize", show_progress(progress), unit_scale=True)
     try:
-        with atomic_dir(out_dir, overwrite) as tmp:
-            output = _Output(tmp, dtype, max_shard_bytes, min_tokens)
-            docs = _NonEmpty(read_documents(files, text_field, source_field, text_split))
-            run = _Run(packer, output, tok.eos_id)
+        with resumable_dir(out_dir, overwrite, _keep_partial) as work, ExitStack() as stack:
+            try:
+                state = _resume_state(work, identity, resume)
+                output, run = _open(work, state, dtype, max_shard_bytes, min_tokens, packer, tok)
+            except (OSError, KeyError, TypeError, ValueError) as e:  # FormatError included
+                # The partial is this job's own state; damaged, it is only work to redo.
+                print(f"tokenize: cannot continue {work} ({e}); starting again", file=sys.stderr)
+                state = _resume_state(work, identity, resume=False)
+                output, run = _open(work, state, dtype, max_shard_bytes, min_tokens, packer, tok)
+            stack.callback(output.source_file.close)  # closed too when the run fails
             normalizer = tok.backend.normalizer
             # Bytes the vocabulary lacks: a document holding one loses text (export asks).
             lost = missing_bytes(tok.json)
             keep = bytes(sorted(set(range(256)) - set(lost))) if lost else None
-            for (texts, srcs), encoded in _encoded(_batches(docs, batch_docs), tok, workers):
-                run.add(srcs, *encoded)
+            start: Position = (0, 0) if state is None else _position(state["position"])
+            before_s = 0.0 if state is None else float(state["elapsed_s"])
+            if state is not None:  # the resume itself is recorded (tokenize.json "resumed")
+                _save_checkpoint(work, identity, start, output, run, packer, before_s)
+            tokens_before = run.tokens_in  # of the runs before a resume
+            if bar is not None:
+                bar.update(run.documents + run.empty)
+            batches = _batches(files, text_field, source_field, text_split, batch_docs, start)
+            saved_at = time.perf_counter()
+            for batch, encoded in _encoded(batches, tok, workers):
+                run.add(batch.sources, *encoded)
+                run.empty += batch.empty
+                texts = batch.texts
                 if normalizer is not None:  # export is exact only where it changed nothing
                     run.normalized += sum(normalizer.normalize_str(t) != t for t in texts)
                 if keep is not None:
@@ -312,21 +443,27 @@ def tokenize_corpus(
                         bool(t.encode("utf-8", "surrogatepass").translate(None, keep))
                         for t in texts
                     )
+                if time.perf_counter() - saved_at >= checkpoint_every and batch.end[0] < len(files):
+                    elapsed = before_s + time.perf_counter() - t0
+                    _save_checkpoint(work, identity, batch.end, output, run, packer, elapsed)
+                    saved_at = time.perf_counter()
                 if bar is not None:
-                    bar.update(len(srcs))
-                    rate = run.tokens_in / max(time.perf_counter() - t0, 1e-9)
+                    bar.update(len(texts) + batch.empty)
+                    rate = (run.tokens_in - tokens_before) / max(time.perf_counter() - t0, 1e-9)
                     bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
+            # From here on the files are being finished: a run killed now starts again.
+            (work / CHECKPOINT).unlink(missing_ok=True)
             output.add(packer.finish(), run.per_source)
             if run.documents == 0:
                 shown = ", ".join(os.fspath(f.path) for f in files[:5])
                 more = ", ..." if len(files) > 5 else ""
                 raise InputError(f"no documents (all empty or none) in the inputs: {shown}{more}")
-            output.finish(tmp, len(run.names))
+            output.finish(work, len(run.names))
             ref_count = None
             if reference_fraction is not None:
-                ref_count = _reference_ids(tmp, reference_fraction, seed)
-            (tmp / TOKENIZER_JSON).write_text(tok.json)
-            elapsed = time.perf_counter() - t0
+                ref_count = _reference_ids(work, reference_fraction, seed)
+            (work / TOKENIZER_JSON).write_text(tok.json)
+            elapsed = before_s + time.perf_counter() - t0
             tokens_out = sum(s["tokens"] for s in run.per_source)
             meta: dict[str, Any] = {
                 "format": FORMAT,
@@ -344,7 +481,7 @@ def tokenize_corpus(
                 "shards": output.shards,
                 "counts": {
                     "documents": run.documents,
-                    "empty_documents": docs.empty,
+                    "empty_documents": run.empty,
                     "instances": output.instances,
                     "tokens": tokens_out,
                     "dropped_short": output.dropped,
@@ -359,45 +496,174 @@ def tokenize_corpus(
                 "reference_instances": ref_count,
                 "elapsed_s": round(elapsed, 3),
                 "tokens_per_s": round(tokens_out / elapsed, 1) if elapsed > 0 else None,
+                "resumed": 0 if state is None else int(state["resumed"]) + 1,
             }
-            (tmp / TOKENIZE_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+            (work / TOKENIZE_JSON).write_text(json.dumps(meta, indent=2) + "\n")
     finally:
         if bar is not None:
             bar.close()
     return meta
 
 
-class _NonEmpty:
-    """The documents with text; counts the empty ones it skips."""
+# ---- checkpoints ------------------------------------------------------------------------
 
-    def __init__(self, docs: Iterator[Document]) -> None:
-        self.docs = docs
-        self.empty = 0
 
-    def __iter__(self) -> Iterator[Document]:
-        for d in self.docs:
-            if d[0]:
-                yield d
-            else:
-                self.empty += 1
+def _save_checkpoint(
+    work: Path,
+    identity: dict[str, Any],
+    position: Position,
+    output: _Output,
+    run: _Run,
+    packer: Packer,
+    elapsed_s: float,
+) -> None:
+    """One file, replaced whole after the shards are durable: the identity, where the
+    reading stood, the counts, the writer's state and the packer's carry-over."""
+    state = {
+        "identity": identity,
+        "position": list(position),
+        "output": output.checkpoint(),
+        "run": run.state(),
+        "elapsed_s": elapsed_s,
+        "resumed": run.resumed,
+    }
+    carry = packer.carry()
+    arrays = {
+        "state": np.frombuffer(json.dumps(state).encode(), dtype=np.uint8),
+        "carry_sources": np.array([c for c, _ in carry], dtype=np.int64),
+        "carry_lengths": np.array([len(t) for _, t in carry], dtype=np.int64),
+        "carry_tokens": np.concatenate([t for _, t in carry] or [np.zeros(0)]).astype(np.int64),
+    }
+    path = work / CHECKPOINT
+    tmp = work / f".{CHECKPOINT}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(work)
+
+
+def _open(
+    work: Path,
+    state: dict[str, Any] | None,
+    dtype: str,
+    max_shard_bytes: int | None,
+    min_tokens: int,
+    packer: Packer,
+    tok: TokenizerInfo,
+) -> tuple[_Output, _Run]:
+    """The output files and counts of a fresh run (``state`` None) or of the checkpoint
+    (``state["carry"]`` goes back into the fresh ``packer``)."""
+    output = _Output(
+        work, dtype, max_shard_bytes, min_tokens, None if state is None else state["output"]
+    )
+    if state is not None:
+        packer.restore(state["carry"])
+    return output, _Run(packer, output, tok.eos_id, None if state is None else state["run"])
+
+
+def _keep_partial(work: Path, error: BaseException) -> bool:
+    """Whether a run stopped by ``error`` leaves its partial output for the next one: not
+    for bad input (fixing it changes the inputs, and the partial could not be continued),
+    nor before its first checkpoint."""
+    if isinstance(error, (InputError, FormatError)) or not (work / CHECKPOINT).is_file():
+        return False
+    print(
+        f"tokenize: stopped; the work up to its last checkpoint is kept in {work}, and the "
+        "same command continues from there",
+        file=sys.stderr,
+    )
+    return True
+
+
+def _read_checkpoint(work: Path) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]] | None:
+    path = work / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        state = json.loads(arrays.pop("state").tobytes())
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise FormatError(f"{path}: unreadable checkpoint ({e})") from e
+    if not isinstance(state, dict):
+        raise FormatError(f"{path}: not a tokenize checkpoint")
+    return state, arrays
+
+
+def _resume_state(work: Path, identity: dict[str, Any], resume: bool) -> dict[str, Any] | None:
+    """The checkpoint in ``work`` to continue, or None after emptying ``work`` for a fresh
+    run (no checkpoint, ``resume`` off, or one made with other inputs or settings)."""
+    found = _read_checkpoint(work) if resume else None
+    if found is not None:
+        for tmp in work.glob(f".{CHECKPOINT}.tmp-*"):  # a checkpoint killed while written
+            tmp.unlink()
+        state, arrays = found
+        old = state.get("identity", {})
+        diff = [k for k in identity if old.get(k) != identity[k]]
+        if not diff:
+            print(
+                f"tokenize: resuming {work} at input {state['position'][0] + 1} of "
+                f"{len(identity['inputs'])}, document {state['position'][1]:,} of it "
+                f"({state['output']['instances']:,} instances written)",
+                file=sys.stderr,
+            )
+            return {**state, "carry": _carry(arrays)}
+        print(
+            f"tokenize: discarding the partial output {work}: it was made with another "
+            f"{', '.join(diff)}",
+            file=sys.stderr,
+        )
+    shutil.rmtree(work)
+    work.mkdir()
+    return None
+
+
+def _position(p: Any) -> Position:
+    return int(p[0]), int(p[1])
+
+
+def _carry(z: dict[str, npt.NDArray[Any]]) -> list[Chunk]:
+    lengths = z["carry_lengths"]
+    if len(lengths) != len(z["carry_sources"]) or int(lengths.sum()) != len(z["carry_tokens"]):
+        raise FormatError("the checkpoint's carry-over arrays do not agree")
+    ends = np.cumsum(lengths)
+    return [
+        (int(j), z["carry_tokens"][a:b])
+        for j, a, b in zip(z["carry_sources"].tolist(), (ends - lengths).tolist(), ends.tolist())
+    ]
 
 
 class _Run:
-    """Source names -> indices, encoded batches -> packer -> output, and the counts."""
+    """Source names -> indices, encoded batches -> packer -> output, and the counts;
+    ``resume`` (a checkpoint's ``run`` entry) continues the counts of a killed run."""
 
-    def __init__(self, packer: Packer, output: _Output, eos_id: int) -> None:
+    def __init__(
+        self, packer: Packer, output: _Output, eos_id: int, resume: dict[str, Any] | None = None
+    ) -> None:
         self.packer = packer
         self.eos_id = eos_id
-        # EOS tokens inside documents' own tokens: export could not tell their end.
-        self.eos_in_text = 0
-        self.normalized = 0  # documents the tokenizer's normalizer changed
-        self.unencodable = 0  # documents holding a byte the vocabulary has no token for
         self.output = output
-        self.names: list[str] = []
-        self.index: dict[str, int] = {}
-        self.per_source: list[dict[str, int]] = []
-        self.documents = 0
-        self.tokens_in = 0
+        r = resume or {}
+        # EOS tokens inside documents' own tokens: export could not tell their end.
+        self.eos_in_text = int(r.get("eos_in_text", 0))
+        self.normalized = int(r.get("normalized", 0))  # documents the normalizer changed
+        self.unencodable = int(r.get("unencodable", 0))  # with a byte the vocabulary lacks
+        self.names: list[str] = list(r.get("names", []))
+        self.index: dict[str, int] = {n: j for j, n in enumerate(self.names)}
+        self.per_source: list[dict[str, int]] = [dict(d) for d in r.get("per_source", [])]
+        self.documents = int(r.get("documents", 0))
+        self.empty = int(r.get("empty", 0))  # empty documents, skipped
+        self.tokens_in = int(r.get("tokens_in", 0))
+        self.resumed = int(r.get("resumed", 0)) + (resume is not None)
+
+    def state(self) -> dict[str, Any]:
+        keys = ("eos_in_text", "normalized", "unencodable", "names", "per_source")
+        return {
+            **{k: getattr(self, k) for k in keys},
+            **{k: getattr(self, k) for k in ("documents", "empty", "tokens_in", "resumed")},
+        }
 
     def _source(self, name: str) -> int:
         j = self.index.get(name)
@@ -408,6 +674,8 @@ class _Run:
         return j
 
     def add(self, sources: list[str], flat: npt.NDArray[Any], lengths: npt.NDArray[Any]) -> None:
+        if not sources:
+            return
         ids = np.fromiter(map(self._source, sources), dtype=np.int64, count=len(sources))
         ends = np.cumsum(lengths)
         # Runs of consecutive documents from one source go to the packer at once.

@@ -4,13 +4,17 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use miniplm_core::shards::{DatasetWriter, TokenDType};
+use miniplm_core::shards::{DatasetWriter, TokenDType, WriterCheckpoint};
 use miniplm_core::Error;
 use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::errors::to_py;
+
+/// A checkpoint as Python sees it: (instances, bytes) of each finished shard, and of the
+/// open one.
+type Checkpoint = (Vec<(u64, u64)>, Option<(u64, u64)>);
 
 #[pyclass(name = "DatasetWriter", module = "miniplm._core", frozen)]
 pub struct PyDatasetWriter {
@@ -24,10 +28,18 @@ fn closed() -> PyErr {
 #[pymethods]
 impl PyDatasetWriter {
     /// Shards `<dir>/<name>_0.bin/.idx, ...` of `dtype` ("uint16" or "int32"), a new shard
-    /// whenever the next instance would push a .bin past `max_shard_bytes`.
+    /// whenever the next instance would push a .bin past `max_shard_bytes`. `resume`: what
+    /// `checkpoint` returned, to continue a killed writer's files in `dir`.
     #[new]
-    #[pyo3(signature = (dir, name, dtype, max_shard_bytes=None))]
-    fn new(dir: PathBuf, name: &str, dtype: &str, max_shard_bytes: Option<u64>) -> PyResult<Self> {
+    #[pyo3(signature = (dir, name, dtype, max_shard_bytes=None, resume=None))]
+    fn new(
+        py: Python<'_>,
+        dir: PathBuf,
+        name: &str,
+        dtype: &str,
+        max_shard_bytes: Option<u64>,
+        resume: Option<Checkpoint>,
+    ) -> PyResult<Self> {
         let dtype = match dtype {
             "uint16" => TokenDType::U16,
             "int32" => TokenDType::I32,
@@ -37,7 +49,14 @@ impl PyDatasetWriter {
                 ))))
             }
         };
-        let w = DatasetWriter::create(&dir, name, dtype, max_shard_bytes).map_err(to_py)?;
+        let w = match resume {
+            None => DatasetWriter::create(&dir, name, dtype, max_shard_bytes),
+            Some((done, open)) => {
+                let at = WriterCheckpoint { done, open };
+                py.detach(|| DatasetWriter::resume(&dir, name, dtype, max_shard_bytes, &at))
+            }
+        }
+        .map_err(to_py)?;
         Ok(PyDatasetWriter {
             inner: Mutex::new(Some(w)),
         })
@@ -75,6 +94,15 @@ impl PyDatasetWriter {
             Ok(())
         })
         .map_err(to_py)
+    }
+
+    /// Make what was added durable; returns `(done, open)`: (instances, bytes) of each
+    /// finished shard and of the open one, what `resume` takes.
+    fn checkpoint(&self, py: Python<'_>) -> PyResult<Checkpoint> {
+        let mut guard = self.inner.lock().map_err(|_| closed())?;
+        let w = guard.as_mut().ok_or_else(closed)?;
+        let at = py.detach(|| w.checkpoint()).map_err(to_py)?;
+        Ok((at.done, at.open))
     }
 
     /// Write the indexes and fsync; returns one dict per shard written.

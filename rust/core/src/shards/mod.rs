@@ -13,7 +13,7 @@ pub use dtype::TokenDType;
 pub use fingerprint::{cache_dir, ShardContent};
 pub use resolve::describe;
 pub use shard::Shard;
-pub use writer::{DatasetWriter, ShardSummary, ShardWriter};
+pub use writer::{DatasetWriter, ShardSummary, ShardWriter, WriterCheckpoint};
 
 /// `.idx` magic of Megatron-LM's `MMapIndexedDataset`.
 pub const MAGIC: &[u8; 9] = b"MMIDIDX\x00\x00";

@@ -122,6 +122,83 @@ proptest! {
     }
 }
 
+/// Every file of directory `d`, name -> bytes.
+fn files_of(d: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A writer checkpointed after `at` sequences, killed after writing `extra` more (its
+    /// junk left on disk), then resumed and given the rest, leaves exactly the files of a
+    /// writer that never stopped.
+    #[test]
+    fn resumed_writer_matches_an_uninterrupted_one(
+        (dt, shards) in corpus(),
+        max in prop::option::of(1u64..200),
+        at_frac in 0.0f64..=1.0,
+        extra in 0usize..6,
+        twice in any::<bool>(),
+    ) {
+        let flat: Vec<Vec<i64>> = shards.into_iter().flatten().collect();
+        let at = (at_frac * flat.len() as f64) as usize;
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut w = DatasetWriter::create(a.path(), "x", dt, max).unwrap();
+        flat.iter().for_each(|s| w.add_tokens(s).unwrap());
+        w.finish().unwrap();
+
+        let mut w = DatasetWriter::create(b.path(), "x", dt, max).unwrap();
+        w.checkpoint().unwrap(); // earlier checkpoints, superseded by the last
+        for (i, s) in flat[..at].iter().enumerate() {
+            w.add_tokens(s).unwrap();
+            if twice && i == at / 2 {
+                w.checkpoint().unwrap();
+            }
+        }
+        let ck = w.checkpoint().unwrap();
+        for s in flat[at..].iter().chain(&flat).take(extra) {
+            w.add_tokens(s).unwrap();
+        }
+        drop(w); // killed: what it buffered reaches the files, no .idx for the open shard
+        let mut w = DatasetWriter::resume(b.path(), "x", dt, max, &ck).unwrap();
+        flat[at..].iter().for_each(|s| w.add_tokens(s).unwrap());
+        let got = w.finish().unwrap();
+        prop_assert_eq!(files_of(a.path()), files_of(b.path()));
+        prop_assert_eq!(got.iter().map(|s| s.num_sequences).sum::<u64>(), flat.len() as u64);
+    }
+}
+
+#[test]
+fn resume_refuses_files_that_do_not_match_the_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    let mut w = DatasetWriter::create(d.path(), "x", TokenDType::U16, Some(4)).unwrap();
+    w.add_tokens(&[1, 2]).unwrap();
+    w.add_tokens(&[3, 4]).unwrap();
+    let ck = w.checkpoint().unwrap();
+    assert_eq!(ck.done, [(1, 4)]);
+    assert_eq!(ck.open, Some((1, 4)));
+    drop(w);
+    // The open shard's .bin lost bytes: refused, naming the file.
+    std::fs::write(d.path().join("x_1.bin"), [3u8]).unwrap();
+    let resume = || DatasetWriter::resume(d.path(), "x", TokenDType::U16, Some(4), &ck).err();
+    let e = resume().expect("a short .bin must be refused");
+    assert!(e.to_string().contains("x_1.bin"), "{e}");
+    // A finished shard of another size: refused too.
+    std::fs::write(d.path().join("x_0.bin"), [1u8, 0]).unwrap();
+    let e = resume().expect("a finished shard of another size must be refused");
+    assert!(e.to_string().contains("x_0.bin"), "{e}");
+}
+
 /// Edits the (idx, bin) bytes of a valid shard.
 type Edit = Box<dyn Fn(&mut Vec<u8>, &mut Vec<u8>)>;
 

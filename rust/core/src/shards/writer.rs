@@ -1,7 +1,12 @@
 //! Writing Megatron shards: `.bin` streamed through a large buffer, `.idx` at the end.
+//!
+//! A writer can be checkpointed and later resumed after a kill: `checkpoint` makes the
+//! `.bin` durable and appends the sizes written since the last one to a hidden sidecar
+//! (`.<name>_<k>.sizes`, little-endian i32), and `DatasetWriter::resume` truncates both
+//! back to what the checkpoint recorded, so what was written after it is written again.
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -32,6 +37,14 @@ pub struct ShardWriter {
     /// `offset` when write-back was last started.
     behind: u64,
     scratch: Vec<u8>,
+    /// Sizes already in the sidecar (written by `checkpoint`).
+    saved: usize,
+}
+
+/// The sidecar of shard `prefix` that holds its sizes up to the last checkpoint.
+fn sizes_path(prefix: &Path) -> PathBuf {
+    let name = prefix.file_name().unwrap_or_default().to_string_lossy();
+    prefix.with_file_name(format!(".{name}.sizes"))
 }
 
 /// Start the disk writing the `.bin` after every this many bytes, so that it works while
@@ -52,7 +65,113 @@ impl ShardWriter {
             offset: 0,
             behind: 0,
             scratch: Vec::new(),
+            saved: 0,
         })
+    }
+
+    /// Reopen the shard at `prefix` as a checkpoint left it: `sequences` sequences in
+    /// `bytes` bytes. Both the `.bin` and the sizes sidecar are cut back to that (what a
+    /// killed writer added after the checkpoint is dropped); a stale `.idx` is removed.
+    pub fn reopen(
+        prefix: &Path,
+        dtype: TokenDType,
+        sequences: u64,
+        bytes: u64,
+    ) -> Result<ShardWriter> {
+        let bin_path = with_ext(prefix, ".bin");
+        let side = sizes_path(prefix);
+        let short = |path: &Path, what: String| {
+            Error::format(
+                path,
+                "length",
+                format!("{what}: not the shard the checkpoint wrote"),
+            )
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(&bin_path)
+            .at(&bin_path)?;
+        let len = file.metadata().at(&bin_path)?.len();
+        if len < bytes {
+            let what = format!("{len} bytes, the checkpoint recorded {bytes}");
+            return Err(short(&bin_path, what));
+        }
+        file.set_len(bytes).at(&bin_path)?;
+        file.seek(SeekFrom::End(0)).at(&bin_path)?;
+        let raw = match fs::read(&side) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && sequences == 0 => Vec::new(),
+            Err(e) => return Err(Error::io(&side, e)),
+        };
+        let want = usize::try_from(sequences)
+            .ok()
+            .and_then(|n| n.checked_mul(4))
+            .filter(|&n| n <= raw.len())
+            .ok_or_else(|| {
+                short(
+                    &side,
+                    format!(
+                        "{} sizes, the checkpoint recorded {sequences}",
+                        raw.len() / 4
+                    ),
+                )
+            })?;
+        let sizes: Vec<i32> = raw[..want]
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let t = dtype.size() as u64;
+        let mut pointers = Vec::with_capacity(sizes.len());
+        let mut offset = 0u64;
+        for &n in &sizes {
+            pointers.push(offset as i64);
+            offset += u64::try_from(n).map_err(|_| short(&side, format!("a size of {n}")))? * t;
+        }
+        if offset != bytes {
+            let what = format!("sizes add up to {offset} bytes, the checkpoint recorded {bytes}");
+            return Err(short(&side, what));
+        }
+        if raw.len() > want {
+            OpenOptions::new()
+                .write(true)
+                .open(&side)
+                .and_then(|f| f.set_len(want as u64))
+                .at(&side)?;
+        }
+        remove_if_present(&with_ext(prefix, ".idx"))?;
+        Ok(ShardWriter {
+            prefix: prefix.to_path_buf(),
+            bin_path,
+            dtype,
+            bin: BufWriter::with_capacity(1 << 23, file),
+            saved: sizes.len(),
+            sizes,
+            pointers,
+            offset: bytes,
+            behind: bytes,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Make everything added so far durable: the `.bin` synced, the new sizes appended to
+    /// the sidecar and synced. Returns (sequences, bytes), what `reopen` takes.
+    pub fn checkpoint(&mut self) -> Result<(u64, u64)> {
+        self.bin.flush().at(&self.bin_path)?;
+        self.bin.get_ref().sync_data().at(&self.bin_path)?;
+        let side = sizes_path(&self.prefix);
+        let mut buf = Vec::with_capacity(4 * (self.sizes.len() - self.saved));
+        self.sizes[self.saved..]
+            .iter()
+            .for_each(|s| buf.extend_from_slice(&s.to_le_bytes()));
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&side)
+            .at(&side)?;
+        f.write_all(&buf).at(&side)?;
+        f.sync_data().at(&side)?;
+        self.saved = self.sizes.len();
+        Ok((self.num_sequences(), self.offset))
     }
 
     /// Bytes of tokens written so far.
@@ -195,18 +314,87 @@ impl DatasetWriter {
         })
     }
 
+    /// Continue the writer whose `checkpoint` returned `at`, in the same `dir` with the same
+    /// settings: finished shards are kept (their `.bin` sizes checked), the open one is cut
+    /// back to the checkpoint, and shards begun after it are removed.
+    pub fn resume(
+        dir: &Path,
+        name: &str,
+        dtype: TokenDType,
+        max_shard_bytes: Option<u64>,
+        at: &WriterCheckpoint,
+    ) -> Result<DatasetWriter> {
+        let mut w = DatasetWriter::create(dir, name, dtype, max_shard_bytes)?;
+        let t = dtype.size() as u64;
+        for &(num_sequences, num_bytes) in &at.done {
+            let prefix = w.prefix(w.done.len());
+            let (bin, idx) = (with_ext(&prefix, ".bin"), with_ext(&prefix, ".idx"));
+            let len = fs::metadata(&bin).at(&bin)?.len();
+            if len != num_bytes || !idx.is_file() || num_bytes % t != 0 {
+                let msg =
+                    format!("{len} bytes, the checkpoint recorded a finished shard of {num_bytes}");
+                return Err(Error::format(&bin, "length", msg));
+            }
+            w.done.push(ShardSummary {
+                prefix,
+                num_sequences,
+                num_tokens: num_bytes / t,
+                num_bytes,
+            });
+        }
+        if let Some((sequences, bytes)) = at.open {
+            let prefix = w.prefix(w.done.len());
+            w.current = Some(ShardWriter::reopen(&prefix, dtype, sequences, bytes)?);
+        }
+        // Shards a killed writer began after the checkpoint.
+        let mut k = w.done.len() + usize::from(at.open.is_some());
+        loop {
+            let prefix = w.prefix(k);
+            let files = [
+                with_ext(&prefix, ".bin"),
+                with_ext(&prefix, ".idx"),
+                sizes_path(&prefix),
+            ];
+            if !files.iter().any(|f| f.exists()) {
+                break;
+            }
+            files.iter().try_for_each(|f| remove_if_present(f))?;
+            k += 1;
+        }
+        Ok(w)
+    }
+
     pub fn dtype(&self) -> TokenDType {
         self.dtype
+    }
+
+    fn prefix(&self, k: usize) -> PathBuf {
+        self.dir.join(format!("{}_{k}", self.name))
     }
 
     fn next_shard(&mut self) -> Result<()> {
         if let Some(w) = self.current.take() {
             self.done.push(w.finish()?);
         }
-        let k = self.done.len();
-        let prefix = self.dir.join(format!("{}_{k}", self.name));
+        let prefix = self.prefix(self.done.len());
         self.current = Some(ShardWriter::create(&prefix, self.dtype)?);
         Ok(())
+    }
+
+    /// Make everything added so far durable; `resume` takes what it returns. (A finished
+    /// shard keeps its sidecar until `finish`: a checkpoint taken before it rolled still
+    /// names it as the open one.)
+    pub fn checkpoint(&mut self) -> Result<WriterCheckpoint> {
+        let open = match self.current.as_mut() {
+            Some(w) => Some(w.checkpoint()?),
+            None => None,
+        };
+        let done = self
+            .done
+            .iter()
+            .map(|s| (s.num_sequences, s.num_bytes))
+            .collect();
+        Ok(WriterCheckpoint { done, open })
     }
 
     /// Append one sequence given as little-endian tokens of the writer's dtype.
@@ -243,6 +431,24 @@ impl DatasetWriter {
         if let Some(w) = self.current.take() {
             self.done.push(w.finish()?);
         }
+        for s in &self.done {
+            remove_if_present(&sizes_path(&s.prefix))?;
+        }
         Ok(self.done)
+    }
+}
+
+/// Where a `DatasetWriter` stood at a checkpoint: (sequences, bytes) of each finished
+/// shard, and of the open one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterCheckpoint {
+    pub done: Vec<(u64, u64)>,
+    pub open: Option<(u64, u64)>,
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
     }
 }
