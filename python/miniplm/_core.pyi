@@ -53,14 +53,14 @@ class DatasetWriter:
         name: str,
         dtype: str,
         max_shard_bytes: int | None = None,
-        resume: WriterCheckpoint | None = None,
+        resume: _WriterCheckpoint | None = None,
     ) -> Self: ...
     def add_batch(self, tokens: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]) -> None: ...
-    def checkpoint(self) -> WriterCheckpoint: ...
+    def checkpoint(self) -> _WriterCheckpoint: ...
     def finish(self) -> list[WrittenShard]: ...
 
 # (instances, bytes) of each finished shard, and of the open one.
-WriterCheckpoint: TypeAlias = tuple[list[tuple[int, int]], tuple[int, int] | None]
+_WriterCheckpoint: TypeAlias = tuple[list[tuple[int, int]], tuple[int, int] | None]
 
 @final
 class OutputLock:

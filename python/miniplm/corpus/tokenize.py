@@ -52,6 +52,8 @@ CHECKPOINT_FORMAT = "miniplm.tokenize_checkpoint/1"
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 
 Encoded = tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]
+# DatasetWriter.checkpoint(): (instances, bytes) of each finished shard, and of the open one.
+WriterState = tuple[list[tuple[int, int]], tuple[int, int] | None]
 
 
 def parse_size(value: int | str) -> int:
@@ -282,7 +284,7 @@ class _Output:
         raw.unlink()
 
 
-def _writer_checkpoint(w: dict[str, Any]) -> _core.WriterCheckpoint:
+def _writer_checkpoint(w: dict[str, Any]) -> WriterState:
     done = [(int(a), int(b)) for a, b in w["done"]]
     open_ = None if w["open"] is None else (int(w["open"][0]), int(w["open"][1]))
     return done, open_
