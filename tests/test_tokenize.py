@@ -596,10 +596,16 @@ def test_a_changed_input_discards_the_partial_and_no_resume_too(
     assert _run(inputs, tmp_path / "out", tok_json, batch_docs=5)["resumed"] == 0
     assert "made with another inputs" in capsys.readouterr().err
     assert _dataset_and_meta(tmp_path / "out") == _dataset_and_meta(tmp_path / "clean")
-    # resume=False starts afresh even where the partial matches.
-    _interrupted(inputs, tmp_path / "out2", tok_json)
-    assert _run(inputs, tmp_path / "out2", tok_json, batch_docs=5, resume=False)["resumed"] == 0
-    assert _dataset_and_meta(tmp_path / "out2") == _dataset_and_meta(tmp_path / "clean")
+    # --no-resume starts afresh even where the partial matches.
+    _interrupted(inputs, tmp_path / "out2", tok_json, seq_len=1024)
+    capsys.readouterr()
+    argv = ["tokenize", *map(str, inputs), "--tokenizer", tok_json, "--out", str(tmp_path / "out2")]
+    assert main([*argv, "--batch-docs", "5", "--workers", "1", "--no-resume", "--quiet"]) == 0
+    assert "discarding the partial output" in capsys.readouterr().err
+    clean = _run(inputs, tmp_path / "clean2", tok_json, seq_len=1024, batch_docs=5)
+    assert json.loads((tmp_path / "out2" / "tokenize.json").read_text())["resumed"] == 0
+    assert _dataset_and_meta(tmp_path / "out2") == _dataset_and_meta(tmp_path / "clean2")
+    assert clean["resumed"] == 0
 
 
 @pytest.mark.parametrize("damage", ["checkpoint", "shard", "sizes"])

@@ -18,7 +18,8 @@ def register(sub: Any) -> None:
         "an EOS to each, and pack each source's token stream into instances of at most "
         "--seq-len + 1 tokens, written as Megatron shards with sources.npy, tokenizer.json "
         "and tokenize.json in OUT. --reference-fraction also draws the reference model's "
-        "training slice (ref_ids.npy).",
+        "training slice (ref_ids.npy). OUT is built in .OUT.partial, checkpointed every "
+        "--checkpoint-every seconds: after a kill the same command continues it.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories or globs")
     p.add_argument("--out", required=True, help="output dataset directory")

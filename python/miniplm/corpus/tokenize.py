@@ -418,7 +418,8 @@ def tokenize_corpus(
             except (OSError, KeyError, TypeError, ValueError) as e:  # FormatError included
                 # The partial is this job's own state; damaged, it is only work to redo.
                 print(f"tokenize: cannot continue {work} ({e}); starting again", file=sys.stderr)
-                state = _resume_state(work, identity, resume=False)
+                state = None
+                _fresh(work)
                 output, run = _open(work, state, dtype, max_shard_bytes, min_tokens, packer, tok)
             stack.callback(output.source_file.close)  # closed too when the run fails
             normalizer = tok.backend.normalizer
@@ -597,7 +598,12 @@ def _read_checkpoint(work: Path) -> tuple[dict[str, Any], dict[str, npt.NDArray[
 def _resume_state(work: Path, identity: dict[str, Any], resume: bool) -> dict[str, Any] | None:
     """The checkpoint in ``work`` to continue, or None after emptying ``work`` for a fresh
     run (no checkpoint, ``resume`` off, or one made with other inputs or settings)."""
-    found = _read_checkpoint(work) if resume else None
+    if not resume:
+        if (work / CHECKPOINT).is_file():
+            print(f"tokenize: discarding the partial output {work} (no resume)", file=sys.stderr)
+        _fresh(work)
+        return None
+    found = _read_checkpoint(work)
     if found is not None:
         for tmp in work.glob(f".{CHECKPOINT}.tmp-*"):  # a checkpoint killed while written
             tmp.unlink()
@@ -617,9 +623,14 @@ def _resume_state(work: Path, identity: dict[str, Any], resume: bool) -> dict[st
             f"{', '.join(diff)}",
             file=sys.stderr,
         )
+    _fresh(work)
+    return None
+
+
+def _fresh(work: Path) -> None:
+    """Empty ``work`` for a run from the start."""
     shutil.rmtree(work)
     work.mkdir()
-    return None
 
 
 def _position(p: Any) -> Position:
