@@ -390,6 +390,15 @@ def tokenize_corpus(
         {"path": os.fspath(f.path), "fingerprint": _core.file_fingerprint(os.fspath(f.path))}
         for f in files
     ]
+    # The options that decide the instances, as tokenize.json and the checkpoint record them.
+    packing_options = {
+        "seq_len": seq_len,
+        "packing": packing,
+        "min_tokens": min_tokens,
+        "text_field": text_field,
+        "source_field": source_field,
+        "text_split": text_split,
+    }
     # What a partial output must have been made with to be continued (the reference
     # draw, the workers and the batch size do not change the shards).
     identity = {
@@ -398,12 +407,7 @@ def tokenize_corpus(
         "sources": [f.source for f in files],
         "tokenizer": hashlib.sha256(tok.json.encode()).hexdigest(),
         "eos_id": tok.eos_id,
-        "seq_len": seq_len,
-        "packing": packing,
-        "min_tokens": min_tokens,
-        "text_field": text_field,
-        "source_field": source_field,
-        "text_split": text_split,
+        **packing_options,
         "max_shard_bytes": max_shard_bytes,
         "dtype": dtype,
     }
@@ -472,12 +476,7 @@ def tokenize_corpus(
                 "format": FORMAT,
                 "version": 1,
                 "tokenizer": tok.describe(),
-                "seq_len": seq_len,
-                "packing": packing,
-                "min_tokens": min_tokens,
-                "text_field": text_field,
-                "source_field": source_field,
-                "text_split": text_split,
+                **packing_options,
                 "dtype": dtype,
                 "sources": run.names,
                 "inputs": inputs_meta,
