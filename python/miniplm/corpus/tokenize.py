@@ -670,12 +670,14 @@ class _Run:
         self.tokens_in = int(r.get("tokens_in", 0))
         self.resumed = int(r.get("resumed", 0)) + (resume is not None)
 
+    _STATE = (
+        *("eos_in_text", "normalized", "unencodable", "names", "per_source"),
+        *("documents", "empty", "tokens_in", "resumed"),
+    )
+
     def state(self) -> dict[str, Any]:
-        keys = ("eos_in_text", "normalized", "unencodable", "names", "per_source")
-        return {
-            **{k: getattr(self, k) for k in keys},
-            **{k: getattr(self, k) for k in ("documents", "empty", "tokens_in", "resumed")},
-        }
+        """The counts a checkpoint saves (``resume`` takes them back)."""
+        return {k: getattr(self, k) for k in self._STATE}
 
     def _source(self, name: str) -> int:
         j = self.index.get(name)
