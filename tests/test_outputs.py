@@ -340,6 +340,48 @@ def test_tokenize_killed_resumes_and_ends_identical(
     assert a == b
 
 
+def test_retokenize_killed_resumes_and_ends_identical(
+    tmp_path: Path, tok_json: Path, tok_clean: tuple[Path, Path]
+) -> None:
+    """retokenize SIGKILLed while tokenizing keeps its export and the tokenizer's partial
+    output; the rerun exports nothing again and ends with a clean run's dataset."""
+    _, corpus = tok_clean
+    script = (
+        "import sys; from miniplm.corpus.retokenize import retokenize; "
+        "retokenize(sys.argv[1], sys.argv[2], sys.argv[3], seq_len=16, workers=1, "
+        "batch_docs=50, checkpoint_every=0, progress=False, overwrite=True)"
+    )
+    out, clean = tmp_path / "work" / "out", tmp_path / "clean"
+    out.parent.mkdir()
+
+    def argv(o: Path) -> list[str]:
+        return [sys.executable, "-c", script, str(corpus), str(o), str(tok_json)]
+
+    subprocess.run(argv(clean), check=True)
+    work = out.parent / f".{out.name}.partial"
+    half = (clean / "corpus_0.bin").stat().st_size // 2
+
+    def halfway() -> bool:  # killed once half the tokens are written and checkpointed
+        bin_, ckpt = work / "corpus_0.bin", work / "checkpoint.npz"
+        return bin_.exists() and bin_.stat().st_size > half and ckpt.exists()
+
+    proc = subprocess.Popen(argv(out), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not halfway():
+        assert proc.poll() is None and time.monotonic() < deadline, "not halfway"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert (out.parent / f".{out.name}.retokenize" / "export.json").is_file()
+    done = subprocess.run(argv(out), check=True, capture_output=True, text=True)
+    assert "reusing the text exported" in done.stderr and "resuming" in done.stderr
+    assert _hidden(out.parent) == []
+    a, b = _tree(out), _tree(clean)
+    metas = [json.loads(t.pop("tokenize.json")) for t in (a, b)]
+    assert [m.pop("resumed") for m in metas] == [1, 0]
+    assert a == b and metas[0]["counts"] == metas[1]["counts"]
+
+
 # ---- 4. unwritable outputs ---------------------------------------------------------------
 
 

@@ -164,7 +164,7 @@ def test_a_retokenized_selection_decodes_to_the_exports_text_per_source(
     assert info["bytes"] == sum(len(v) for v in want.values())
     student_tok = json.loads((tmp / "student" / "tokenize.json").read_text())["tokenizer"]
     assert student_tok["vocab_size"] == 300 and info["tokenizer"] == student_tok
-    assert not list(tmp.glob(".student.text-*"))  # the text in between is gone
+    assert not list(tmp.glob(".student*"))  # the text in between is gone, and the locks
 
 
 def test_retokenize_refuses_an_existing_output_and_a_foreign_selection(
@@ -211,3 +211,154 @@ def test_retokenize_needs_only_the_ids_of_a_selection_made_from_score_runs(
         shutil.rmtree(r)
     info = retokenize(corpus, tmp_path / "out", toks[1], selection=tmp_path / "sel", **opts)
     assert info["instances"] > 0
+
+
+# ---------------------------------------------------------------- resume after a stop
+def _dir_bytes(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.name != "tokenize.json"}
+
+
+@pytest.fixture()
+def selected(toks: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    """A corpus of 40 documents and a selection of two thirds of its instances."""
+    docs = [("ab"[i % 2], f"{TEXTS[i % 4]} number {i}") for i in range(40)]
+    corpus = tmp_path / "corpus"
+    opts: dict[str, Any] = {"workers": 1, "progress": False, "seq_len": 8}
+    tokenize_corpus(_jsonl(tmp_path / "docs.jsonl", docs), corpus, toks[0], **opts)
+    ds = miniplm.TokenDataset(corpus)
+    ids = np.array([i for i in range(len(ds)) if i % 3])
+    return corpus, ds.write_selection(tmp_path / "sel", ids, "test")
+
+
+_RT: dict[str, Any] = {"workers": 1, "progress": False, "batch_docs": 5, "checkpoint_every": 0}
+
+
+def _stop_tokenize_at(monkeypatch: pytest.MonkeyPatch, k: int) -> None:
+    """The k-th batch the tokenizer packs raises KeyboardInterrupt (Ctrl-C)."""
+    from miniplm.corpus import tokenize as mod
+
+    real, calls = mod._Run.add, [0]
+
+    def add(self: Any, *a: Any) -> None:
+        calls[0] += 1
+        if calls[0] == k:
+            raise KeyboardInterrupt
+        real(self, *a)
+
+    monkeypatch.setattr(mod._Run, "add", add)
+
+
+def test_a_stopped_retokenize_continues_reusing_its_export(
+    toks: tuple[Path, Path],
+    selected: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Stopped in the middle of tokenizing, the exported text and the tokenizer's partial
+    output are kept; the same call then exports nothing again, continues the tokenizer
+    from its checkpoint, and ends with the bytes of a run that never stopped."""
+    from miniplm.corpus import retokenize as mod
+    from miniplm.corpus.retokenize import work_dir
+
+    corpus, sel = selected
+    clean = retokenize(corpus, tmp_path / "clean", toks[1], selection=sel, **_RT)
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        _stop_tokenize_at(m, 4)
+        with pytest.raises(KeyboardInterrupt):
+            retokenize(corpus, out, toks[1], selection=sel, **_RT)
+    assert not out.exists()
+    assert (work_dir(out) / "text.jsonl").is_file() and (tmp_path / ".out.partial").is_dir()
+    assert "the exported text is kept in" in capsys.readouterr().err
+    exports = [0]
+    real_export = mod.export
+
+    def counted(*a: Any, **k: Any) -> dict[str, Any]:
+        exports[0] += 1
+        return real_export(*a, **k)
+
+    monkeypatch.setattr(mod, "export", counted)
+    info = retokenize(corpus, out, toks[1], selection=sel, **_RT)
+    err = capsys.readouterr().err
+    assert exports[0] == 0 and "reusing the text exported to" in err and "resuming" in err
+    assert _dir_bytes(out) == _dir_bytes(tmp_path / "clean")
+    assert json.loads((out / "tokenize.json").read_text())["resumed"] == 1
+    assert {k: info[k] for k in ("bytes", "rows", "instances", "tokens")} == {
+        k: clean[k] for k in ("bytes", "rows", "instances", "tokens")
+    }
+    assert not list(tmp_path.glob(".out*"))  # the text, the partial and the locks are gone
+
+
+def test_a_changed_selection_or_no_resume_exports_again(
+    toks: tuple[Path, Path],
+    selected: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The kept export is reused only for the corpus and selection it was made from, and
+    not with ``resume=False``; a damaged one is exported again, never used."""
+    from miniplm.corpus.retokenize import work_dir
+
+    corpus, sel = selected
+    out = tmp_path / "out"
+
+    def stopped(selection: Path) -> None:
+        with monkeypatch.context() as m:
+            _stop_tokenize_at(m, 2)
+            with pytest.raises(KeyboardInterrupt):
+                retokenize(corpus, out, toks[1], selection=selection, overwrite=True, **_RT)
+        assert (work_dir(out) / "export.json").is_file()
+        capsys.readouterr()
+
+    stopped(sel)
+    ds = miniplm.TokenDataset(corpus)
+    other = ds.write_selection(tmp_path / "sel-other", np.arange(0, len(ds), 2), "other")
+    retokenize(corpus, out, toks[1], selection=other, overwrite=True, **_RT)
+    err = capsys.readouterr().err
+    assert "exporting again, not reusing" in err and "corpus or selection changed" in err
+    assert "discarding the partial output" in err  # the tokenizer's input changed too
+    want = _dir_bytes(out)
+    retokenize(corpus, tmp_path / "fresh", toks[1], selection=other, **_RT)
+    assert want == _dir_bytes(tmp_path / "fresh")
+
+    stopped(other)
+    info = retokenize(corpus, out, toks[1], selection=other, overwrite=True, resume=False, **_RT)
+    err = capsys.readouterr().err
+    assert "reusing" not in err and "discarding the partial output" in err
+    assert _dir_bytes(out) == want and info["rows"] > 0
+
+    stopped(other)
+    text = work_dir(out) / "text.jsonl"
+    text.write_bytes(text.read_bytes()[:-10])  # cut short behind the job's back
+    retokenize(corpus, out, toks[1], selection=other, overwrite=True, **_RT)
+    assert "its text changed" in capsys.readouterr().err
+    assert _dir_bytes(out) == want
+
+
+def test_retokenize_stopped_while_exporting_or_by_bad_input_keeps_nothing(
+    toks: tuple[Path, Path],
+    selected: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No text is kept without a whole export (a stop while exporting), nor after bad
+    input (here a tokenizer that is not one), which ends the job."""
+    from miniplm.corpus import retokenize as mod
+
+    corpus, sel = selected
+
+    def interrupted(*a: Any, **k: Any) -> dict[str, Any]:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(mod, "export", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            retokenize(corpus, tmp_path / "out", toks[1], selection=sel, **_RT)
+    assert not list(tmp_path.glob(".out*")) and not (tmp_path / "out").exists()
+    bad = tmp_path / "not-a-tokenizer.json"
+    bad.write_text("{}")
+    with pytest.raises(InputError):
+        retokenize(corpus, tmp_path / "out", bad, selection=sel, **_RT)
+    assert not list(tmp_path.glob(".out*")) and not (tmp_path / "out").exists()
