@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from stops import tokenize_stopped_at
 from tokenizers import Tokenizer
 
 import miniplm
+from miniplm.corpus import tokenize as tokenize_mod
 from miniplm.corpus.bpe import EOS, check_bpe_vocab, train_bpe
 from miniplm.corpus.bytelevel import token_bytes
 from miniplm.corpus.export import export
@@ -233,21 +235,6 @@ def selected(toks: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
 _RT: dict[str, Any] = {"workers": 1, "progress": False, "batch_docs": 5, "checkpoint_every": 0}
 
 
-def _stop_tokenize_at(monkeypatch: pytest.MonkeyPatch, k: int) -> None:
-    """The k-th batch the tokenizer packs raises KeyboardInterrupt (Ctrl-C)."""
-    from miniplm.corpus import tokenize as mod
-
-    real, calls = mod._Run.add, [0]
-
-    def add(self: Any, *a: Any) -> None:
-        calls[0] += 1
-        if calls[0] == k:
-            raise KeyboardInterrupt
-        real(self, *a)
-
-    monkeypatch.setattr(mod._Run, "add", add)
-
-
 def test_a_stopped_retokenize_continues_reusing_its_export(
     toks: tuple[Path, Path],
     selected: tuple[Path, Path],
@@ -265,7 +252,7 @@ def test_a_stopped_retokenize_continues_reusing_its_export(
     clean = retokenize(corpus, tmp_path / "clean", toks[1], selection=sel, **_RT)
     out = tmp_path / "out"
     with monkeypatch.context() as m:
-        _stop_tokenize_at(m, 4)
+        m.setattr(tokenize_mod._Run, "add", tokenize_stopped_at(4))
         with pytest.raises(KeyboardInterrupt):
             retokenize(corpus, out, toks[1], selection=sel, **_RT)
     assert not out.exists()
@@ -306,7 +293,7 @@ def test_a_changed_selection_or_no_resume_exports_again(
 
     def stopped(selection: Path) -> None:
         with monkeypatch.context() as m:
-            _stop_tokenize_at(m, 2)
+            m.setattr(tokenize_mod._Run, "add", tokenize_stopped_at(2))
             with pytest.raises(KeyboardInterrupt):
                 retokenize(corpus, out, toks[1], selection=selection, overwrite=True, **_RT)
         assert (work_dir(out) / "export.json").is_file()

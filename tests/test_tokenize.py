@@ -19,6 +19,7 @@ import pytest
 import zstandard
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from stops import tokenize_stopped_at
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 import miniplm
@@ -485,21 +486,6 @@ def _dataset_and_meta(out: Path) -> tuple[dict[str, bytes], dict[str, Any]]:
     return files, {**meta, "resumed": resumed}
 
 
-def _killed_at(k: int) -> Any:
-    """``_Run.add`` that raises KeyboardInterrupt at its ``k``-th call (the batch's count)."""
-    from miniplm.corpus import tokenize as mod
-
-    real, calls = mod._Run.add, [0]
-
-    def add(self: Any, *a: Any) -> None:
-        calls[0] += 1
-        if calls[0] == k:
-            raise KeyboardInterrupt
-        real(self, *a)
-
-    return add
-
-
 @settings(max_examples=30, deadline=None)
 @given(
     seq_len=st.integers(3, 40),
@@ -541,7 +527,7 @@ def test_a_killed_tokenize_resumes_to_the_bytes_of_an_unbroken_run(
         out, work = d / "out", d / ".out.partial"
         kept = 0
         for k in kills:
-            with mock.patch.object(mod._Run, "add", _killed_at(k)):
+            with mock.patch.object(mod._Run, "add", tokenize_stopped_at(k)):
                 try:
                     _run(inputs, out, tok_json, **opts)
                 except KeyboardInterrupt:
@@ -565,7 +551,10 @@ def _interrupted(inputs: list[Path], out: Path, tok_json: str, **kw: Any) -> Pat
     """Run tokenize into ``out`` killed at its 4th batch; returns the partial it kept."""
     from miniplm.corpus import tokenize as mod
 
-    with mock.patch.object(mod._Run, "add", _killed_at(4)), pytest.raises(KeyboardInterrupt):
+    with (
+        mock.patch.object(mod._Run, "add", tokenize_stopped_at(4)),
+        pytest.raises(KeyboardInterrupt),
+    ):
         _run(inputs, out, tok_json, checkpoint_every=0, batch_docs=5, **kw)
     work = out.parent / f".{out.name}.partial"
     assert (work / "checkpoint.npz").is_file()
