@@ -19,3 +19,19 @@ def tokenize_stopped_at(k: int) -> Any:
         real(self, *a)
 
     return add
+
+
+def export_stopped_at(k: int, error: BaseException | None = None) -> Any:
+    """A ``_chunk_rows`` for ``miniplm.corpus.export`` that raises ``error``
+    (KeyboardInterrupt by default) at its ``k``-th call and exports every chunk before it."""
+    from miniplm.corpus import export as mod
+
+    real, calls = mod._chunk_rows, [0]
+
+    def chunk_rows(*a: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == k:
+            raise KeyboardInterrupt if error is None else error
+        return real(*a)
+
+    return chunk_rows

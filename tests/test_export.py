@@ -17,6 +17,7 @@ import pytest
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stops import export_stopped_at
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 import miniplm
@@ -414,3 +415,168 @@ def test_progress_bar_counts_instances(
     n = len(miniplm.TokenDataset(corpus))
     err = capsys.readouterr().err
     assert f"{n}/{n}" in err and "instances/s" in err
+
+
+# ---- a stopped export continues ----------------------------------------------------------
+
+SUFFIXES = [".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst"]
+
+
+@pytest.fixture()
+def chunked(
+    tmp_path: Path, toks: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, int]:
+    """A corpus exported one instance per chunk (many chunks, many checkpoints), and its
+    number of instances."""
+    docs = [(s, f"{t} {i}") for i, (s, t) in enumerate((s, t) for s in "ab" for t in TRAIN)]
+    corpus = _corpus(tmp_path, docs, toks[0], seq_len=6, packing="fixed")
+    monkeypatch.setattr("miniplm.corpus.export._CHUNK_TOKENS", 7)
+    return corpus, len(miniplm.TokenDataset(corpus))
+
+
+def _stop(corpus: Path, out: Path, k: int, error: BaseException | None = None, **kw: Any) -> None:
+    """Export ``corpus`` to ``out`` stopped at chunk ``k``; an earlier ``out`` is untouched."""
+    from miniplm.corpus import export as mod
+
+    def contents() -> bytes | None:
+        return out.read_bytes() if out.exists() else None
+
+    before = contents()
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(mod, "_chunk_rows", export_stopped_at(k, error))
+        with pytest.raises(KeyboardInterrupt if error is None else type(error)):
+            export(corpus, out, checkpoint_every=0, **kw)
+    assert contents() == before
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_stopped_export_resumes_to_the_bytes_of_an_unbroken_run(
+    tmp_path: Path, chunked: tuple[Path, int], suffix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stopped (Ctrl-C) after 3 chunks, then again 2 chunks later, the partial output is
+    kept; the third run continues it and writes the bytes of a run that never stopped
+    (checkpointed once: a parquet of one part, so the resumed file's merged parts must be
+    exactly what one writer writes; zstd a single frame)."""
+    corpus, n = chunked
+    assert n > 8
+    clean = tmp_path / f"clean{suffix}"
+    info = export(corpus, clean)
+    assert info["resumed"] == 0
+    out = tmp_path / "out" / f"x{suffix}"
+    work = out.parent / f".{out.name}.partial"
+    _stop(corpus, out, 4)
+    err = capsys.readouterr().err
+    assert (work / "checkpoint.json").is_file() and "export: stopped; the work up to" in err
+    state = json.loads((work / "checkpoint.json").read_text())
+    assert state["chunks"] == 3 and state["instances"] == 3
+    _stop(corpus, out, 3)
+    assert "export: resuming" in capsys.readouterr().err
+    assert json.loads((work / "checkpoint.json").read_text())["chunks"] == 5
+    done = export(corpus, out, checkpoint_every=0)
+    assert "at instance 5 of" in capsys.readouterr().err
+    assert out.read_bytes() == clean.read_bytes()
+    assert done["resumed"] == 2
+    assert {k: done[k] for k in ("instances", "rows", "bytes")} == {
+        k: info[k] for k in ("instances", "rows", "bytes")
+    }
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # no partial, no lock
+    if suffix == ".jsonl.zst":  # one frame: a plain stream_reader (fsspec's) reads it all
+        d = zstandard.ZstdDecompressor()
+        every = d.stream_reader(out.read_bytes(), read_across_frames=True).read()
+        assert d.stream_reader(out.read_bytes()).read() == every
+        assert every.count(b"\n") == info["rows"]
+    if suffix == ".parquet":
+        assert pq.ParquetFile(out).num_row_groups == n
+
+
+def test_a_partial_export_of_other_inputs_or_damaged_is_done_again(
+    tmp_path: Path, chunked: tuple[Path, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The partial is continued only for the corpus, selection and format it was made
+    with: another selection, ``--no-resume`` and a partial cut behind the job's back each
+    start from the beginning, and every run ends with the bytes of a fresh export."""
+    corpus, n = chunked
+    ds = miniplm.TokenDataset(corpus)
+    sel = ds.write_selection(tmp_path / "sel", np.arange(0, n, 2), "even")
+    other = ds.write_selection(tmp_path / "sel-other", np.arange(1, n, 2), "odd")
+    out = tmp_path / "x.jsonl.gz"
+    want = {}
+    for s in (sel, other):
+        export(corpus, tmp_path / f"want-{s.name}.jsonl.gz", s)
+        want[s] = (tmp_path / f"want-{s.name}.jsonl.gz").read_bytes()
+
+    _stop(corpus, out, 3, selection=sel)
+    capsys.readouterr()
+    export(corpus, out, other, checkpoint_every=0)
+    assert "made with another selection" in capsys.readouterr().err
+    assert out.read_bytes() == want[other]
+
+    _stop(corpus, out, 3, selection=sel, overwrite=True)
+    argv = ["export", "--data", str(corpus), "--selection", str(sel), "--out", str(out)]
+    assert main([*argv, "--overwrite", "--quiet", "--no-resume", "--checkpoint-every", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "(no resume)" in err and "resuming" not in err
+    assert out.read_bytes() == want[sel]
+
+    _stop(corpus, out, 4, selection=sel, overwrite=True)
+    rows = out.parent / f".{out.name}.partial" / "rows.jsonl.gz"
+    rows.write_bytes(rows.read_bytes()[:-5])  # shorter than its checkpoint says
+    capsys.readouterr()
+    export(corpus, out, sel, overwrite=True)
+    err = capsys.readouterr().err
+    assert "cannot continue" in err and "shorter than its checkpoint" in err
+    assert out.read_bytes() == want[sel]
+
+    with pytest.raises(InputError, match="checkpoint interval"):
+        export(corpus, tmp_path / "y.jsonl", checkpoint_every=-1)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl.zst"])
+def test_a_stop_while_finishing_continues_with_the_finishing(
+    tmp_path: Path, chunked: tuple[Path, int], suffix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stopped while the parts are merged (parquet) or the frames recompressed (zstd),
+    the checkpoint is still there: the rerun writes no chunk again and only finishes."""
+    from miniplm.corpus import export as mod
+    from miniplm.corpus import export_output
+
+    corpus, _ = chunked
+    clean = tmp_path / f"clean{suffix}"
+    export(corpus, clean)
+    out = tmp_path / f"x{suffix}"
+    cls = export_output._ParquetParts if suffix == ".parquet" else export_output._JsonLines
+
+    def stopped(self: Any, final: Path) -> None:
+        final.write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(cls, "finish", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            export(corpus, out, checkpoint_every=0)
+    calls = [0]
+    real = mod._chunk_rows
+
+    def counted(*a: Any) -> Any:
+        calls[0] += 1
+        return real(*a)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(mod, "_chunk_rows", counted)
+        info = export(corpus, out, checkpoint_every=0)
+    # Only the chunks after the last checkpoint (the last one is never checkpointed).
+    assert calls[0] == 1 and info["resumed"] == 1
+    assert out.read_bytes() == clean.read_bytes()
+
+
+def test_bad_input_or_a_stop_before_the_first_checkpoint_keeps_nothing(
+    tmp_path: Path, chunked: tuple[Path, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bad input found half way (here a token the corpus tokenizer cannot export) ends
+    the job and removes its partial; so does a stop before anything was checkpointed."""
+    corpus, _ = chunked
+    out = tmp_path / "x.parquet"
+    _stop(corpus, out, 4, InputError("bad token"))
+    _stop(corpus, out, 1)
+    assert "kept in" not in capsys.readouterr().err
+    assert not list(tmp_path.glob(".x.parquet*")) and not out.exists()

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -229,21 +229,35 @@ def _hidden(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir() if p.name.startswith("."))
 
 
+def _killed_when(
+    argv: list[str], ready: Callable[[], bool], what: str, sig: signal.Signals = signal.SIGKILL
+) -> tuple[int, str]:
+    """Run ``argv``, send it ``sig`` once ``ready()`` holds (failing if it ends first or
+    after 120 s); its exit code and stderr."""
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not ready():
+        assert proc.poll() is None and time.monotonic() < deadline, f"never {what}"
+        time.sleep(0.002)
+    proc.send_signal(sig)
+    _, err = proc.communicate()
+    return proc.returncode, err
+
+
+def _exist(*paths: Path) -> Callable[[], bool]:
+    return lambda: all(p.exists() for p in paths)
+
+
 def _kill_then_rerun(argv: list[str], out: Path, sig: signal.Signals, points: list[str]) -> None:
     """Run ``argv`` (which writes ``out``) and send ``sig`` once its temporary output holds
     each file of ``points`` in turn (several runs), then run it to the end. SIGTERM must
     leave nothing behind at once; after SIGKILL the debris is the next run's to clear."""
     out.parent.mkdir()
     for point in points:
-        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while not any(out.parent.glob(f".{out.name}.tmp-*/{point}")):
-            assert proc.poll() is None and time.monotonic() < deadline, f"no {point} seen"
-            time.sleep(0.002)
-        proc.send_signal(sig)
-        _, err = proc.communicate()
+        tmp = f".{out.name}.tmp-*/{point}"
+        rc, err = _killed_when(argv, lambda t=tmp: any(out.parent.glob(t)), point, sig)
         if sig == signal.SIGTERM:
-            assert proc.returncode == 130 and "interrupted" in err, err
+            assert rc == 130 and "interrupted" in err, err
             assert _hidden(out.parent) == [] and not out.exists()
         else:
             assert any(n.startswith(f".{out.name}.tmp-") for n in _hidden(out.parent))
@@ -315,17 +329,11 @@ def test_tokenize_killed_resumes_and_ends_identical(
     argv = [*_tokenize_argv(src, tok_json, out), "--batch-docs", "50", "--checkpoint-every", "0"]
     work = out.parent / f".{out.name}.partial"
     for point in ["corpus_2.bin", "corpus_5.bin"]:
-        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while not ((work / point).exists() and (work / "checkpoint.npz").exists()):
-            assert proc.poll() is None and time.monotonic() < deadline, f"no {point} seen"
-            time.sleep(0.002)
-        proc.send_signal(sig)
-        _, err = proc.communicate()
+        rc, err = _killed_when(argv, _exist(work / point, work / "checkpoint.npz"), point, sig)
         if sig == signal.SIGTERM:
-            assert proc.returncode == 130 and "interrupted" in err and "kept in" in err, err
+            assert rc == 130 and "interrupted" in err and "kept in" in err, err
         else:
-            assert proc.returncode == -signal.SIGKILL
+            assert rc == -signal.SIGKILL
         assert (work / "checkpoint.npz").is_file() and not out.exists()
     done = subprocess.run(argv, check=True, capture_output=True, text=True)
     assert "resuming" in done.stderr
@@ -365,13 +373,7 @@ def test_retokenize_killed_resumes_and_ends_identical(
         bin_, ckpt = work / "corpus_0.bin", work / "checkpoint.npz"
         return bin_.exists() and bin_.stat().st_size > half and ckpt.exists()
 
-    proc = subprocess.Popen(argv(out), stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not halfway():
-        assert proc.poll() is None and time.monotonic() < deadline, "not halfway"
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    _killed_when(argv(out), halfway, "halfway")
     assert (out.parent / f".{out.name}.retokenize" / "export.json").is_file()
     done = subprocess.run(argv(out), check=True, capture_output=True, text=True)
     assert "reusing the text exported" in done.stderr and "resuming" in done.stderr
@@ -380,6 +382,36 @@ def test_retokenize_killed_resumes_and_ends_identical(
     metas = [json.loads(t.pop("tokenize.json")) for t in (a, b)]
     assert [m.pop("resumed") for m in metas] == [1, 0]
     assert a == b and metas[0]["counts"] == metas[1]["counts"]
+
+
+def test_export_killed_resumes_and_ends_identical(
+    tmp_path: Path, tok_clean: tuple[Path, Path]
+) -> None:
+    """export SIGKILLed twice (checkpointed after every chunk of 20 instances) keeps its
+    partial parquet parts; the last rerun continues them and writes the bytes of a clean
+    run, whose one part is renamed into place where the resumed run's are merged."""
+    _, corpus = tok_clean
+    script = (
+        "import sys; from miniplm.corpus import export as m; m._CHUNK_TOKENS = 17 * 20; "
+        "print(m.export(sys.argv[1], sys.argv[2], checkpoint_every=float(sys.argv[3]), "
+        "progress=False))"
+    )
+    out, clean = tmp_path / "work" / "x.parquet", tmp_path / "clean.parquet"
+    out.parent.mkdir()
+
+    def argv(o: Path, every: float) -> list[str]:
+        return [sys.executable, "-c", script, str(corpus), str(o), str(every)]
+
+    subprocess.run(argv(clean, 60), check=True)
+    work = out.parent / f".{out.name}.partial"
+    for point in ["part-00003.parquet", "part-00008.parquet"]:
+        ready = _exist(work / point, work / "checkpoint.json")
+        assert _killed_when(argv(out, 0), ready, point)[0] == -signal.SIGKILL
+        assert (work / "checkpoint.json").is_file() and not out.exists()
+    done = subprocess.run(argv(out, 0), check=True, capture_output=True, text=True)
+    assert "export: resuming" in done.stderr and "'resumed': 2" in done.stdout
+    assert _hidden(out.parent) == []
+    assert out.read_bytes() == clean.read_bytes()
 
 
 # ---- 4. unwritable outputs ---------------------------------------------------------------

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from miniplm import _core
+from miniplm.errors import FormatError, InputError
+
+_FINISHED = "finished"  # in a resumable file's partial directory: the whole file, at the end
 
 
 def check_spares_inputs(out: str | os.PathLike[str], inputs: Iterable[object]) -> None:
@@ -109,6 +114,48 @@ def resumable_dir(
             raise
 
 
+def fresh_dir(work: Path) -> None:
+    """Empty the partial directory ``work`` for a run from the start."""
+    shutil.rmtree(work)
+    work.mkdir()
+
+
+def resume_state(
+    job: str,
+    work: Path,
+    checkpoint: str,
+    identity: dict[str, Any],
+    resume: bool,
+    read: Callable[[Path], dict[str, Any]],
+) -> dict[str, Any] | None:
+    """The state of the checkpoint file ``checkpoint`` in ``work`` (``read`` of it, with
+    the ``identity`` it was made with) to continue, or None after emptying ``work`` for a
+    fresh run: no checkpoint, ``resume`` off, or one made with another identity (the
+    message names the keys that differ)."""
+    path = work / checkpoint
+    if not resume:
+        if path.is_file():
+            print(f"{job}: discarding the partial output {work} (no resume)", file=sys.stderr)
+        fresh_dir(work)
+        return None
+    if path.is_file():
+        for tmp in work.glob(f".{checkpoint}.tmp-*"):  # a checkpoint killed while written
+            tmp.unlink()
+        state = read(path)
+        old = state.get("identity")
+        old = old if isinstance(old, dict) else {}
+        diff = [k for k in identity if old.get(k) != identity[k]]
+        if not diff:
+            return state
+        print(
+            f"{job}: discarding the partial output {work}: it was made with another "
+            f"{', '.join(diff)}",
+            file=sys.stderr,
+        )
+    fresh_dir(work)
+    return None
+
+
 def fsync_dir(path: Path) -> None:
     """Make the entries of directory ``path`` (a rename into it, say) durable."""
     fd = os.open(path, os.O_RDONLY)
@@ -142,18 +189,45 @@ def atomic_write_text(path: Path, text: str | Iterable[str]) -> Path:
 
 
 @contextmanager
-def atomic_file(out: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary sibling name of file ``out`` to write, holding ``out``'s lock; on
-    success it is fsynced and renamed over ``out``, on any error removed (``out``
-    untouched). An existing ``out`` is refused unless ``overwrite``."""
+def resumable_file(
+    out: Path, overwrite: bool, keep: Callable[[Path, BaseException], bool]
+) -> Iterator[tuple[Path, Path]]:
+    """As :func:`resumable_dir`, for a job whose output is the file ``out``: it yields the
+    partial directory (:func:`partial_dir`) to work in and the name there to leave the
+    finished file under; on success that file is fsynced and renamed over ``out`` and the
+    directory removed."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _claim(out, overwrite) as tmp:
+    with _claim(out, overwrite):
+        work = partial_dir(out)
+        work.mkdir(exist_ok=True)
+        done = work / _FINISHED
         try:
-            yield tmp
-            with open(tmp, "rb") as f:
+            yield work, done
+            with open(done, "rb") as f:
                 os.fsync(f.fileno())
-            os.replace(tmp, out)
+            os.replace(done, out)
             fsync_dir(out.parent)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
+        except BaseException as e:
+            if not keep(work, e):
+                shutil.rmtree(work, ignore_errors=True)
             raise
+        shutil.rmtree(work)
+
+
+def keep_checkpointed(job: str, checkpoint: str) -> Callable[[Path, BaseException], bool]:
+    """The ``keep`` of a job whose partial output is continued from the file
+    ``checkpoint`` in it: a run stopped by an error leaves the partial for the next one,
+    except for bad input (fixing it changes the inputs, so the partial could not be
+    continued) and before the first checkpoint (nothing there to continue)."""
+
+    def keep(work: Path, error: BaseException) -> bool:
+        if isinstance(error, (InputError, FormatError)) or not (work / checkpoint).is_file():
+            return False
+        print(
+            f"{job}: stopped; the work up to its last checkpoint is kept in {work}, and the "
+            "same command continues from there",
+            file=sys.stderr,
+        )
+        return True
+
+    return keep

@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import Any
 
-from miniplm.corpus import CHECKPOINT_EVERY_S
+from miniplm.corpus import add_resume_arguments
 
 
 def register(sub: Any) -> None:
@@ -82,21 +82,7 @@ def register(sub: Any) -> None:
     p.add_argument("--batch-docs", type=int, default=1000, help="documents per batch (1000)")
     p.add_argument("--min-tokens", type=int, default=2, help="drop instances shorter than this (2)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
-    p.add_argument(
-        "--no-resume",
-        dest="resume",
-        action="store_false",
-        help="discard the partial output a killed run left (.OUT.partial) instead of "
-        "continuing it (by default the same command continues it)",
-    )
-    p.add_argument(
-        "--checkpoint-every",
-        type=float,
-        default=CHECKPOINT_EVERY_S,
-        metavar="SECONDS",
-        help=f"seconds between checkpoints of the partial output ({CHECKPOINT_EVERY_S:g}; "
-        "0: after every batch)",
-    )
+    add_resume_arguments(p, "batch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

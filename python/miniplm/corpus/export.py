@@ -5,41 +5,44 @@ Instances are read in id chunks (memory bounded by the chunk, never by N), each 
 tokens are mapped to their bytes through the tokenizer's byte table in numpy, split at
 the corpus's EOS, repaired where an instance cut a UTF-8 character (the rule is in
 docs/FORMATS.md, "Export"), and written as one parquet row group or a block of JSON lines
-to a temporary file that is renamed into place when complete."""
+(``export_output``) to the partial output ``.<name>.partial/`` beside OUT. That is
+checkpointed every ``checkpoint_every`` seconds, so a stopped export continues where it
+stood, and the finished file is renamed into place."""
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from miniplm._atomic import atomic_file, check_spares_inputs, dataset_files
-from miniplm._deps import require
+from miniplm import _core
+from miniplm._atomic import (
+    atomic_write_text,
+    check_spares_inputs,
+    dataset_files,
+    fresh_dir,
+    keep_checkpointed,
+    resumable_file,
+    resume_state,
+)
 from miniplm._progress import progress_bar, show_progress
+from miniplm.corpus import CHECKPOINT_EVERY_S
 from miniplm.corpus.bytelevel import TokenBytes, token_bytes
+from miniplm.corpus.export_output import Output, open_output, output_format
 from miniplm.data import DataSpec, PathLike, TokenDataset
 from miniplm.dataset_meta import TOKENIZE_JSON, TOKENIZER_JSON, dataset_dir
 from miniplm.errors import FormatError, InputError
 
-SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst")
 _CHUNK_TOKENS = 1 << 20  # tokens gathered per chunk (the chunk's padded batch is 8x this)
-
-
-def output_format(out: Path) -> str:
-    """The format of ``out`` from its suffix (one of ``SUFFIXES``)."""
-    name = out.name.lower()
-    for suffix in (".jsonl.gz", ".jsonl.zst", ".jsonl", ".parquet"):
-        if name.endswith(suffix):
-            return suffix
-    raise InputError(f"{out}: unknown output format; the name must end in {', '.join(SUFFIXES)}")
+CHECKPOINT = "checkpoint.json"  # in the partial output: where a stopped export stood
+CHECKPOINT_FORMAT = "miniplm.export_checkpoint/1"
 
 
 # ---- the corpus and its tokenizer -------------------------------------------------------
@@ -157,15 +160,54 @@ class _MeanNll:
         return out
 
 
-def _score_columns(info: dict[str, Any], n: int) -> dict[str, _MeanNll]:
-    """The mean-NLL columns of the score inputs the selection names."""
+def _score_sources(selection: PathLike) -> list[tuple[str, Path, str]]:
+    """(column, path, kind) of each score input (a run or an ``.npy``) that the selection's
+    ``selection.json`` names."""
+    info = json.loads((Path(selection) / "selection.json").read_text())
     inputs = info.get("inputs") or {}
-    cols: dict[str, _MeanNll] = {}
+    found = []
     for role, column in (("teacher", "nll_teacher"), ("reference", "nll_reference")):
         src = inputs.get(role)
         if isinstance(src, dict) and src.get("kind") in ("run", "npy"):
-            cols[column] = _MeanNll(Path(src["path"]), str(src["kind"]), n)
-    return cols
+            found.append((column, Path(src["path"]), str(src["kind"])))
+    return found
+
+
+def _score_columns(selection: PathLike, n: int) -> dict[str, _MeanNll]:
+    """The mean-NLL columns of the score inputs the selection names."""
+    return {col: _MeanNll(path, kind, n) for col, path, kind in _score_sources(selection)}
+
+
+def export_identity(
+    data: DataSpec, selection: PathLike | None = None, *, scores: bool = True
+) -> dict[str, Any]:
+    """What the rows ``export(data, ..., selection, scores=scores)`` writes depend on,
+    each file fingerprinted: the corpus (its shards, ``sources.npy``, its tokenizer and
+    EOS in ``tokenizer.json`` / ``tokenize.json``), the selection's files and, with
+    ``scores``, the score runs' files the selection names. A partial export, or text
+    exported earlier, is of the same rows only when this is equal."""
+
+    def prints(files: list[Path]) -> dict[str, str]:
+        return {os.fspath(f): _core.file_fingerprint(os.fspath(f)) for f in files if f.is_file()}
+
+    files = [Path(p) for p in dataset_files(data)]
+    meta_dir = dataset_dir(files[0])
+    files += [meta_dir / TOKENIZE_JSON, meta_dir / TOKENIZER_JSON, meta_dir / "sources.npy"]
+    chosen: dict[str, Any] | None = None
+    score_files: dict[str, str] | None = None
+    if selection is not None:
+        sel = Path(selection)
+        chosen = {
+            "path": os.fspath(sel),
+            "files": prints(sorted(sel.iterdir()) if sel.is_dir() else [sel]),
+        }
+        if scores:
+            found: list[Path] = []
+            for _, path, kind in _score_sources(sel):
+                run = [path / "manifest.json", *sorted(path.glob("*/*.npy"))]
+                found += [path] if kind == "npy" else run
+            score_files = prints(found)
+    return {"corpus": prints(files), "selection": chosen, "scores": score_files}
 
 
 # ---- one chunk: tokens -> rows ----------------------------------------------------------
@@ -341,85 +383,20 @@ def _completion(corpus: _Corpus, i: int, need: int) -> bytes:
     return got
 
 
-# ---- writing ----------------------------------------------------------------------------
+# ---- the export ------------------------------------------------------------------------
 
 
-class _Writer:
-    """Rows -> parquet row groups or JSON lines (plain, gzip or zstd)."""
-
-    def __init__(self, path: Path, suffix: str, score_names: list[str]) -> None:
-        self.suffix = suffix
-        self.score_names = score_names
-        self.pa = require("pyarrow")
-        self.parquet: Any = None
-        self.raw: IO[bytes] | None = None
-        self.text: IO[str] | None = None
-        if suffix == ".parquet":
-            pq = require("pyarrow.parquet")
-            fields = [("id", self.pa.uint64()), ("source", self.pa.string())]
-            fields += [("text", self.pa.string())]
-            fields += [(n, self.pa.float64()) for n in score_names]
-            self.parquet = pq.ParquetWriter(os.fspath(path), self.pa.schema(fields))
-            return
-        raw: IO[bytes] = open(path, "wb")  # noqa: SIM115
-        self.raw = raw
-        if suffix == ".jsonl.gz":
-            raw = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="wb", mtime=0))
-        elif suffix == ".jsonl.zst":
-            raw = require("zstandard").ZstdCompressor().stream_writer(raw, closefd=False)
-        self.text = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
-
-    def write(self, rows: _Rows, sources: list[str], scores: dict[str, Any]) -> None:
-        text = self.pa.LargeStringArray.from_buffers(
-            len(rows.ids), self.pa.py_buffer(rows.offsets), self.pa.py_buffer(rows.data)
-        )
-        text.validate(full=True)  # every row is UTF-8 (a failure is a bug of ours)
-        text = text.cast(self.pa.string())
-        if self.parquet is not None:
-            columns = {"id": rows.ids.astype(np.uint64), "source": sources, "text": text}
-            columns.update(scores)
-            self.parquet.write_table(self.pa.table(columns, schema=self.parquet.schema))
-            return
-        assert self.text is not None
-        # One f-string per row around the C string encoder: 3x json.dumps of a dict.
-        enc = json.encoder.encode_basestring
-        quoted = {n: enc(n) for n in set(sources)}
-        parts = [
-            [
-                f'{{"id": {i}, "source": {quoted[s]}, "text": '
-                for i, s in zip(rows.ids.tolist(), sources)
-            ]
-        ]
-        parts.append([enc(t) for t in text.to_pylist()])
-        for name, values in scores.items():
-            finite = np.isfinite(values)
-            shown = np.where(finite, values, 0.0).tolist()
-            parts.append(
-                [
-                    f', "{name}": {v!r}' if ok else f', "{name}": null'
-                    for v, ok in zip(shown, finite.tolist())
-                ]
-            )
-        self.text.writelines("".join(p) + "}\n" for p in zip(*parts))
-
-    def close(self) -> None:
-        if self.parquet is not None:
-            self.parquet.close()
-            return
-        assert self.text is not None and self.raw is not None
-        self.text.flush()
-        self.text.close()  # closes the compressor, which flushes its frame
-        if not self.raw.closed:
-            self.raw.close()
-
-
-def _id_chunks(n: int, selected: npt.NDArray[Any] | None, size: int) -> Iterator[Any]:
-    if selected is None:
-        for lo in range(0, n, size):
-            yield np.arange(lo, min(lo + size, n), dtype=np.int64)
-    else:
-        for lo in range(0, len(selected), size):
-            yield np.asarray(selected[lo : lo + size], dtype=np.int64)
+def _id_chunks(
+    n: int, selected: npt.NDArray[Any] | None, size: int, start: int
+) -> Iterator[npt.NDArray[np.int64]]:
+    """The ids of chunk ``start`` on, in chunks of ``size`` (all ``n``, or ``selected``)."""
+    total = n if selected is None else len(selected)
+    for lo in range(start * size, total, size):
+        hi = min(lo + size, total)
+        if selected is None:
+            yield np.arange(lo, hi, dtype=np.int64)
+        else:
+            yield np.asarray(selected[lo:hi], dtype=np.int64)
 
 
 def export(
@@ -430,15 +407,25 @@ def export(
     overwrite: bool = False,
     progress: bool | None = None,
     scores: bool = True,
+    resume: bool = True,
+    checkpoint_every: float = CHECKPOINT_EVERY_S,
 ) -> dict[str, Any]:
     """Write the source text of every instance of ``data`` (a corpus written by ``miniplm
     tokenize``), or of those ``selection`` keeps, to ``out`` (``.parquet``, ``.jsonl``,
     ``.jsonl.gz``, ``.jsonl.zst``): one row per document piece, in corpus order, columns
     ``id``, ``source``, ``text`` (+ ``r``, ``nll_teacher``, ``nll_reference`` when the
     selection came from score runs, unless ``scores`` is False). Returns counts:
-    ``instances``, ``rows``, ``bytes``, ``elapsed_s``. ``progress``: None shows a bar
-    when stderr is a terminal."""
+    ``instances``, ``rows``, ``bytes``, ``elapsed_s``, ``resumed`` (how many stopped runs
+    this one continues). ``progress``: None shows a bar when stderr is a terminal.
+
+    The file is built in ``.<name>.partial`` beside ``out``, checkpointed every
+    ``checkpoint_every`` seconds (0: after every chunk); a stopped run leaves it, and the
+    same call continues from the last checkpoint, writing the same bytes as a run that
+    never stopped. A partial of other inputs is discarded (with a message);
+    ``resume=False`` discards it in any case."""
     t0 = time.perf_counter()
+    if not checkpoint_every >= 0:
+        raise InputError(f"checkpoint interval must be >= 0 seconds, got {checkpoint_every}")
     out_path = Path(out)
     suffix = output_format(out_path)
     if out_path.exists() and not overwrite:
@@ -452,41 +439,122 @@ def export(
         # The core's one selection reader checks it against this dataset.
         selected = corpus.ds.select(selection).ids
         if scores:
-            info = json.loads((Path(selection) / "selection.json").read_text())
-            columns = _score_columns(info, n)
+            columns = _score_columns(selection, n)
     names = list(columns)
     if len(columns) == 2:
         names = ["r", *names]
     total = n if selected is None else len(selected)
     chunk = max(1, _CHUNK_TOKENS // (corpus.seq_len + 1))
+    n_chunks = -(-total // chunk)
+    identity = {
+        "format": CHECKPOINT_FORMAT,
+        **export_identity(data, selection, scores=scores),
+        "output": suffix,
+        "columns": names,
+        "chunk": chunk,
+    }
     # Scaled units (1.2M/10.0M) only where counts are large: "7.00/7.00" reads oddly.
     big = total >= 100_000
     bar = progress_bar(total, " instances", "export", show_progress(progress), unit_scale=big)
-    rows_out = bytes_out = 0
     try:
-        with atomic_file(out_path, overwrite) as tmp:
-            writer = _Writer(tmp, suffix, names)
+        keep = keep_checkpointed("export", CHECKPOINT)
+        with resumable_file(out_path, overwrite, keep) as (work, done):
             try:
-                for ids in _id_chunks(n, selected, chunk):
+                state = resume_state("export", work, CHECKPOINT, identity, resume, _read_state)
+                at = None if state is None else state["output"]
+                output = open_output(work, suffix, names, at)
+                run = _Progress(state, total, n_chunks, chunk)
+            except (OSError, KeyError, TypeError, ValueError) as e:  # FormatError included
+                # The partial is this job's own state; damaged, it is only work to redo.
+                print(f"export: cannot continue {work} ({e}); starting again", file=sys.stderr)
+                state = None
+                fresh_dir(work)
+                output = open_output(work, suffix, names, None)
+                run = _Progress(None, total, n_chunks, chunk)
+            try:
+                if state is not None:
+                    print(
+                        f"export: resuming {work} at instance {run.instances:,} of {total:,} "
+                        f"({run.rows:,} rows written)",
+                        file=sys.stderr,
+                    )
+                    run.save(work, identity, output, t0)  # the resume itself is recorded
+                if bar is not None:
+                    bar.update(run.instances)
+                saved_at = time.perf_counter()
+                for ids in _id_chunks(n, selected, chunk, run.chunks):
                     rows = _chunk_rows(corpus, ids)
                     source_names = [corpus.names[s] for s in corpus.sources[rows.ids].tolist()]
                     values = {k: f(rows.ids) for k, f in columns.items()}
                     if "r" in names:
                         values = {"r": values["nll_reference"] - values["nll_teacher"], **values}
-                    writer.write(rows, source_names, values)
-                    rows_out += len(rows.ids)
-                    bytes_out += len(rows.data)
+                    output.write(rows.ids, rows.offsets, rows.data, source_names, values)
+                    run.add(len(ids), len(rows.ids), len(rows.data))
+                    now = time.perf_counter()
+                    if now - saved_at >= checkpoint_every and run.chunks < n_chunks:
+                        run.save(work, identity, output, t0)
+                        saved_at = time.perf_counter()
                     if bar is not None:
                         bar.update(len(ids))
+                # The checkpoint stays while the file is finished (a parquet merge, the
+                # zstd frame): a run stopped there continues with the finishing.
+                output.finish(done)
             finally:
-                writer.close()
+                output.close()
     finally:
         if bar is not None:
             bar.close()
     return {
         "instances": total,
-        "rows": rows_out,
-        "bytes": bytes_out,
+        "rows": run.rows,
+        "bytes": run.bytes,
         "columns": ["id", "source", "text", *names],
-        "elapsed_s": round(time.perf_counter() - t0, 3),
+        "elapsed_s": round(run.before_s + time.perf_counter() - t0, 3),
+        "resumed": run.resumed,
     }
+
+
+class _Progress:
+    """How far an export has got (chunks, instances, rows, text bytes), from the start or
+    from a checkpoint's ``state``."""
+
+    def __init__(self, state: dict[str, Any] | None, total: int, n_chunks: int, chunk: int) -> None:
+        s = state or {}
+        self.chunks = int(s.get("chunks", 0))
+        if not 0 <= self.chunks <= n_chunks:
+            raise FormatError(f"checkpoint: {self.chunks} chunks done of {n_chunks}")
+        self.rows = int(s.get("rows", 0))
+        self.bytes = int(s.get("bytes", 0))
+        self.before_s = float(s.get("elapsed_s", 0.0))
+        self.resumed = int(s.get("resumed", -1)) + 1
+        self.instances = min(self.chunks * chunk, total)
+
+    def add(self, instances: int, rows: int, nbytes: int) -> None:
+        self.chunks += 1
+        self.instances += instances
+        self.rows += rows
+        self.bytes += nbytes
+
+    def save(self, work: Path, identity: dict[str, Any], output: Output, t0: float) -> None:
+        """The checkpoint, replaced whole after the output is durable."""
+        state = {
+            "identity": identity,
+            "chunks": self.chunks,
+            "instances": self.instances,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "output": output.checkpoint(),
+            "elapsed_s": self.before_s + time.perf_counter() - t0,
+            "resumed": self.resumed,
+        }
+        atomic_write_text(work / CHECKPOINT, json.dumps(state) + "\n")
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise FormatError(f"{path}: unreadable checkpoint ({e})") from e
+    if not isinstance(state, dict):
+        raise FormatError(f"{path}: not an export checkpoint")
+    return state

@@ -161,7 +161,7 @@ def discover(
     return files
 
 
-class _ZstdFrames(io.RawIOBase):
+class ZstdFrames(io.RawIOBase):
     """The decompressed bytes of every frame of a zstd file, which must end where a frame
     ends. (zstandard's ``stream_reader`` returns a cut file's prefix as if it were all.)
     Compressed input is fed in small pieces, so memory stays flat in the file size."""
@@ -228,7 +228,7 @@ def _open_binary(f: InputFile) -> BinaryIO:
         # gzip reads every member and raises EOFError where one is cut.
         return cast(BinaryIO, gzip.open(f.path, "rb"))
     if f.compression == ".zst":
-        return cast(BinaryIO, io.BufferedReader(_ZstdFrames(f.path), buffer_size=1 << 20))
+        return cast(BinaryIO, io.BufferedReader(ZstdFrames(f.path), buffer_size=1 << 20))
     return open(f.path, "rb")  # the caller closes it
 
 

@@ -32,7 +32,14 @@ import numpy as np
 import numpy.typing as npt
 
 from miniplm import _core
-from miniplm._atomic import check_spares_inputs, fsync_dir, resumable_dir
+from miniplm._atomic import (
+    check_spares_inputs,
+    fresh_dir,
+    fsync_dir,
+    keep_checkpointed,
+    resumable_dir,
+    resume_state,
+)
 from miniplm._deps import require
 from miniplm._progress import progress_bar, show_progress
 from miniplm.corpus import CHECKPOINT_EVERY_S
@@ -415,15 +422,26 @@ def tokenize_corpus(
     # Documents: their number is not known before reading them all (no ETA).
     bar = progress_bar(None, " docs", "tokenize", show_progress(progress), unit_scale=True)
     try:
-        with resumable_dir(out_dir, overwrite, _keep_partial) as work, ExitStack() as stack:
+        keep_partial = keep_checkpointed("tokenize", CHECKPOINT)
+        with resumable_dir(out_dir, overwrite, keep_partial) as work, ExitStack() as stack:
             try:
-                state = _resume_state(work, identity, resume)
+                state = resume_state(
+                    "tokenize", work, CHECKPOINT, identity, resume, _read_checkpoint
+                )
+                if state is not None:
+                    at = state["position"]
+                    print(
+                        f"tokenize: resuming {work} at input {at[0] + 1} of "
+                        f"{len(inputs_meta)}, document {at[1]:,} of it "
+                        f"({state['output']['instances']:,} instances written)",
+                        file=sys.stderr,
+                    )
                 output, run = _open(work, state, dtype, max_shard_bytes, min_tokens, packer, tok)
             except (OSError, KeyError, TypeError, ValueError) as e:  # FormatError included
                 # The partial is this job's own state; damaged, it is only work to redo.
                 print(f"tokenize: cannot continue {work} ({e}); starting again", file=sys.stderr)
                 state = None
-                _fresh(work)
+                fresh_dir(work)
                 output, run = _open(work, state, dtype, max_shard_bytes, min_tokens, packer, tok)
             stack.callback(output.source_file.close)  # closed too when the run fails
             normalizer = tok.backend.normalizer
@@ -565,24 +583,8 @@ def _open(
     return output, _Run(packer, output, tok.eos_id, None if state is None else state["run"])
 
 
-def _keep_partial(work: Path, error: BaseException) -> bool:
-    """Whether a run stopped by ``error`` leaves its partial output for the next one: not
-    for bad input (fixing it changes the inputs, and the partial could not be continued),
-    nor before its first checkpoint."""
-    if isinstance(error, (InputError, FormatError)) or not (work / CHECKPOINT).is_file():
-        return False
-    print(
-        f"tokenize: stopped; the work up to its last checkpoint is kept in {work}, and the "
-        "same command continues from there",
-        file=sys.stderr,
-    )
-    return True
-
-
-def _read_checkpoint(work: Path) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]] | None:
-    path = work / CHECKPOINT
-    if not path.is_file():
-        return None
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's state, its carry-over (``carry``) included."""
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -591,45 +593,7 @@ def _read_checkpoint(work: Path) -> tuple[dict[str, Any], dict[str, npt.NDArray[
         raise FormatError(f"{path}: unreadable checkpoint ({e})") from e
     if not isinstance(state, dict):
         raise FormatError(f"{path}: not a tokenize checkpoint")
-    return state, arrays
-
-
-def _resume_state(work: Path, identity: dict[str, Any], resume: bool) -> dict[str, Any] | None:
-    """The checkpoint in ``work`` to continue, or None after emptying ``work`` for a fresh
-    run (no checkpoint, ``resume`` off, or one made with other inputs or settings)."""
-    if not resume:
-        if (work / CHECKPOINT).is_file():
-            print(f"tokenize: discarding the partial output {work} (no resume)", file=sys.stderr)
-        _fresh(work)
-        return None
-    found = _read_checkpoint(work)
-    if found is not None:
-        for tmp in work.glob(f".{CHECKPOINT}.tmp-*"):  # a checkpoint killed while written
-            tmp.unlink()
-        state, arrays = found
-        old = state.get("identity", {})
-        diff = [k for k in identity if old.get(k) != identity[k]]
-        if not diff:
-            print(
-                f"tokenize: resuming {work} at input {state['position'][0] + 1} of "
-                f"{len(identity['inputs'])}, document {state['position'][1]:,} of it "
-                f"({state['output']['instances']:,} instances written)",
-                file=sys.stderr,
-            )
-            return {**state, "carry": _carry(arrays)}
-        print(
-            f"tokenize: discarding the partial output {work}: it was made with another "
-            f"{', '.join(diff)}",
-            file=sys.stderr,
-        )
-    _fresh(work)
-    return None
-
-
-def _fresh(work: Path) -> None:
-    """Empty ``work`` for a run from the start."""
-    shutil.rmtree(work)
-    work.mkdir()
+    return {**state, "carry": _carry(arrays)}
 
 
 def _position(p: Any) -> Position:
