@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from stops import tokenize_stopped_at
+from stops import export_stopped_at, tokenize_stopped_at
 from tokenizers import Tokenizer
 
 import miniplm
@@ -257,7 +257,7 @@ def test_a_stopped_retokenize_continues_reusing_its_export(
             retokenize(corpus, out, toks[1], selection=sel, **_RT)
     assert not out.exists()
     assert (work_dir(out) / "text.jsonl").is_file() and (tmp_path / ".out.partial").is_dir()
-    assert "the exported text is kept in" in capsys.readouterr().err
+    assert "retokenize: stopped; the work so far is kept in" in capsys.readouterr().err
     exports = [0]
     real_export = mod.export
 
@@ -330,7 +330,7 @@ def test_retokenize_stopped_while_exporting_or_by_bad_input_keeps_nothing(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """No text is kept without a whole export (a stop while exporting), nor after bad
+    """Nothing is kept from a stop before the export's first checkpoint, nor after bad
     input (here a tokenizer that is not one), which ends the job."""
     from miniplm.corpus import retokenize as mod
 
@@ -349,3 +349,46 @@ def test_retokenize_stopped_while_exporting_or_by_bad_input_keeps_nothing(
     with pytest.raises(InputError):
         retokenize(corpus, tmp_path / "out", bad, selection=sel, **_RT)
     assert not list(tmp_path.glob(".out*")) and not (tmp_path / "out").exists()
+
+
+def test_a_retokenize_stopped_while_exporting_continues_the_export(
+    toks: tuple[Path, Path],
+    selected: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Stopped half way through the export (one instance per chunk, checkpointed after
+    each), the export's partial output is kept; the same call continues the export from
+    its checkpoint and ends with the bytes of a run that never stopped."""
+    from miniplm.corpus import export as export_mod
+    from miniplm.corpus.retokenize import work_dir
+
+    corpus, sel = selected
+    monkeypatch.setattr(export_mod, "_CHUNK_TOKENS", 9)  # seq_len 8: one instance a chunk
+    clean = retokenize(corpus, tmp_path / "clean", toks[1], selection=sel, **_RT)
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        m.setattr(export_mod, "_chunk_rows", export_stopped_at(6))
+        with pytest.raises(KeyboardInterrupt):
+            retokenize(corpus, out, toks[1], selection=sel, **_RT)
+    partial = work_dir(out) / ".text.jsonl.partial"
+    assert (partial / "checkpoint.json").is_file()
+    assert json.loads((partial / "checkpoint.json").read_text())["chunks"] == 5
+    assert "retokenize: stopped; the work so far is kept in" in capsys.readouterr().err
+    calls = [0]
+    real = export_mod._chunk_rows
+
+    def counted(*a: Any) -> Any:
+        calls[0] += 1
+        return real(*a)
+
+    monkeypatch.setattr(export_mod, "_chunk_rows", counted)
+    info = retokenize(corpus, out, toks[1], selection=sel, **_RT)
+    assert "export: resuming" in capsys.readouterr().err
+    assert calls[0] == len(np.load(sel / "ids.npy")) - 5  # only the chunks not yet done
+    assert _dir_bytes(out) == _dir_bytes(tmp_path / "clean")
+    assert {k: info[k] for k in ("bytes", "rows", "instances", "tokens")} == {
+        k: clean[k] for k in ("bytes", "rows", "instances", "tokens")
+    }
+    assert not list(tmp_path.glob(".out*"))

@@ -8,9 +8,10 @@ per row, so the student corpus decodes, per source, to the exported text.
 
 The text passes through ``.<name>.retokenize/`` beside ``out`` (the exported JSON lines
 and ``export.json``, what they are an export of), removed when ``out`` is complete. A
-run stopped after the export keeps it, beside the tokenizer's own partial output, so the
-same call continues: it reuses the text when corpus, selection and text are unchanged
-(their fingerprints), and tokenize resumes from its checkpoint."""
+stopped run keeps it, so the same call continues: during the export, the export's own
+partial output there resumes from its checkpoint; after it, the text is reused when
+corpus, selection and text are unchanged (their fingerprints), and tokenize resumes from
+its checkpoint beside ``out``."""
 
 from __future__ import annotations
 
@@ -22,15 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from miniplm import _core
-from miniplm._atomic import atomic_write_text, dataset_files, output_lock
+from miniplm._atomic import atomic_write_text, output_lock, partial_dir
 from miniplm.corpus import CHECKPOINT_EVERY_S
-from miniplm.corpus.export import export
+from miniplm.corpus.export import CHECKPOINT, export, export_identity
 from miniplm.corpus.tokenize import tokenize_corpus
 from miniplm.data import DataSpec, PathLike
-from miniplm.dataset_meta import TOKENIZE_JSON, TOKENIZER_JSON, dataset_dir
 from miniplm.errors import FormatError, InputError
 
-EXPORT_FORMAT = "miniplm-retokenize-export-1"
+EXPORT_FORMAT = "miniplm-retokenize-export-2"
 _TEXT = "text.jsonl"
 _EXPORT_JSON = "export.json"
 
@@ -61,8 +61,9 @@ def retokenize(
     dataset directory ``out``. Returns ``tokenize.json``'s counts plus ``bytes`` (the
     UTF-8 size of the text, the denominator of bits per byte) and ``rows`` (document
     pieces exported). A stopped run is continued by the same call, the tokenizer's
-    output from its last checkpoint (every ``checkpoint_every`` seconds, as in
-    ``tokenize_corpus``); ``resume=False`` exports and tokenizes from the start."""
+    export and the tokenizer's output each from its last checkpoint (every
+    ``checkpoint_every`` seconds, as in ``export`` and ``tokenize_corpus``);
+    ``resume=False`` exports and tokenizes from the start."""
     out_dir = Path(out)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir}: output exists (pass --overwrite to replace it)")
@@ -70,14 +71,23 @@ def retokenize(
     work = work_dir(out_dir)
     with output_lock(work):  # one retokenize of ``out`` at a time owns ``work``
         try:
-            identity = _export_identity(data, selection)
+            # Text only: the score columns would read the score runs the selection names.
+            identity = {"format": EXPORT_FORMAT, **export_identity(data, selection, scores=False)}
             exported = _earlier_export(work, identity) if resume else None
             if exported is None:
-                shutil.rmtree(work, ignore_errors=True)
-                work.mkdir()
-                # Text only: the score columns would read the score runs the selection names.
+                # The export's own partial output stays: export checks it is of these rows.
+                work.mkdir(exist_ok=True)
+                for name in (_EXPORT_JSON, _TEXT):
+                    (work / name).unlink(missing_ok=True)
                 exported = export(
-                    data, work / _TEXT, selection, overwrite=True, progress=progress, scores=False
+                    data,
+                    work / _TEXT,
+                    selection,
+                    overwrite=True,
+                    progress=progress,
+                    scores=False,
+                    resume=resume,
+                    checkpoint_every=checkpoint_every,
                 )
                 text = _fingerprint(work / _TEXT)
                 stamp = {"identity": identity, "text": text, "exported": exported}
@@ -103,12 +113,15 @@ def retokenize(
             )
         except BaseException as e:
             # Bad input ends the job (no text is left behind for a run that may never
-            # come); any other stop (Ctrl-C, a full disk) keeps a finished export.
-            if isinstance(e, (InputError, FormatError)) or not (work / _EXPORT_JSON).is_file():
+            # come); any other stop (Ctrl-C, a full disk) keeps the export, finished or
+            # checkpointed.
+            started = (work / _EXPORT_JSON).is_file()
+            started |= (partial_dir(work / _TEXT) / CHECKPOINT).is_file()
+            if isinstance(e, (InputError, FormatError)) or not started:
                 shutil.rmtree(work, ignore_errors=True)
             else:
                 print(
-                    f"retokenize: stopped; the exported text is kept in {work}, and the same "
+                    f"retokenize: stopped; the work so far is kept in {work}, and the same "
                     "call continues from there",
                     file=sys.stderr,
                 )
@@ -126,22 +139,6 @@ def retokenize(
 
 def _fingerprint(path: Path) -> str:
     return _core.file_fingerprint(os.fspath(path))
-
-
-def _export_identity(data: DataSpec, selection: PathLike | None) -> dict[str, Any]:
-    """What the exported text depends on: the corpus's shards, its tokenizer and EOS
-    (``tokenizer.json``, ``tokenize.json``) and the selection's files, each fingerprinted."""
-    files = [Path(p) for p in dataset_files(data)]
-    meta_dir = dataset_dir(files[0])
-    files += [meta_dir / TOKENIZE_JSON, meta_dir / TOKENIZER_JSON]
-    if selection is not None:
-        sel = Path(selection)
-        files += sorted(sel.iterdir()) if sel.is_dir() else [sel]
-    return {
-        "format": EXPORT_FORMAT,
-        "selection": None if selection is None else os.fspath(selection),
-        "files": {os.fspath(f): _fingerprint(f) for f in files if f.is_file()},
-    }
 
 
 def _earlier_export(work: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
