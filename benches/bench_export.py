@@ -11,6 +11,11 @@ The corpus: real English (the .rst / .md files of this Python installation) toke
 DatasetWriter until there are N (with tokenize.json and sources.npy to match), so every
 instance is real text and the export is exact. Each side runs in a fresh child process;
 the table shows wall time (start-up included), instances/s and peak private memory.
+
+The export rows also show what resuming costs: a checkpoint every chunk (the most there
+can be) beside the default 60 s, the parquet parts merged at the end and the zstd frames
+recompressed into one, and `export_identity` (the fingerprints a resume checks), timed
+on its own; and gzip at level 6 (ours, zlib's default) beside Python's default 9.
 """
 
 from __future__ import annotations
@@ -75,16 +80,24 @@ print(json.dumps({"instances": n, "tokens": meta["counts"]["tokens"]}))
 """
 
 OURS = """
-import json, sys, time
+import json, os, sys, time
 import miniplm
-data, out = sys.argv[1], sys.argv[2]
+from miniplm.corpus import export_output
+from miniplm.corpus.export import export_identity
+data, out, every = sys.argv[1], sys.argv[2], float(sys.argv[3])
+if len(sys.argv) > 4:  # another gzip level than ours
+    export_output._GZIP_LEVEL = int(sys.argv[4])
 t0 = time.perf_counter()
-info = miniplm.export(data, out, overwrite=True, progress=False)
-print(json.dumps({**info, "seconds": time.perf_counter() - t0}))
+export_identity(data)
+identity_s = time.perf_counter() - t0
+t0 = time.perf_counter()
+info = miniplm.export(data, out, overwrite=True, progress=False, checkpoint_every=every)
+info.update(seconds=time.perf_counter() - t0, identity_s=identity_s, size=os.path.getsize(out))
+print(json.dumps(info))
 """
 
 BASELINE = """
-import json, sys, time
+import json, os, sys, time
 import numpy as np
 from tokenizers import Tokenizer
 import miniplm
@@ -109,7 +122,8 @@ with open(out, "w", encoding="utf-8") as f:
                 piece = []
             else:
                 piece.append(t)
-print(json.dumps({"instances": n, "rows": rows, "seconds": time.perf_counter() - t0}))
+seconds = time.perf_counter() - t0
+print(json.dumps({"instances": n, "rows": rows, "seconds": seconds, "size": os.path.getsize(out)}))
 """
 
 
@@ -124,9 +138,19 @@ def main() -> None:
         print("corpus:", made.stdout.strip().splitlines()[-1], file=sys.stderr)
         data = f"{tmp}/big"
         rows = []
+        ours = [
+            (f"miniplm export {suffix}, checkpoint {label}", suffix, every)
+            for suffix in (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst")
+            for label, every in (("every 60 s", "60"), ("every chunk", "0"))
+            if every == "60" or suffix in (".parquet", ".jsonl")
+        ]
+        identity: list[float] = []
         for name, cmd in [
-            ("miniplm export .parquet", python(OURS, data, f"{tmp}/out.parquet")),
-            ("miniplm export .jsonl", python(OURS, data, f"{tmp}/out.jsonl")),
+            *((name, python(OURS, data, f"{tmp}/out{sfx}", every)) for name, sfx, every in ours),
+            (
+                "miniplm export .jsonl.gz at Python's gzip level 9",
+                python(OURS, data, f"{tmp}/out9.jsonl.gz", "60", "9"),
+            ),
             (
                 "user loop: ds[i] + tokenizers decode, .jsonl",
                 python(BASELINE, data, f"{tmp}/base.jsonl", str(a.baseline_instances)),
@@ -134,6 +158,8 @@ def main() -> None:
         ]:
             m = run(cmd)
             r = json.loads(m.stdout.strip().splitlines()[-1])
+            if "identity_s" in r:
+                identity.append(r["identity_s"])
             rows.append(
                 [
                     name,
@@ -142,13 +168,18 @@ def main() -> None:
                     f"{m.wall_s:.1f}",
                     f"{r['instances'] / m.wall_s:,.0f}",
                     f"{m.peak_anon_mb:.0f}",
+                    f"{r['size'] / 1e6:,.1f}",
                 ]
             )
             print(rows[-1], file=sys.stderr)
-        for f in glob.glob(f"{tmp}/*.jsonl"):
-            Path(f).unlink()
-    header = ["", "instances", "rows", "wall s", "instances/s", "peak anon MB"]
+            for f in glob.glob(f"{tmp}/*.jsonl*") + glob.glob(f"{tmp}/*.parquet"):
+                Path(f).unlink()  # one output on disk at a time
+    header = ["", "instances", "rows", "wall s", "instances/s", "peak anon MB", "output MB"]
     print(table(header, rows))
+    print(
+        f"\nexport_identity (the resume check's fingerprints): {min(identity):.3f} s best, "
+        f"{max(identity):.3f} s worst of {len(identity)}"
+    )
 
 
 if __name__ == "__main__":
