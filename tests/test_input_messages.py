@@ -81,6 +81,15 @@ def test_directory_as_score_npy(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_score_npy_as_a_run(tmp_path: Path) -> None:
+    """The converse mistake: a .npy of mean NLLs where a score run is asked for."""
+    t, r = _scores(tmp_path)
+    with pytest.raises(InputError, match=rf"{t}: is a file, not a score run directory") as e:
+        miniplm.select(tmp_path / "o", teacher=t, reference_nll=r, count=2)
+    assert "--teacher-nll" in str(e.value) and "Not a directory" not in str(e.value)
+    assert not (tmp_path / "o").exists()
+
+
 def test_negative_ratio_is_a_value_not_a_flag(tmp_path: Path) -> None:
     t, r = _scores(tmp_path)
     for value in ("-0.1", "-1e-3"):

@@ -350,6 +350,13 @@ pub enum ScoreSource {
 
 impl ScoreSource {
     pub fn open_run(dir: &Path) -> Result<ScoreSource> {
+        if dir.is_file() {
+            return Err(Error::invalid(format!(
+                "{}: is a file, not a score run directory: pass a .npy of mean NLLs as \
+                 --teacher-nll / --reference-nll (teacher_nll= / reference_nll=) instead",
+                dir.display()
+            )));
+        }
         ScoreRun::open(dir).map(ScoreSource::Run)
     }
 
