@@ -235,6 +235,42 @@ def test_score_columns_from_the_selection_runs(
         assert x["r"] == r[x["id"]] - t[x["id"]]
 
 
+def test_score_columns_come_only_from_the_scores_the_selection_was_made_from(
+    tmp_path: Path, toks: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """selection.json records its score inputs' absolute paths, so an export from another
+    directory finds them; scores changed since the selection are refused (the columns
+    would not be what the selection kept by), and --no-scores exports the text alone."""
+    docs = [("web", t) for t in TRAIN * 3]
+    corpus = _corpus(tmp_path, docs, toks[0])
+    n = len(miniplm.TokenDataset(corpus))
+    rng = np.random.default_rng(1)
+    monkeypatch.chdir(tmp_path)
+    np.save("t.npy", rng.random(n))
+    np.save("r.npy", rng.random(n) + 1)
+    sel = tmp_path / "sel"
+    select(sel, teacher_nll="t.npy", reference_nll="r.npy", ratio=0.5, data=corpus)
+    info = json.loads((sel / "selection.json").read_text())
+    assert info["inputs"]["teacher"]["path"] == str(tmp_path / "t.npy")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    export(corpus, tmp_path / "a.jsonl", sel)
+    rows = _read(tmp_path / "a.jsonl")
+    t = np.load(tmp_path / "t.npy")
+    assert rows and all(x["nll_teacher"] == t[x["id"]] for x in rows)
+
+    np.save(tmp_path / "t.npy", rng.random(n))  # scored again after the selection
+    with pytest.raises(InputError, match=r"t\.npy: the teacher scores changed since selection"):
+        export(corpus, tmp_path / "b.jsonl", sel)
+    assert not list(tmp_path.glob("*b.jsonl*"))
+    argv = ["export", "--data", str(corpus), "--selection", str(sel), "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "b.jsonl")]) == 2
+    assert main([*argv, "--no-scores", "--out", str(tmp_path / "b.jsonl")]) == 0
+    text_only = _read(tmp_path / "b.jsonl")
+    assert [set(x) for x in text_only[:1]] == [{"id", "source", "text"}]
+    assert [x["text"] for x in text_only] == [x["text"] for x in rows]
+
+
 def _lossy(path: Path, kind: str) -> str:
     if kind == "normalizer":
         tok = Tokenizer(models.BPE())

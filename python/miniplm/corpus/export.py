@@ -160,22 +160,44 @@ class _MeanNll:
         return out
 
 
-def _score_sources(selection: PathLike) -> list[tuple[str, Path, str]]:
-    """(column, path, kind) of each score input (a run or an ``.npy``) that the selection's
-    ``selection.json`` names."""
-    info = json.loads((Path(selection) / "selection.json").read_text())
-    inputs = info.get("inputs") or {}
-    found = []
-    for role, column in (("teacher", "nll_teacher"), ("reference", "nll_reference")):
-        src = inputs.get(role)
-        if isinstance(src, dict) and src.get("kind") in ("run", "npy"):
-            found.append((column, Path(src["path"]), str(src["kind"])))
+class _ScoreInput:
+    """A score input (a run or an ``.npy``) as a selection's ``selection.json`` records it."""
+
+    def __init__(self, role: str, column: str, src: dict[str, Any]) -> None:
+        self.role, self.column = role, column
+        self.path, self.kind = Path(src["path"]), str(src["kind"])
+        self.fingerprint = src.get("fingerprint")
+
+
+def _score_inputs(selection: PathLike) -> list[_ScoreInput]:
+    """The score inputs that the selection's ``selection.json`` names."""
+    path = Path(selection) / "selection.json"
+    try:
+        inputs = json.loads(path.read_text()).get("inputs") or {}
+        found = []
+        for role, column in (("teacher", "nll_teacher"), ("reference", "nll_reference")):
+            src = inputs.get(role)
+            if isinstance(src, dict) and src.get("kind") in ("run", "npy"):
+                found.append(_ScoreInput(role, column, src))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise FormatError(f"{path}: unreadable inputs ({e!r})") from None
     return found
 
 
 def _score_columns(selection: PathLike, n: int) -> dict[str, _MeanNll]:
-    """The mean-NLL columns of the score inputs the selection names."""
-    return {col: _MeanNll(path, kind, n) for col, path, kind in _score_sources(selection)}
+    """The mean-NLL columns of the score inputs the selection names, each checked to be
+    the input the selection was made from (its fingerprint then and now)."""
+    cols = {}
+    for s in _score_inputs(selection):
+        now = _core.score_fingerprint(os.fspath(s.path), s.kind)
+        if now != s.fingerprint:
+            raise InputError(
+                f"{s.path}: the {s.role} scores changed since selection {selection} was made "
+                f"from them (fingerprint {now}, recorded {s.fingerprint}); select again, or "
+                "export without the score columns (--no-scores, scores=False)"
+            )
+        cols[s.column] = _MeanNll(s.path, s.kind, n)
+    return cols
 
 
 def export_identity(
@@ -203,9 +225,9 @@ def export_identity(
         }
         if scores:
             found: list[Path] = []
-            for _, path, kind in _score_sources(sel):
-                run = [path / "manifest.json", *sorted(path.glob("*/*.npy"))]
-                found += [path] if kind == "npy" else run
+            for src in _score_inputs(sel):
+                run = [src.path / "manifest.json", *sorted(src.path.glob("*/*.npy"))]
+                found += [src.path] if src.kind == "npy" else run
             score_files = prints(found)
     return {"corpus": prints(files), "selection": chosen, "scores": score_files}
 

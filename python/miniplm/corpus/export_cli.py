@@ -25,6 +25,13 @@ def register(sub: Any) -> None:
     p.add_argument("--data", required=True, help="dataset directory written by miniplm tokenize")
     p.add_argument("--selection", default=None, help="selection directory (default: everything)")
     p.add_argument("--out", required=True, help="output file (.parquet, .jsonl[.gz|.zst])")
+    p.add_argument(
+        "--no-scores",
+        dest="scores",
+        action="store_false",
+        help="leave out the r / nll_teacher / nll_reference columns of a selection made from "
+        "score runs (they are read from those runs, which must be unchanged since)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     add_resume_arguments(p, "chunk")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -40,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         args.selection,
         overwrite=args.overwrite,
         progress=False if args.quiet else None,
+        scores=args.scores,
         resume=args.resume,
         checkpoint_every=args.checkpoint_every,
     )

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use miniplm_core::build::{build_at, BuildOptions};
 use miniplm_core::inspect::inspect as core_inspect;
-use miniplm_core::scores::{ScoreRun, ScoreValues};
+use miniplm_core::scores::{ScoreRun, ScoreSource, ScoreValues};
 use miniplm_core::select::SelectRequest;
 use miniplm_core::Error;
 use numpy::IntoPyArray;
@@ -137,6 +137,19 @@ fn file_fingerprint(py: Python<'_>, path: PathBuf) -> PyResult<String> {
     })
 }
 
+/// The fingerprint `selection.json` records for a score input of `kind` "run" (a score
+/// run directory) or "npy" (a `.npy` of mean NLLs), to tell whether it changed since.
+#[pyfunction]
+fn score_fingerprint(py: Python<'_>, path: PathBuf, kind: String) -> PyResult<String> {
+    run_long(py, 0, false, move |_| match kind.as_str() {
+        "run" => ScoreSource::open_run(&path)?.fingerprint(),
+        "npy" => ScoreSource::open_npy(&path)?.fingerprint(),
+        other => Err(Error::invalid(format!(
+            "unknown score input kind {other:?}"
+        ))),
+    })
+}
+
 /// The `miniplm-sample` CLI; returns its exit code.
 #[pyfunction]
 fn sample_main(py: Python<'_>, argv: Vec<OsString>) -> PyResult<i32> {
@@ -168,6 +181,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load_scores, m)?)?;
     m.add_function(wrap_pyfunction!(sample_main, m)?)?;
     m.add_function(wrap_pyfunction!(file_fingerprint, m)?)?;
+    m.add_function(wrap_pyfunction!(score_fingerprint, m)?)?;
     m.add_function(wrap_pyfunction!(_internal_error_for_test, m)?)?;
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! `selection.json`, built in one place from a finished run.
 
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::fsutil::quick_fingerprint;
 use crate::scores::ScoreSource;
 use crate::stats::{bin_edges, Histogram};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -13,11 +14,18 @@ use super::record;
 use super::route::Run;
 use super::{Amount, InputInfo, Inputs, Mode, SelectInputs, SelectionReport};
 
+/// `path` made absolute (against the working directory, symlinks kept): what
+/// `selection.json` records, so that a consumer in another directory (`miniplm export`'s
+/// score columns) finds the same input.
+fn recorded(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).at(path)
+}
+
 pub(super) fn info(src: &Option<ScoreSource>) -> Result<Option<InputInfo>> {
     src.as_ref()
         .map(|s| {
             Ok(InputInfo {
-                path: s.path().to_path_buf(),
+                path: recorded(s.path())?,
                 kind: s.kind(),
                 fingerprint: s.fingerprint()?,
             })
@@ -67,7 +75,7 @@ impl SelectionReport {
         };
         let exclude_info = match &inputs.exclude {
             Some(p) => Some(InputInfo {
-                path: p.clone(),
+                path: recorded(p)?,
                 kind: "npy",
                 fingerprint: quick_fingerprint(p)?,
             }),
