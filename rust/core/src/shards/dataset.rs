@@ -258,7 +258,9 @@ impl Dataset {
                 let id = self.starts[k] + i;
                 if let Some(&t) = self.tokens_i64(id)?.iter().find(|&&t| bad(t)) {
                     return Err(Error::invalid(format!(
-                        "{}: instance {id} holds token id {t}, outside the vocabulary of                          {vocab_size} ids [0, {vocab_size}); the dataset does not belong to                          this model or tokenizer",
+                        "{}: instance {id} holds token id {t}, outside the vocabulary of \
+                         {vocab_size} ids [0, {vocab_size}); the dataset does not belong to \
+                         this model or tokenizer",
                         self.describe()
                     )));
                 }

@@ -487,6 +487,10 @@ fn token_range_and_vocab_check_find_the_first_offender() {
     assert!(matches!(e, crate::Error::Invalid(_)));
     let e = e.to_string();
     assert!(e.contains("instance 3") && e.contains("token id -4"), "{e}");
+    assert!(
+        e.contains("vocabulary of 100 ids [0, 100); the dataset"),
+        "{e}"
+    );
     let (idx, bin) = megatron_bytes(&[vec![1], vec![2, 4, 9], vec![12]], TokenDType::I32);
     write_pair(&d.path().join("x_1"), &idx, &bin);
     let ds = Dataset::open(d.path()).unwrap();
