@@ -567,6 +567,22 @@ def test_a_partial_export_of_other_inputs_or_damaged_is_done_again(
         export(corpus, tmp_path / "y.jsonl", checkpoint_every=-1)
 
 
+def test_a_partial_export_is_continued_under_another_spelling_of_its_inputs(
+    tmp_path: Path, chunked: tuple[Path, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The identity holds resolved paths: stopped with ``corpus`` relative to the working
+    directory, the export continues when given its absolute path or a link to it."""
+    corpus, n = chunked
+    sel = miniplm.TokenDataset(corpus).write_selection(tmp_path / "sel", np.arange(n), "all")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "x.jsonl"
+    _stop(Path("corpus"), out, 3, selection=Path("sel"))
+    (tmp_path / "link").symlink_to(corpus)
+    assert export(tmp_path / "link", out, sel, checkpoint_every=0)["resumed"] == 1
+    export(corpus, tmp_path / "fresh.jsonl", sel)
+    assert out.read_bytes() == (tmp_path / "fresh.jsonl").read_bytes()
+
+
 @pytest.mark.parametrize("suffix", [".parquet", ".jsonl.zst"])
 def test_a_stop_while_finishing_continues_with_the_finishing(
     tmp_path: Path, chunked: tuple[Path, int], suffix: str, capsys: pytest.CaptureFixture[str]

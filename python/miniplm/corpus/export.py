@@ -204,13 +204,16 @@ def export_identity(
     data: DataSpec, selection: PathLike | None = None, *, scores: bool = True
 ) -> dict[str, Any]:
     """What the rows ``export(data, ..., selection, scores=scores)`` writes depend on,
-    each file fingerprinted: the corpus (its shards, ``sources.npy``, its tokenizer and
-    EOS in ``tokenizer.json`` / ``tokenize.json``), the selection's files and, with
-    ``scores``, the score runs' files the selection names. A partial export, or text
-    exported earlier, is of the same rows only when this is equal."""
+    each file fingerprinted under its resolved path: the corpus (its shards,
+    ``sources.npy``, its tokenizer and EOS in ``tokenizer.json`` / ``tokenize.json``), the
+    selection's files and, with ``scores``, the score runs' files the selection names. A
+    partial export, or text exported earlier, is of the same rows only when this is
+    equal."""
 
     def prints(files: list[Path]) -> dict[str, str]:
-        return {os.fspath(f): _core.file_fingerprint(os.fspath(f)) for f in files if f.is_file()}
+        # Resolved: ``corpus/`` and ``/data/corpus`` (or a link to it) name the same rows.
+        found = [f for f in files if f.is_file()]
+        return {os.fspath(f.resolve()): _core.file_fingerprint(os.fspath(f)) for f in found}
 
     files = [Path(p) for p in dataset_files(data)]
     meta_dir = dataset_dir(files[0])
@@ -220,7 +223,7 @@ def export_identity(
     if selection is not None:
         sel = Path(selection)
         chosen = {
-            "path": os.fspath(sel),
+            "path": os.fspath(sel.resolve()),
             "files": prints(sorted(sel.iterdir()) if sel.is_dir() else [sel]),
         }
         if scores:
