@@ -298,6 +298,37 @@ def test_nproc_per_node_runs_scoring_and_training_under_torchrun(
     assert (run / "report.md").is_file()
 
 
+def test_own_tokenizer_students_train_under_torchrun(smoke: Path, tmp_path: Path) -> None:
+    """Students with their own tokenizer, trained by 2 ranks under torchrun on their
+    re-tokenized subsets (made once, by the pipeline's process): each run records world
+    size 2 and the student vocabulary, and all train the equal own-token budget (the
+    smallest subset's) that one rank trains."""
+    from transformers import AutoTokenizer
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke, run)
+    f = tmp_path / "c.toml"
+    f.write_text("[students]\nseeds = 1\n[students.tokenizer]\ntrain_bpe_vocab = 300\n")
+    cfg = load_config(str(f), "smoke")
+    cfg.nproc_per_node = 2
+    ctx = run_pipeline(cfg, run, quiet=True)
+    assert "student_corpus-miniplm" in ctx.ran and "score" in ctx.skipped
+    out = {name: meta["outputs"] for name, meta in ctx.done.items()}
+    variants = ("miniplm", "random", "ppl")
+    budget = min(
+        out[f"student_corpus-{v}"]["tokens"] - out[f"student_corpus-{v}"]["instances"]
+        for v in variants
+    )  # trained tokens: targets, as with one rank
+    per_batch = cfg.students.global_batch_size * cfg.corpus.seq_len
+    for v in variants:
+        info = json.loads((run / f"student-{v}" / "run" / "run.json").read_text())
+        assert info["settings"]["world_size"] == 2
+        assert len(AutoTokenizer.from_pretrained(run / f"student-{v}" / "run" / "final")) == 300
+        summary = json.loads((run / f"student-{v}" / "run" / "summary.json").read_text())
+        assert abs(summary["tokens"] - cfg.students.epochs * budget) < per_batch
+    assert (run / "report.md").is_file()
+
+
 def test_students_with_their_own_tokenizer_and_family(smoke: Path, tmp_path: Path) -> None:
     """``[students.tokenizer] train_bpe_vocab = 300`` with Llama students on a copy of the
     smoke run: only the student side runs (scoring kept), every student trains on its own
