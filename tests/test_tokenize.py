@@ -597,6 +597,23 @@ def test_a_changed_input_discards_the_partial_and_no_resume_too(
     assert clean["resumed"] == 0
 
 
+def test_a_partial_is_continued_under_another_spelling_of_its_inputs(
+    tmp_path: Path, tok_json: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped with inputs relative to the working directory, tokenize continues when
+    given their absolute paths or links to them (the identity holds resolved paths)."""
+    inputs = _corpus_files(tmp_path, 2, False)
+    _run(inputs, tmp_path / "clean", tok_json, batch_docs=5)
+    monkeypatch.chdir(tmp_path)
+    _interrupted([Path(p.name) for p in inputs], tmp_path / "out", tok_json)
+    (tmp_path / "links").mkdir()
+    for p in inputs:
+        (tmp_path / "links" / p.name).symlink_to(p)
+    linked = [tmp_path / "links" / p.name for p in inputs]
+    assert _run(linked, tmp_path / "out", tok_json, batch_docs=5)["resumed"] == 1
+    assert _dataset_and_meta(tmp_path / "out")[0] == _dataset_and_meta(tmp_path / "clean")[0]
+
+
 @pytest.mark.parametrize("damage", ["checkpoint", "shard", "sizes"])
 def test_a_damaged_partial_is_started_again(
     tmp_path: Path, tok_json: str, damage: str, capsys: pytest.CaptureFixture[str]

@@ -55,7 +55,7 @@ FORMAT = "miniplm.tokenized_corpus"
 _WRITE_TOKENS = 1 << 20  # tokens gathered before one DatasetWriter.add_batch
 _RAW_SOURCES = ".sources.u32"  # each kept instance's source id, until sources.npy
 CHECKPOINT = "checkpoint.npz"  # in the partial output: where a killed run stood
-CHECKPOINT_FORMAT = "miniplm.tokenize_checkpoint/1"
+CHECKPOINT_FORMAT = "miniplm.tokenize_checkpoint/2"
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 
 Encoded = tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]
@@ -410,7 +410,8 @@ def tokenize_corpus(
     # draw, the workers and the batch size do not change the shards).
     identity = {
         "format": CHECKPOINT_FORMAT,
-        "inputs": inputs_meta,
+        # Resolved: ``a.jsonl`` and ``/data/a.jsonl`` (or a link to it) are one input.
+        "inputs": [{**m, "path": os.fspath(Path(m["path"]).resolve())} for m in inputs_meta],
         "sources": [f.source for f in files],
         "tokenizer": hashlib.sha256(tok.json.encode()).hexdigest(),
         "eos_id": tok.eos_id,
