@@ -205,10 +205,11 @@ def export_identity(
 ) -> dict[str, Any]:
     """What the rows ``export(data, ..., selection, scores=scores)`` writes depend on,
     each file fingerprinted under its resolved path: the corpus (its shards,
-    ``sources.npy``, its tokenizer and EOS in ``tokenizer.json`` / ``tokenize.json``), the
-    selection's files and, with ``scores``, the score runs' files the selection names. A
-    partial export, or text exported earlier, is of the same rows only when this is
-    equal."""
+    ``sources.npy``, its tokenizer and EOS in ``tokenizer.json`` / ``tokenize.json``) and
+    the selection's files, and whether there are score columns. The score runs need no
+    print of their own: ``selection.json`` records theirs, and export refuses runs that no
+    longer match it. A partial export, or text exported earlier, is of the same rows only
+    when this is equal."""
 
     def prints(files: list[Path]) -> dict[str, str]:
         # Resolved: ``corpus/`` and ``/data/corpus`` (or a link to it) name the same rows.
@@ -219,20 +220,13 @@ def export_identity(
     meta_dir = dataset_dir(files[0])
     files += [meta_dir / TOKENIZE_JSON, meta_dir / TOKENIZER_JSON, meta_dir / "sources.npy"]
     chosen: dict[str, Any] | None = None
-    score_files: dict[str, str] | None = None
     if selection is not None:
         sel = Path(selection)
         chosen = {
             "path": os.fspath(sel.resolve()),
             "files": prints(sorted(sel.iterdir()) if sel.is_dir() else [sel]),
         }
-        if scores:
-            found: list[Path] = []
-            for src in _score_inputs(sel):
-                run = [src.path / "manifest.json", *sorted(src.path.glob("*/*.npy"))]
-                found += [src.path] if src.kind == "npy" else run
-            score_files = prints(found)
-    return {"corpus": prints(files), "selection": chosen, "scores": score_files}
+    return {"corpus": prints(files), "selection": chosen, "scores": scores}
 
 
 # ---- one chunk: tokens -> rows ----------------------------------------------------------
