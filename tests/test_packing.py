@@ -96,3 +96,25 @@ def test_break_table_from_decoded_tokens() -> None:
     tok = Tokenizer(models.WordLevel(vocab, unk_token="cat"))
     table = break_table(tok, 0, len(vocab))
     assert table.tolist() == [EOS, NONE, SENTENCE, SENTENCE, NEWLINE, SENTENCE, NONE, NEWLINE]
+
+
+def test_the_carry_over_holds_no_view_of_the_input() -> None:
+    """What a source keeps waiting is a copy: a view would keep the caller's whole array
+    (tokenize's encoded batch) alive, one batch per waiting source."""
+    import gc
+    import weakref
+
+    for mode in ("boundary", "fixed"):
+        packer = Packer(8, mode, np.zeros(16, dtype=np.uint8))
+        batch = np.arange(100, dtype=np.int32) % 16
+        alive = weakref.ref(batch)
+        assert packer.add(0, batch[:3]) == []  # shorter than L+1: waits whole
+        assert len(packer.add(1, batch[3:20])) == 1  # one instance, and a rest that waits
+        assert packer.add(2, batch[20:29] if mode == "boundary" else batch[20:28]) == []
+        del batch
+        gc.collect()
+        assert alive() is None, mode
+        got = [(s, t.tolist()) for s, t in packer.finish()]
+        want_last = list(range(20, 29)) if mode == "boundary" else list(range(20, 28))
+        assert got[0] == (0, [0, 1, 2])
+        assert got[2] == (2, [t % 16 for t in want_last])

@@ -143,3 +143,8 @@ def test_corpus_table_is_checked_up_front(tmp_path: Path, monkeypatch: pytest.Mo
     bad('inputs = ["books"]\nshard_size = "12Q"', r"corpus\.shard_size: .*12Q")
     bad('inputs = ["books"]\neos_id = 3\neos_token = "<eos>"', r"corpus: .*eos_id.*eos_token")
     bad('inputs = ["books"]\nworkers = -1', r"corpus\.workers")
+    bad('inputs = ["books"]\nmax_sources = 0', r"corpus\.max_sources: must be >= 1")
+    bad(
+        'inputs = ["pile/*.jsonl"]\nsource_field = ""\nmax_sources = 1',
+        r"corpus\.inputs: 2 input files .* make 2 sources, more than --max-sources \(1\)",
+    )

@@ -651,3 +651,55 @@ def test_bad_input_after_a_checkpoint_leaves_nothing(tmp_path: Path, tok_json: s
     with pytest.raises(FormatError, match=r"b\.jsonl"):
         _run([good, bad], tmp_path / "out", tok_json, checkpoint_every=0, batch_docs=3)
     _no_leftovers(tmp_path)
+
+
+def test_more_sources_than_max_sources_fail_at_the_document(tmp_path: Path, tok_json: str) -> None:
+    """A per-document source field (say a URL) would keep one packing stream per document
+    in memory: the source one past ``max_sources`` is an InputError naming its document,
+    and nothing is left; exactly ``max_sources`` sources pass."""
+    rows = [{"text": t, "url": f"u{i // 2}"} for i, t in enumerate(_docs(12))]
+    path = _write_jsonl(tmp_path / "docs.jsonl", rows)  # 6 sources, 2 documents each
+    with pytest.raises(InputError, match=r"docs\.jsonl: document 11: source field 'url' makes 6 "):
+        _run(path, tmp_path / "out", tok_json, source_field="url", max_sources=5, batch_docs=2)
+    _no_leftovers(tmp_path)
+    assert not (tmp_path / "out").exists()
+    meta = _run(path, tmp_path / "out", tok_json, source_field="url", max_sources=6)
+    assert meta["sources"] == [f"u{j}" for j in range(6)]
+    with pytest.raises(InputError, match="max_sources must be >= 1"):
+        _run(path, tmp_path / "o2", tok_json, source_field="url", max_sources=0)
+
+
+def test_a_resumed_run_counts_the_sources_it_had(tmp_path: Path, tok_json: str) -> None:
+    """The sources of the partial count towards the limit: 6 sources with a limit of 6
+    resume to the bytes of an unbroken run; a limit of 5 fails after the resume too."""
+    rows = [{"text": t, "src": f"s{i // 5}"} for i, t in enumerate(_docs(30))]
+    path = _write_jsonl(tmp_path / "docs.jsonl", rows)
+    opts: dict[str, Any] = {"source_field": "src", "batch_docs": 5}
+    _run(path, tmp_path / "clean", tok_json, **opts)
+    _interrupted([path], tmp_path / "out", tok_json, source_field="src", max_sources=6)
+    assert _run(path, tmp_path / "out", tok_json, max_sources=6, **opts)["resumed"] == 1
+    assert _dataset_and_meta(tmp_path / "out")[0] == _dataset_and_meta(tmp_path / "clean")[0]
+    _interrupted([path], tmp_path / "o2", tok_json, source_field="src")  # 3 sources seen
+    with pytest.raises(InputError, match=r"document 26: source field 'src' makes 6 sources"):
+        _run(path, tmp_path / "o2", tok_json, max_sources=5, **opts)
+
+
+def test_more_input_sources_than_max_sources_fail_before_any_work(
+    tmp_path: Path, tok_json: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each file of a glob is its own source: too many fail up front (the tokenizer is not
+    even loaded), and ``--source NAME`` makes the glob one source."""
+    for k in range(4):
+        _write_jsonl(tmp_path / f"part-{k}.jsonl", [{"text": t} for t in _docs(3, k)])
+    glob = str(tmp_path / "part-*.jsonl")
+    with (
+        mock.patch("miniplm.corpus.tokenize.load_tokenizer", side_effect=AssertionError),
+        pytest.raises(InputError, match=r"4 input files .* make 4 sources, more than --max"),
+    ):
+        _run(glob, tmp_path / "out", tok_json, max_sources=3)
+    argv = ["tokenize", glob, "--tokenizer", tok_json, "--out", str(tmp_path / "out")]
+    assert main([*argv, "--max-sources", "3", "--quiet", "--workers", "1"]) != 0
+    assert "name them with --source" in capsys.readouterr().err
+    assert main([*argv, "--max-sources", "3", "--source", "web", "--quiet"]) == 0
+    assert json.loads((tmp_path / "out" / "tokenize.json").read_text())["sources"] == ["web"]
+    capsys.readouterr()

@@ -9,6 +9,11 @@ import argparse
 # work is redone after a kill). Here, so that the CLI can show it without importing numpy.
 CHECKPOINT_EVERY_S = 60.0
 
+# tokenize: the most sources a corpus may have. Each source is packed apart and holds up
+# to L+1 tokens in memory (and in every checkpoint) until the end, so a per-document field
+# (a URL, an id) would hold the whole corpus; 65536 sources at L = 1024 hold <= 0.3 GB.
+MAX_SOURCES = 1 << 16
+
 
 def add_resume_arguments(p: argparse.ArgumentParser, step: str) -> None:
     """``--no-resume`` and ``--checkpoint-every`` of a command that builds OUT in

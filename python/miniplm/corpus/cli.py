@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import Any
 
-from miniplm.corpus import add_resume_arguments
+from miniplm.corpus import MAX_SOURCES, add_resume_arguments
 
 
 def register(sub: Any) -> None:
@@ -48,6 +48,14 @@ def register(sub: Any) -> None:
         default=None,
         metavar="NAME",
         help="source name of each input, in order (default: file stem / directory name)",
+    )
+    p.add_argument(
+        "--max-sources",
+        type=int,
+        default=MAX_SOURCES,
+        metavar="N",
+        help=f"the most distinct sources ({MAX_SOURCES}): each is packed apart and holds up "
+        "to L+1 tokens in memory until the end, so a per-document field fails early",
     )
     p.add_argument(
         "--text-split",
@@ -112,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         text_split=args.text_split,
         resume=args.resume,
         checkpoint_every=args.checkpoint_every,
+        max_sources=args.max_sources,
     )
     c = meta["counts"]
     ref = "" if meta["reference_instances"] is None else f", {meta['reference_instances']} in D_ref"

@@ -66,11 +66,13 @@ class Packer:
     def add(self, source: int, tokens: npt.NDArray[Any]) -> list[Chunk]:
         buf = self._buffers.setdefault(source, [])
         size = self._sizes.get(source, 0) + len(tokens)
-        buf.append(tokens)
         self._sizes[source] = size
         if size < self.width or (self.mode == "boundary" and size == self.width):
+            # A copy: ``tokens`` is often a view of a whole encoded batch, which a view
+            # kept here would keep alive (one batch per source waiting, up to the corpus).
+            buf.append(tokens.copy())
             return []
-        stream = np.concatenate(buf) if len(buf) > 1 else buf[0]
+        stream = np.concatenate([*buf, tokens]) if buf else tokens
         cuts = self._cuts(stream)
         chunks = [(source, stream[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
         rest = stream[cuts[-1] :]

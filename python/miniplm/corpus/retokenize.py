@@ -110,6 +110,7 @@ def retokenize(
                 progress=progress,
                 resume=resume,
                 checkpoint_every=checkpoint_every,
+                max_sources=None,  # the dataset's own, within its tokenize's limit
             )
         except BaseException as e:
             # Bad input ends the job (no text is left behind for a run that may never

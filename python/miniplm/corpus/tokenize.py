@@ -42,7 +42,7 @@ from miniplm._atomic import (
 )
 from miniplm._deps import require
 from miniplm._progress import progress_bar, show_progress
-from miniplm.corpus import CHECKPOINT_EVERY_S
+from miniplm.corpus import CHECKPOINT_EVERY_S, MAX_SOURCES
 from miniplm.corpus.bytelevel import missing_bytes
 from miniplm.corpus.packing import PACKINGS, Chunk, Packer
 from miniplm.corpus.readers import InputFile, check_columns, discover, read_documents
@@ -123,6 +123,35 @@ class Batch:
     empty: int  # empty documents skipped since the previous batch
 
 
+def _too_many_sources(what: str, count: int, max_sources: int, fix: str) -> InputError:
+    return InputError(
+        f"{what} {count:,} sources, more than --max-sources ({max_sources:,}): each source "
+        "is packed apart and holds up to L+1 tokens in memory until the end, so sources "
+        f"should be parts of the corpus (domains, subsets), not documents; {fix}, or raise "
+        "--max-sources"
+    )
+
+
+def check_sources(
+    files: Sequence[InputFile], source_field: str | None, max_sources: int | None
+) -> None:
+    """Fail before any work when the inputs' own sources (``source_field`` unset) are
+    more than ``max_sources`` (None: no limit)."""
+    if max_sources is not None and max_sources < 1:
+        raise InputError(f"max_sources must be >= 1, got {max_sources}")
+    if source_field is not None or max_sources is None:
+        return
+    count = len({f.source for f in files})
+    if count > max_sources:
+        raise _too_many_sources(
+            f"{len(files):,} input files (each file of a glob is its own source) make",
+            count,
+            max_sources,
+            "name them with --source (one name per input argument, e.g. --source web "
+            "'data/*.jsonl')",
+        )
+
+
 def _batches(
     files: Sequence[InputFile],
     text_field: str,
@@ -130,12 +159,16 @@ def _batches(
     text_split: str,
     size: int,
     start: Position = (0, 0),
+    max_sources: int | None = None,
+    known: Sequence[str] = (),
 ) -> Iterator[Batch]:
     """The documents of ``files`` from ``start`` on, in batches. A resumed run re-reads
     the documents of its current file before ``start`` (a compressed stream cannot seek),
-    but opens no file before it."""
+    but opens no file before it. More than ``max_sources`` sources (``known``: those of
+    the run being resumed) is an InputError at the document that makes one too many."""
     texts: list[str] = []
     sources: list[str] = []
+    seen = set(known)
     empty = 0
     for i in range(start[0], len(files)):
         skip = start[1] if i == start[0] else 0
@@ -147,6 +180,15 @@ def _batches(
             if not text:
                 empty += 1
                 continue
+            if source not in seen:
+                seen.add(source)
+                if max_sources is not None and len(seen) > max_sources:
+                    raise _too_many_sources(
+                        f"{files[i].path}: document {n}: source field {source_field!r} makes",
+                        len(seen),
+                        max_sources,
+                        "choose a field that names corpus parts (e.g. meta.pile_set_name)",
+                    )
             texts.append(text)
             sources.append(source)
             if len(texts) == size:
@@ -357,6 +399,7 @@ def tokenize_corpus(
     eos_token: str | None = None,
     resume: bool = True,
     checkpoint_every: float = CHECKPOINT_EVERY_S,
+    max_sources: int | None = MAX_SOURCES,
 ) -> dict[str, Any]:
     """Tokenize and pack ``inputs`` into the dataset directory ``out``; returns what it
     writes to ``out/tokenize.json``. ``tokenizer``: a Hugging Face tokenizer directory, a
@@ -367,7 +410,9 @@ def tokenize_corpus(
     spawned processes of one thread each (scripts calling this must then guard their
     entry point with ``if __name__ == "__main__":``). ``progress``: None shows a bar when
     stderr is a terminal. ``eos_id`` / ``eos_token``: the token appended to every document
-    (by id or by text), instead of the tokenizer's own EOS.
+    (by id or by text), instead of the tokenizer's own EOS. ``max_sources``: the most
+    distinct sources (None: no limit); each holds up to ``seq_len + 1`` tokens in memory
+    until the end, so a per-document ``source_field`` (a URL) fails early.
 
     The output is built in ``.<name>.partial`` beside ``out`` and checkpointed every
     ``checkpoint_every`` seconds (0: after every batch); a killed or failed run leaves it,
@@ -389,6 +434,7 @@ def tokenize_corpus(
     files = discover(inputs, sources)
     check_spares_inputs(out_dir, [*(f.path for f in files), tokenizer])
     check_columns(files, text_field, source_field)
+    check_sources(files, source_field, max_sources)
     tok = load_tokenizer(tokenizer, eos_id, eos_token)
     table = tok.break_table() if packing == "boundary" else None
     packer = Packer(seq_len, packing, table)
@@ -456,7 +502,11 @@ def tokenize_corpus(
             tokens_before = run.tokens_in  # of the runs before a resume
             if bar is not None:
                 bar.update(run.documents + run.empty)
-            batches = _batches(files, text_field, source_field, text_split, batch_docs, start)
+            batches = _batches(
+                *(files, text_field, source_field, text_split, batch_docs, start),
+                max_sources=max_sources,
+                known=tuple(run.names),
+            )
             saved_at = time.perf_counter()
             for batch, encoded in _encoded(batches, tok, workers):
                 run.add(batch.sources, *encoded)
@@ -553,7 +603,8 @@ def _save_checkpoint(
         "state": np.frombuffer(json.dumps(state).encode(), dtype=np.uint8),
         "carry_sources": np.array([c for c, _ in carry], dtype=np.int64),
         "carry_lengths": np.array([len(t) for _, t in carry], dtype=np.int64),
-        "carry_tokens": np.concatenate([t for _, t in carry] or [np.zeros(0)]).astype(np.int64),
+        # int32, as encode_batch gives them (a checkpoint of int64 tokens reads as well).
+        "carry_tokens": np.concatenate([t for _, t in carry] or [np.zeros(0)]).astype(np.int32),
     }
     path = work / CHECKPOINT
     tmp = work / f".{CHECKPOINT}.tmp-{os.getpid()}"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from miniplm.corpus import MAX_SOURCES
 from miniplm.errors import InputError
 
 BASELINES = ("random", "kd", "ppl")
@@ -28,6 +29,7 @@ class CorpusSpec:
     max_bytes: int = 0  # bundled corpus only: cap on its size (0: all of it)
     text_field: str = "text"
     source_field: str = "source"  # "": one source per input
+    max_sources: int = MAX_SOURCES  # the most distinct sources (each packed apart)
     text_split: str = "document"  # .txt files: document, lines or blank-lines
     seq_len: int = 256
     packing: str = "boundary"
@@ -264,7 +266,7 @@ def corpus_files(c: CorpusSpec) -> list[Any]:
 def _check_corpus_inputs(c: CorpusSpec) -> None:
     """The ``miniplm tokenize`` checks of the corpus options, made before any stage runs."""
     from miniplm.corpus.readers import TEXT_SPLITS, check_columns
-    from miniplm.corpus.tokenize import check_options, parse_size
+    from miniplm.corpus.tokenize import check_options, check_sources, parse_size
 
     if c.sources and not c.inputs:
         raise InputError("corpus.sources: names the sources of corpus.inputs, which is empty")
@@ -276,6 +278,8 @@ def _check_corpus_inputs(c: CorpusSpec) -> None:
         raise InputError("corpus: give eos_id or eos_token, not both")
     if c.workers < 0:
         raise InputError(f"corpus.workers: must be >= 0 (0: the default), got {c.workers}")
+    if c.max_sources < 1:
+        raise InputError(f"corpus.max_sources: must be >= 1, got {c.max_sources}")
     try:
         check_options(c.seq_len, c.packing, c.batch_docs, c.min_tokens, None, c.workers or 1)
     except InputError as e:
@@ -290,6 +294,7 @@ def _check_corpus_inputs(c: CorpusSpec) -> None:
     try:
         files = corpus_files(c)
         check_columns(files, c.text_field, c.source_field or None)
+        check_sources(files, c.source_field or None, c.max_sources)
     except (OSError, InputError) as e:
         key = "sources" if c.sources and "source names" in str(e) else "inputs"
         raise InputError(f"corpus.{key}: {e}") from None

@@ -190,7 +190,8 @@ class DataStage(Stage[DataOut]):
     def __init__(self, cfg: RunConfig) -> None:
         reads = ("tokenizer",) + (("text",) if not cfg.corpus.inputs else ())
         # The number of workers does not change the output.
-        unread = ("heldout_fraction", "workers")
+        # Nor does the sources limit (it only fails or not).
+        unread = ("heldout_fraction", "workers", "max_sources")
         params = {k: v for k, v in dataclasses.asdict(cfg.corpus).items() if k not in unread}
         params["seed"] = cfg.seed
         params.update(corpus_fingerprints(cfg))
@@ -219,6 +220,7 @@ class DataStage(Stage[DataOut]):
             seed=cfg.seed,
             eos_token=c.eos_token or None,
             eos_id=None if c.eos_id < 0 else c.eos_id,
+            max_sources=c.max_sources,
             overwrite=True,
             progress=False if inp.quiet else None,
         )
