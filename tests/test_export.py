@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -632,3 +633,19 @@ def test_bad_input_or_a_stop_before_the_first_checkpoint_keeps_nothing(
     _stop(corpus, out, 1)
     assert "kept in" not in capsys.readouterr().err
     assert not list(tmp_path.glob(".x.parquet*")) and not out.exists()
+
+
+def test_a_resumed_exports_bar_starts_at_the_instances_done(
+    tmp_path: Path, chunked: tuple[Path, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The bar of a resumed export starts at the instances exported before (so its rate
+    is of its own work), not at 0 with a first jump over them."""
+    corpus, n = chunked
+    out = tmp_path / "x.jsonl"
+    _stop(corpus, out, 4)  # chunks of one instance: 3 done
+    capsys.readouterr()
+    export(corpus, out, progress=True)
+    err = capsys.readouterr().err
+    frames = [f for f in re.split(r"[\r\n]", err) if f.startswith("export:") and "instances" in f]
+    assert f"| 3/{n} [" in frames[0], frames[:3]
+    assert f"| {n}/{n} [" in frames[-1], frames[-3:]

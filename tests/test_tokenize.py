@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -703,3 +704,19 @@ def test_more_input_sources_than_max_sources_fail_before_any_work(
     assert main([*argv, "--max-sources", "3", "--source", "web", "--quiet"]) == 0
     assert json.loads((tmp_path / "out" / "tokenize.json").read_text())["sources"] == ["web"]
     capsys.readouterr()
+
+
+def test_a_resumed_runs_bar_starts_at_the_documents_done(
+    tmp_path: Path, tok_json: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The bar of a resumed run starts at the documents read before (so its rate is of its
+    own work), not at 0 with a first jump over them."""
+    inputs = _corpus_files(tmp_path, 0, False)
+    _interrupted(inputs, tmp_path / "out", tok_json)
+    capsys.readouterr()
+    _run(inputs, tmp_path / "out", tok_json, batch_docs=5, progress=True)
+    err = capsys.readouterr().err
+    done = re.search(r"resuming .* at input 1 of 3, document (\d+) of it", err)
+    assert done is not None and int(done[1]) > 0, err
+    frames = [f for f in re.split(r"[\r\n]", err) if f.startswith("tokenize:") and "docs" in f]
+    assert re.match(rf"tokenize: {done[1]}(\.0)? docs ", frames[0]), frames[:3]

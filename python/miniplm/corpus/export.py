@@ -474,7 +474,7 @@ def export(
     }
     # Scaled units (1.2M/10.0M) only where counts are large: "7.00/7.00" reads oddly.
     big = total >= 100_000
-    bar = progress_bar(total, " instances", "export", show_progress(progress), unit_scale=big)
+    bar: Any = None
     try:
         keep = keep_checkpointed("export", CHECKPOINT)
         with resumable_file(out_path, overwrite, keep) as (work, done):
@@ -498,8 +498,15 @@ def export(
                         file=sys.stderr,
                     )
                     run.save(work, identity, output, t0)  # the resume itself is recorded
-                if bar is not None:
-                    bar.update(run.instances)
+                # Created here, at what is done: a resumed run's rate is of its own work.
+                bar = progress_bar(
+                    total,
+                    " instances",
+                    "export",
+                    show_progress(progress),
+                    initial=run.instances,
+                    unit_scale=big,
+                )
                 saved_at = time.perf_counter()
                 for ids in _id_chunks(n, selected, chunk, run.chunks):
                     rows = _chunk_rows(corpus, ids)

@@ -466,8 +466,7 @@ def tokenize_corpus(
         "dtype": dtype,
     }
 
-    # Documents: their number is not known before reading them all (no ETA).
-    bar = progress_bar(None, " docs", "tokenize", show_progress(progress), unit_scale=True)
+    bar: Any = None
     try:
         keep_partial = keep_checkpointed("tokenize", CHECKPOINT)
         with resumable_dir(out_dir, overwrite, keep_partial) as work, ExitStack() as stack:
@@ -500,8 +499,16 @@ def tokenize_corpus(
             if state is not None:  # the resume itself is recorded (tokenize.json "resumed")
                 _save_checkpoint(work, identity, start, output, run, packer, before_s)
             tokens_before = run.tokens_in  # of the runs before a resume
-            if bar is not None:
-                bar.update(run.documents + run.empty)
+            # Documents: their number is not known before reading them all (no ETA). The
+            # bar starts at what is done: a resumed run's rate is of its own work.
+            bar = progress_bar(
+                None,
+                " docs",
+                "tokenize",
+                show_progress(progress),
+                initial=run.documents + run.empty,
+                unit_scale=True,
+            )
             batches = _batches(
                 *(files, text_field, source_field, text_split, batch_docs, start),
                 max_sources=max_sources,
