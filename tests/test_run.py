@@ -391,3 +391,41 @@ def test_students_with_their_own_tokenizer_and_family(smoke: Path, tmp_path: Pat
     student_stages = set(student_side) - {"eval", "report"}
     for name in ("data", "split", "reference", "score", "select"):
         assert not student_stages & set(after[name].reads)
+
+
+def test_mamba_students_through_the_pipeline(smoke: Path, tmp_path: Path) -> None:
+    """``[students] arch = 'mamba'`` on a copy of the smoke run: only the students, the
+    evaluation and the report run again; each of the four students (Vanilla KD included:
+    a Qwen2 teacher's logits into a Mamba student) is a Mamba model trained for the steps
+    and tokens the Qwen2 students had, reloaded by AutoModelForCausalLM, evaluated and
+    reported."""
+    from transformers import AutoModelForCausalLM, MambaForCausalLM
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke, run)
+    f = tmp_path / "c.toml"
+    f.write_text("[students]\narch = 'mamba'\nseeds = 1\n")
+    ctx = run_pipeline(load_config(str(f), "smoke"), run, quiet=True)
+    assert sorted(ctx.ran) == sorted([*(f"student-{v}" for v in VARIANTS), "eval", "report"])
+    assert {"data", "reference", "score", "select"} <= set(ctx.skipped)
+    results = json.loads((run / "eval" / "results.json").read_text())
+    losses = []
+    for v in VARIANTS:
+        d = run / f"student-{v}" / "run"
+        assert json.loads((d / "final" / "config.json").read_text())["model_type"] == "mamba"
+        assert isinstance(AutoModelForCausalLM.from_pretrained(d / "final"), MambaForCausalLM)
+        qwen = json.loads((smoke / f"student-{v}" / "run" / "summary.json").read_text())
+        mamba = json.loads((d / "summary.json").read_text())
+        assert (mamba["steps"], mamba["tokens"]) == (qwen["steps"], qwen["tokens"])
+        logged = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+        assert logged and all(("kd_loss" in r) == (v == "kd") for r in logged), v
+        losses.append(results[v]["heldout"]["heldout"]["mean_nll"])
+    assert all(math.isfinite(x) and 0 < x < 20 for x in losses) and len(set(losses)) == 4
+    rows = _table((run / "report.md").read_text(), "| student |")
+    assert [r[0].split(" (")[0] for r in rows] == [
+        "MiniPLM",
+        "uniform random subset",
+        "Vanilla KD",
+        "perplexity filtering",
+    ]
+    assert [r[1] for r in rows] == [f"{x:.4f}" for x in losses]
