@@ -15,6 +15,10 @@ the part of ours that does not grow with the corpus: loading the tokenizer and b
 the break table (decoding every id once).
 Overhead = (ours - encode_batch) / encode_batch; the issue's target is < 10 %.
 
+Two rows measure memory in the number of sources (`--source-field`): every document its
+own source (a URL field: each waits in the packer whole, until the end), and one document
+in 100 a source of its own among one large source (each rare one waits with a short piece).
+
 Two rows measure resumability: the run checkpointed after every batch (the worst case of
 `--checkpoint-every`; the default, 60 s, writes none in a run this short), and a run
 resumed from a kill at its last batch (what a resume costs at worst: the documents of the
@@ -55,9 +59,9 @@ from miniplm.corpus.tokenize import tokenize_corpus
 def cpu():
     return sum(resource.getrusage(w).ru_utime + resource.getrusage(w).ru_stime
                for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-tok_file, corpus, batch, out, workers, seq_len, every, kill = sys.argv[1:9]
+tok_file, corpus, batch, out, workers, seq_len, every, kill, field = sys.argv[1:10]
 opts = dict(batch_docs=int(batch), workers=int(workers), seq_len=int(seq_len), overwrite=True,
-            progress=False, checkpoint_every=float(every))
+            progress=False, checkpoint_every=float(every), source_field=field or None)
 # One-off costs inside the call (tokenizer load + break table), timed apart for the table.
 from miniplm.corpus.tokenizer import load_tokenizer
 s0 = time.perf_counter(); load_tokenizer(tok_file).break_table(); setup = time.perf_counter() - s0
@@ -105,7 +109,9 @@ def make_corpus(path: Path, docs: int) -> int:
         for i in range(docs):
             t = texts[i % len(texts)]
             chars += len(t)
-            f.write(json.dumps({"text": t}) + "\n")
+            rare = f"rare-{i}" if i % 100 == 99 else "main"
+            url = f"https://example.org/{i % (1 << 16)}"
+            f.write(json.dumps({"text": t, "url": url, "rare": rare}) + "\n")
     return chars
 
 
@@ -167,7 +173,7 @@ def main() -> None:
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
     tok = make_tokenizer("smollm2", root)
-    corpus = root / f"corpus-{args.docs}.jsonl"
+    corpus = root / f"corpus-{args.docs}-sources.jsonl"
     if not corpus.exists():
         make_corpus(corpus, args.docs)
     mb = corpus.stat().st_size / 2**20
@@ -181,12 +187,19 @@ def main() -> None:
     )
     for w in args.workers:
         argv = [str(tok), str(corpus), b, str(root / "out"), str(w), str(args.seq_len)]
-        runs[f"tokenize_corpus, workers={w}"] = python(OURS, *argv, "60", "0")
+        runs[f"tokenize_corpus, workers={w}"] = python(OURS, *argv, "60", "0", "")
     argv = [str(tok), str(corpus), b, str(root / "out"), "1", str(args.seq_len)]
-    runs["tokenize_corpus, checkpoint after every batch"] = python(OURS, *argv, "0", "0")
+    runs["tokenize_corpus, checkpoint after every batch"] = python(OURS, *argv, "0", "0", "")
     # The worst resume: killed at the last batch, so the whole file before it is re-read.
     last = -(-args.docs // args.batch_docs)
-    runs["tokenize_corpus, resumed at the last batch"] = python(OURS, *argv, "60", str(last))
+    runs["tokenize_corpus, resumed at the last batch"] = python(OURS, *argv, "60", str(last), "")
+    # URLs repeat after 65536 documents, the default --max-sources.
+    runs[f"tokenize_corpus, a source per document ({min(args.docs, 1 << 16):,})"] = python(
+        OURS, *argv, "60", "0", "url"
+    )
+    runs[f"tokenize_corpus, 1 document in 100 its own source ({args.docs // 100 + 1:,})"] = python(
+        OURS, *argv, "60", "0", "rare"
+    )
     best: dict[str, dict[str, float]] = {}
     for _ in range(args.repeat):  # interleaved, so load on the machine hits all alike
         for name, cmd in runs.items():

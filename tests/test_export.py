@@ -271,6 +271,21 @@ def test_score_columns_come_only_from_the_scores_the_selection_was_made_from(
     assert [set(x) for x in text_only[:1]] == [{"id", "source", "text"}]
     assert [x["text"] for x in text_only] == [x["text"] for x in rows]
 
+    # A selection of an older version holds the path as given: read from the cwd, and
+    # when it is not there the message says which scores, and where it looked.
+    info["inputs"]["teacher"]["path"] = "t.npy"
+    (sel / "selection.json").write_text(json.dumps(info))
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"t\.npy: the teacher scores selection .*sel "
+        r"was made from are not there, read from .*elsewhere .*--no-scores",
+    ):
+        export(corpus, tmp_path / "c.jsonl", sel)
+    monkeypatch.chdir(tmp_path)
+    np.save("t.npy", t)  # the scores the selection was made from, back again
+    export(corpus, tmp_path / "c.jsonl", sel)
+    assert _read(tmp_path / "c.jsonl") == rows
+
 
 def _lossy(path: Path, kind: str) -> str:
     if kind == "normalizer":

@@ -189,7 +189,17 @@ def _score_columns(selection: PathLike, n: int) -> dict[str, _MeanNll]:
     the input the selection was made from (its fingerprint then and now)."""
     cols = {}
     for s in _score_inputs(selection):
-        now = _core.score_fingerprint(os.fspath(s.path), s.kind)
+        try:
+            now = _core.score_fingerprint(os.fspath(s.path), s.kind)
+        except FileNotFoundError as e:
+            # Selections of older versions recorded the paths as given, relative to the
+            # directory select ran in.
+            rel = "" if s.path.is_absolute() else f", read from {Path.cwd()}"
+            raise FileNotFoundError(
+                f"{s.path}: the {s.role} scores selection {selection} was made from are not "
+                f"there{rel} ({e}); export from where they are, or without the score columns "
+                "(--no-scores, scores=False)"
+            ) from None
         if now != s.fingerprint:
             raise InputError(
                 f"{s.path}: the {s.role} scores changed since selection {selection} was made "
