@@ -186,6 +186,34 @@ def test_init_from_trains_in_train_mode(tmp_path: Path, monkeypatch: pytest.Monk
     assert modes and all(modes)
 
 
+@pytest.mark.parametrize("arch", ["qwen2", "mamba"])
+def test_grad_checkpointing_reaches_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arch: str
+) -> None:
+    """``--grad-checkpointing`` turns checkpointing on in the model every training forward
+    runs (a curve test alone cannot tell it from a no-op), with no deprecated call, and
+    it is off without the flag."""
+    import warnings
+
+    make_dataset(tmp_path / "d", n=32, max_len=25)
+    seen: list[bool] = []
+    inner = model_mod.LMWithLoss.forward
+
+    def spy(self: Any, *a: Any, **kw: Any) -> Any:
+        # The layers' own flag, as transformers reads it (under either API's name).
+        seen.append(any(getattr(m, "gradient_checkpointing", False) for m in self.model.modules()))
+        return inner(self, *a, **kw)
+
+    monkeypatch.setattr(model_mod.LMWithLoss, "forward", spy)
+    for flag in (True, False):
+        seen.clear()
+        opts = _opts(tmp_path / "d", tmp_path / f"run-{flag}", arch=arch, grad_checkpointing=flag)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            train(opts)
+        assert seen and all(x == flag for x in seen), (flag, seen)
+
+
 def test_fused_loss_under_cpu_bf16_autocast() -> None:
     """The fused head loss and its gradients under bf16 autocast (the CUDA training path's
     dtype rule, here on the CPU) against fp32 autograd, within bf16's precision."""

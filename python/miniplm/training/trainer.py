@@ -190,7 +190,9 @@ class _Trainer:
         base.check_vocab(int(model.get_input_embeddings().weight.shape[0]))
         model.train()  # from_pretrained (--init-from) returns it in eval mode: no dropout
         if opt.grad_checkpointing:
-            model.gradient_checkpointing_enable()
+            # transformers >= 5.2x renames it (the old name warns, and goes in v6).
+            enable = getattr(model, "activation_checkpointing_enable", None)
+            (enable or model.gradient_checkpointing_enable)()
         model.to(self.device)
         return model
 
