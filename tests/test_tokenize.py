@@ -720,3 +720,19 @@ def test_a_resumed_runs_bar_starts_at_the_documents_done(
     assert done is not None and int(done[1]) > 0, err
     frames = [f for f in re.split(r"[\r\n]", err) if f.startswith("tokenize:") and "docs" in f]
     assert re.match(rf"tokenize: {done[1]}(\.0)? docs ", frames[0]), frames[:3]
+
+
+def test_a_checkpoint_with_int64_carry_over_resumes(tmp_path: Path, tok_json: str) -> None:
+    """Checkpoints written before the carry-over became int32 held int64 tokens: such a
+    partial continues to the same bytes."""
+    inputs = _corpus_files(tmp_path, 1, True)
+    opts: dict[str, Any] = {"batch_docs": 5, "source_field": "src"}
+    _run(inputs, tmp_path / "clean", tok_json, **opts)
+    work = _interrupted(inputs, tmp_path / "out", tok_json, source_field="src")
+    with np.load(work / "checkpoint.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    assert arrays["carry_tokens"].dtype == np.int32 and len(arrays["carry_tokens"]) > 0
+    arrays["carry_tokens"] = arrays["carry_tokens"].astype(np.int64)
+    np.savez(work / "checkpoint.npz", **arrays)  # type: ignore[arg-type]
+    assert _run(inputs, tmp_path / "out", tok_json, **opts)["resumed"] == 1
+    assert _dataset_and_meta(tmp_path / "out")[0] == _dataset_and_meta(tmp_path / "clean")[0]
