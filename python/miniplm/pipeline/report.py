@@ -65,6 +65,17 @@ def _r_values(inp: Inputs) -> tuple[np.ndarray, np.ndarray]:
     return ids, diff
 
 
+def by_source(src: np.ndarray, n: int) -> list[np.ndarray]:
+    """For each of the ``n`` sources, the positions of ``src`` that hold it, ascending
+    (``np.flatnonzero(src == k)``), from one stable sort: the report's per-source parts
+    cost O(N), not O(sources x N) (2M instances, 1000 sources: 0.25 s against 3.5 s;
+    22 sources: 0.74 s against 0.61 s for one pass of masks, which it made three of)."""
+    key = src.astype(np.uint16) if n <= 1 << 16 else src  # a 16-bit key sorts by radix
+    order = np.argsort(key, kind="stable")
+    bounds = np.searchsorted(key[order], np.arange(n + 1))
+    return [order[bounds[k] : bounds[k + 1]] for k in range(n)]
+
+
 def _save(fig: Any, out: Path, name: str) -> str:
     import matplotlib.pyplot as plt
 
@@ -77,10 +88,9 @@ def _save(fig: Any, out: Path, name: str) -> str:
 def _plots(
     inp: Inputs,
     out: Path,
-    ids: np.ndarray,
     r: np.ndarray,
     thr: float | None,
-    sources: np.ndarray,
+    groups: list[np.ndarray],
     rates: list[float | None],
 ) -> list[str]:
     import matplotlib
@@ -93,11 +103,9 @@ def _plots(
 
     fig, ax = plt.subplots(figsize=(7, 4))
     bins: Any = np.linspace(float(np.nanmin(r)), float(np.nanmax(r)), 50) if len(r) else 10
-    src = sources[ids]
-    for k, name in enumerate(names):
-        m = src == k
-        if m.any():
-            ax.hist(r[m], bins=bins, alpha=0.55, label=name)
+    for name, at in zip(names, groups):
+        if len(at):
+            ax.hist(r[at], bins=bins, alpha=0.55, label=name)
     if thr is not None:
         ax.axvline(thr, color="k", linestyle="--", label=f"threshold {thr:.3f}")
     ax.set_xlabel("r = NLL_ref - NLL_teacher (per token)")
@@ -140,7 +148,7 @@ def _keep_rates(
 
 
 def _examples(
-    inp: Inputs, ids: np.ndarray, r: np.ndarray, sources: np.ndarray, per: int = 1
+    inp: Inputs, ids: np.ndarray, r: np.ndarray, groups: list[np.ndarray], per: int = 1
 ) -> list[str]:
     """The highest- and lowest-r instance of every source, decoded."""
     from tokenizers import Tokenizer
@@ -154,17 +162,14 @@ def _examples(
     ds = TokenDataset(data)
     names = d.sources
     lines = []
-    for k, name in enumerate(names):
-        m = sources[ids] == k
-        if not m.any():
-            continue
-        order = np.argsort(r[m], kind="stable")
+    for name, at in zip(names, groups):
+        order = at[np.argsort(r[at], kind="stable")]  # ascending r, ties in id order
         for label, pick in (("highest r", order[::-1][:per]), ("lowest r", order[:per])):
             for j in pick:
-                i = int(ids[m][j])
+                i = int(ids[j])
                 text = tok.decode([int(t) for t in ds[i]][:120]).replace("\n", " ").strip()
                 text = text.replace("|", "\\|")[:300]
-                lines.append(f"| {name} | {label} | {r[m][j]:.3f} | {i} | {text} |")
+                lines.append(f"| {name} | {label} | {r[j]:.3f} | {i} | {text} |")
     return lines
 
 
@@ -218,7 +223,9 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
     sources = np.load(Path(inp.resolve(d.dataset)) / "sources.npy").astype(np.int64)
     kept = np.load(Path(inp.resolve(select.miniplm)) / "ids.npy").astype(np.int64)
     rates = _keep_rates(sources, ids, kept, n_sources)
-    plots = _plots(inp, out, ids, r, thr, sources, rates)
+    groups = by_source(sources[ids], n_sources)
+    n_kept = np.bincount(sources[kept], minlength=n_sources)
+    plots = _plots(inp, out, r, thr, groups, rates)
 
     # FLOPs: training 6 N T; the KD teacher's forward 2 N_tch T; offline scoring 2 N T for
     # teacher and reference over the scored tokens, plus the reference's own training.
@@ -255,13 +262,11 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
     counts = d.counts
     per_source = counts.get("per_source", {})
     src_rows = []
-    for i in range(n_sources):
-        mine = sources[ids] == i
-        mean_r = float(np.mean(r[mine])) if mine.any() else None
+    for i, at in enumerate(groups):
+        mean_r = float(np.mean(r[at])) if len(at) else None
         src_rows.append(
             f"| {names[i]} | {per_source.get(names[i], {}).get('instances', 'n/a')} | "
-            f"{int(mine.sum())} | {int((sources[kept] == i).sum())} | "
-            f"{fmt(rates[i], 3)} | {fmt(mean_r, 3)} |"
+            f"{len(at)} | {int(n_kept[i])} | {fmt(rates[i], 3)} | {fmt(mean_r, 3)} |"
         )
     per_source_key = "bits_per_byte" if own else "mean_nll"
     by_src_rows = []
@@ -344,7 +349,7 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         "",
         "| source | which | r | id | text |",
         "|---|---|---|---|---|",
-        *_examples(inp, ids, r, sources),
+        *_examples(inp, ids, r, groups),
         "",
         "## Stage times",
         "",
