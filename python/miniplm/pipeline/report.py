@@ -139,14 +139,6 @@ def _plots(
     return made
 
 
-def _keep_rates(
-    sources: np.ndarray, eligible: np.ndarray, kept: np.ndarray, n: int
-) -> list[float | None]:
-    e = np.bincount(sources[eligible], minlength=n)
-    k = np.bincount(sources[kept], minlength=n)
-    return [float(k[i] / e[i]) if e[i] else None for i in range(n)]
-
-
 def _examples(
     inp: Inputs, ids: np.ndarray, r: np.ndarray, groups: list[np.ndarray], per: int = 1
 ) -> list[str]:
@@ -222,9 +214,9 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
     n_sources = len(names)
     sources = np.load(Path(inp.resolve(d.dataset)) / "sources.npy").astype(np.int64)
     kept = np.load(Path(inp.resolve(select.miniplm)) / "ids.npy").astype(np.int64)
-    rates = _keep_rates(sources, ids, kept, n_sources)
-    groups = by_source(sources[ids], n_sources)
+    groups = by_source(sources[ids], n_sources)  # the scored (eligible) ids per source
     n_kept = np.bincount(sources[kept], minlength=n_sources)
+    rates = [float(k / len(g)) if len(g) else None for k, g in zip(n_kept, groups)]
     plots = _plots(inp, out, r, thr, groups, rates)
 
     # FLOPs: training 6 N T; the KD teacher's forward 2 N_tch T; offline scoring 2 N T for
