@@ -17,6 +17,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
+import miniplm
 from miniplm._deps import MissingDependency
 from miniplm.cli import main
 from miniplm.errors import FormatError, InputError
@@ -146,6 +147,89 @@ def test_heldout_selection_max_instances_and_seq_len(tiny: dict[str, Any]) -> No
     assert r["instances"] == 4 and r["tokens"] == sum(len(s) for s in kept)
     assert r["scored_tokens"] == int(want_cnt.sum())
     assert r["mean_nll"] == pytest.approx(want_nll.sum() / want_cnt.sum(), rel=1e-5)
+
+
+def _with_sources(data: Path, src: np.ndarray, names: list[str]) -> None:
+    """Give a dataset the sources `miniplm tokenize` writes beside it."""
+    np.save(data / "sources.npy", src)
+    (data / "tokenize.json").write_text(json.dumps({"sources": names}))
+
+
+def test_heldout_by_source_equals_the_plain_computation_per_source(
+    tiny: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One pass with ``by_source``: each source's figures equal the plain float64
+    computation over its instances (of a selection, cut by max_instances), a source with
+    one instance and one with none included; the parts add up to the whole; the CLI's
+    ``--by-source`` prints and writes the same."""
+    data = tmp_path / "data"
+    seqs = make_dataset(data, n=30, max_len=20, seed=5)
+    names = ["alpha", "beta", "single", "absent"]
+    rng = np.random.default_rng(6)
+    src = rng.integers(0, 2, len(seqs)).astype(np.uint16)
+    src[7] = 2
+    _with_sources(data, src, names)
+    ids = np.array([0, 2, 3, 5, 7, 8, 11, 12, 14, 17, 19, 21, 22, 25, 26, 29], dtype=np.uint64)
+    sel = tmp_path / "sel"
+    miniplm.TokenDataset(data).write_selection(sel, ids, "test", overwrite=True)
+    r = evaluate(
+        tiny["model"],
+        data=data,
+        selection=sel,
+        max_instances=12,
+        by_source=True,
+        device="cpu",
+        batch_size=4,
+    )["heldout"]
+    used = ids[:12].astype(np.int64)
+    want_nll, want_cnt = reference_scores(tiny["model"], [seqs[i] for i in used], ignore_id=EOS)
+    assert list(r["by_source"]) == ["alpha", "beta", "single"]  # index order, absent left out
+    for k, name in enumerate(names[:3]):
+        mask = src[used] == k
+        g = r["by_source"][name]
+        assert g["instances"] == int(mask.sum()) >= 1
+        assert g["tokens"] == sum(len(seqs[i]) for i in used[mask])
+        assert g["scored_tokens"] == int(want_cnt[mask].sum())
+        if g["scored_tokens"]:
+            want = want_nll[mask].sum() / want_cnt[mask].sum()
+            assert g["mean_nll"] == pytest.approx(want, rel=1e-5)
+            assert g["perplexity"] == pytest.approx(math.exp(want), rel=1e-5)
+    assert r["by_source"]["single"]["instances"] == 1
+    parts = r["by_source"].values()
+    for key in ("instances", "tokens", "scored_tokens"):
+        assert sum(g[key] for g in parts) == r[key]
+    assert sum(g["nll_sum"] for g in parts) == pytest.approx(r["nll_sum"], rel=1e-12)
+
+    out = tmp_path / "res.json"
+    argv = ["eval", "--model", str(tiny["model"]), "--data", str(data), "--selection", str(sel)]
+    argv += ["--max-instances", "12", "--by-source", "--device", "cpu", "--quiet"]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert res["inputs"]["by_source"] is True
+    for name, g in res["heldout"]["by_source"].items():
+        assert g["instances"] == r["by_source"][name]["instances"]
+        assert g["mean_nll"] == pytest.approx(r["by_source"][name]["mean_nll"], rel=1e-5)
+        assert f"|   {name} | {g['instances']} | {g['scored_tokens']} |" in printed
+
+
+def test_heldout_by_source_refuses_a_corpus_without_sound_sources(
+    tiny: dict[str, Any], tmp_path: Path
+) -> None:
+    """No sources beside the shards, one entry too few, an index past the names: an
+    error naming the file, before any instance is scored."""
+    data = tmp_path / "data"
+    make_dataset(data, n=6, max_len=10, seed=8)
+    with pytest.raises(FormatError, match=r"no tokenize\.json beside the shards"):
+        evaluate(tiny["model"], data=data, by_source=True, device="cpu")
+    _with_sources(data, np.zeros(5, dtype=np.uint16), ["a"])
+    with pytest.raises(InputError, match=r"sources\.npy: 5 source ids, but the shards"):
+        evaluate(tiny["model"], data=data, by_source=True, device="cpu")  # the dataset's check
+    _with_sources(data, np.array([0, 0, 1, 0, 2, 0], dtype=np.uint16), ["a", "b"])
+    with pytest.raises(FormatError, match="a source index beyond"):
+        evaluate(tiny["model"], data=data, by_source=True, device="cpu")
+    with pytest.raises(InputError, match="--by-source needs --data"):
+        evaluate(tiny["model"], by_source=True, mc_files=[tiny["mc"]], device="cpu")
 
 
 def test_multiple_choice_equals_hand_computation(tiny: dict[str, Any]) -> None:

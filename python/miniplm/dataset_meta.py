@@ -1,5 +1,6 @@
 """The metadata `miniplm tokenize` writes beside a dataset: ``tokenizer.json`` (the
-tokenizer its ids come from) and ``tokenize.json`` (vocabulary size, EOS, sources).
+tokenizer its ids come from), ``tokenize.json`` (vocabulary size, EOS, sources) and
+``sources.npy`` (the source of every instance).
 Training, scoring, evaluation and export all find them here, by the same rule."""
 
 from __future__ import annotations
@@ -7,9 +8,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from miniplm._deps import require
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZE_JSON = "tokenize.json"
@@ -50,3 +54,47 @@ def read_dataset_meta(data: str | os.PathLike[str]) -> DatasetMeta:
     if vocab is None and tok is not None:
         vocab = require("tokenizers").Tokenizer.from_file(str(tok)).get_vocab_size(True)
     return DatasetMeta(vocab, eos, eos_id, tok)
+
+
+SOURCES_NPY = "sources.npy"
+
+
+class DatasetSources(NamedTuple):
+    """A tokenized corpus's sources: their names (``tokenize.json``, by index) and the
+    source index of every instance (``sources.npy``, memory-mapped)."""
+
+    names: list[str]
+    ids: npt.NDArray[Any]
+
+
+def read_sources(data: str | os.PathLike[str], instances: int) -> DatasetSources:
+    """The sources of a corpus of ``instances`` instances written by ``miniplm
+    tokenize``, checked: one entry per instance, each naming a source."""
+    import numpy as np
+
+    from miniplm.errors import FormatError
+
+    directory = dataset_dir(data)
+    meta_path, ids_path = directory / TOKENIZE_JSON, directory / SOURCES_NPY
+    for p in (meta_path, ids_path):
+        if not p.is_file():
+            raise FormatError(
+                f"{os.fspath(data)}: no {p.name} beside the shards; sources are known only "
+                "for a corpus written by `miniplm tokenize`"
+            )
+    try:
+        names = [str(s) for s in json.loads(meta_path.read_text())["sources"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise FormatError(f"{meta_path}: not a miniplm tokenize.json ({e!r})") from None
+    try:
+        ids = np.load(ids_path, mmap_mode="r")
+    except ValueError as e:
+        raise FormatError(f"{ids_path}: not a .npy array ({e})") from None
+    if ids.shape != (instances,) or ids.dtype.kind != "u":
+        raise FormatError(
+            f"{ids_path}: {ids.shape} entries of {ids.dtype} for {instances} instances "
+            "(one unsigned source index per instance)"
+        )
+    if instances and int(ids.max()) >= len(names):
+        raise FormatError(f"{ids_path}: a source index beyond {meta_path}'s sources")
+    return DatasetSources(names, ids)

@@ -37,7 +37,7 @@ from miniplm.corpus import CHECKPOINT_EVERY_S
 from miniplm.corpus.bytelevel import TokenBytes, token_bytes
 from miniplm.corpus.export_output import Output, open_output, output_format
 from miniplm.data import DataSpec, PathLike, TokenDataset
-from miniplm.dataset_meta import TOKENIZE_JSON, TOKENIZER_JSON, dataset_dir
+from miniplm.dataset_meta import TOKENIZE_JSON, TOKENIZER_JSON, dataset_dir, read_sources
 from miniplm.errors import FormatError, InputError
 
 _CHUNK_TOKENS = 1 << 20  # tokens gathered per chunk (the chunk's padded batch is 8x this)
@@ -94,14 +94,7 @@ class _Corpus:
         )
         self.bad = np.zeros(len(self.table.offsets) - 1, dtype=np.bool_)
         self.bad[[t for t in self.table.bad if t != eos]] = True
-        sources_path = directory / "sources.npy"
-        self.sources: npt.NDArray[Any] = np.load(sources_path, mmap_mode="r")
-        if self.sources.shape != (len(self.ds),):
-            raise FormatError(
-                f"{sources_path}: {self.sources.shape} entries for {len(self.ds)} instances"
-            )
-        if len(self.sources) and int(self.sources.max()) >= len(names):
-            raise FormatError(f"{sources_path}: a source index beyond {meta_path}'s sources")
+        self.sources: npt.NDArray[Any] = read_sources(self.ds.paths[0], len(self.ds)).ids
 
     def next_same_source(self, i: int) -> int | None:
         """The next instance after ``i`` of ``i``'s source (its document may go on there)."""

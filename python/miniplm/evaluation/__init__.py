@@ -53,6 +53,7 @@ def evaluate(
     max_instances: int | None = None,
     seq_len: int | None = None,
     selection: PathLike | None = None,
+    by_source: bool = False,
     tokenizer: Any = None,
     num_fewshot: int = 0,
     limit: int | float | None = None,
@@ -69,7 +70,9 @@ def evaluate(
     - ``data``: held-out token dataset -> ``results["heldout"]`` with the token-weighted
       ``mean_nll = sum(nll_sum) / sum(n_scored)`` and ``perplexity = exp(mean_nll)``,
       scored exactly as ``miniplm score`` does (``selection`` / ``max_instances`` limit
-      the instances, ``seq_len`` cuts them to ``seq_len + 1`` tokens);
+      the instances, ``seq_len`` cuts them to ``seq_len + 1`` tokens; ``by_source``
+      adds ``results["heldout"]["by_source"]``, the same figures per source of a corpus
+      written by ``miniplm tokenize``, from the same pass);
     - ``texts``: a text file (any format ``miniplm tokenize`` reads: jsonl with a
       ``text`` field, parquet, .txt, ...) or a list of strings -> ``results["texts"]``:
       nats per token, bits per byte, token and byte counts and standard errors over
@@ -89,6 +92,8 @@ def evaluate(
         raise InputError("nothing to evaluate: give --data, --texts, --mc-file or --tasks")
     if selection is not None and data is None:
         raise InputError("--selection needs --data")
+    if by_source and data is None:
+        raise InputError("--by-source needs --data")
     if num_fewshot < 0:
         raise InputError("--num-fewshot must be >= 0")
     if out is not None:
@@ -120,6 +125,7 @@ def evaluate(
             "data": None if data is None else os.path.abspath(data),
             "selection": None if selection is None else os.path.abspath(selection),
             "max_instances": max_instances,
+            "by_source": by_source,
             "texts": _texts_input(texts),
             "mc_files": [os.path.abspath(f) for f in mc_files],
             "tasks": task_list,
@@ -147,6 +153,7 @@ def evaluate(
             max_instances=max_instances,
             seq_len=seq_len,
             allow_tokenizer_mismatch=allow_tokenizer_mismatch,
+            by_source=by_source,
             progress=progress,
         )
     if texts is not None:

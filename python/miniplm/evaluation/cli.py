@@ -34,6 +34,12 @@ def register(sub: Any) -> None:
     d.add_argument("--selection", help="only the instances of a selection (SELDIR)")
     d.add_argument("--max-instances", type=int, help="only the first N instances")
     d.add_argument(
+        "--by-source",
+        action="store_true",
+        help="also the figures per source, from the same pass (a corpus written by "
+        "`miniplm tokenize`: its sources.npy)",
+    )
+    d.add_argument(
         "--allow-tokenizer-mismatch",
         action="store_true",
         help="evaluate even if the model's tokenizer differs from the dataset's, or it has none",
@@ -119,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         max_instances=args.max_instances,
+        by_source=args.by_source,
         seq_len=args.seq_len,
         selection=args.selection,
         tokenizer=args.tokenizer,

@@ -82,6 +82,11 @@ def format_table(results: dict[str, Any]) -> str:
             f"| {h['path']} | {h['instances']} | {h['scored_tokens']} | "
             f"{_num(h['mean_nll'])} | {_num(h['perplexity'], 3)} |",
         ]
+        for name, g in (h.get("by_source") or {}).items():
+            lines.append(
+                f"|   {name} | {g['instances']} | {g['scored_tokens']} | "
+                f"{_num(g['mean_nll'])} | {_num(g['perplexity'], 3)} |"
+            )
     x = results.get("texts")
     if x:
         lines += [

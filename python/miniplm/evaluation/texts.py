@@ -27,7 +27,7 @@ from miniplm._deps import require
 from miniplm._progress import progress_bar
 from miniplm.data import PathLike
 from miniplm.errors import InputError
-from miniplm.evaluation.heldout import _exp
+from miniplm.evaluation.figures import perplexity
 from miniplm.evaluation.model import EvalModel, prefix_token_id
 from miniplm.evaluation.multiple_choice import max_length_of
 from miniplm.models import model_device
@@ -82,7 +82,7 @@ def _summary(
         "nll_sum": float(nll.sum()),
         "mean_nll": mean,
         "mean_nll_stderr": ratio_stderr(nll, tokens),
-        "perplexity": _exp(mean),
+        "perplexity": perplexity(mean),
         "bits_per_byte": float(bits.sum()) / size if size else None,
         "bits_per_byte_stderr": ratio_stderr(bits, nbytes),
     }
