@@ -11,8 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import miniplm
 from miniplm import InputError, _core, sampling
@@ -162,28 +160,3 @@ def test_build_json_records_the_dataset_as_given(tmp_path: Path, given: str) -> 
     again = miniplm.TokenDataset(recorded["path"])
     assert len(again) == n == rep["num_instances"]
     assert again.fingerprint() == recorded["fingerprint"] == full.fingerprint()
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(0, 5), max_size=60), st.integers(0, 3))
-def test_by_source_equals_a_mask_per_source(src_list: list[int], extra: int) -> None:
-    """The report's one-sort grouping against the mask per source it replaced (sources
-    without instances, one instance, none at all)."""
-    from miniplm.pipeline.report import by_source
-
-    src = np.array(src_list, dtype=np.int64)
-    n = 6 + extra
-    groups = by_source(src, n)
-    assert len(groups) == n
-    for k in range(n):
-        assert groups[k].tolist() == np.flatnonzero(src == k).tolist()
-
-
-def test_by_source_past_16_bit_sources() -> None:
-    from miniplm.pipeline.report import by_source
-
-    src = np.array([69999, 3, 65536, 3, 65535], dtype=np.int64)
-    groups = by_source(src, 70000)
-    assert groups[3].tolist() == [1, 3] and groups[65536].tolist() == [2]
-    assert groups[65535].tolist() == [4] and groups[69999].tolist() == [0]
-    assert sum(len(g) for g in groups) == len(src)

@@ -8,6 +8,7 @@ import math
 import shutil
 import statistics
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,21 +16,36 @@ import pytest
 import miniplm
 from miniplm.cli import main as cli_main
 from miniplm.errors import InputError
+from miniplm.evaluation import evaluate
 from miniplm.pipeline.config import RunConfig, load_config
 from miniplm.pipeline.run import run_pipeline
 from miniplm.pipeline.seeds import student_seed
 from miniplm.pipeline.stages import build_stages
 
 VARIANTS = ["miniplm", "random", "kd", "ppl"]
+TOP = 5  # eval.top_sources of the smoke run
+
+
+def _shown(smoke: Path, top: int = TOP) -> tuple[list[str], list[str]]:
+    """The sources a report shows one by one (the ``top`` with most instances, ties to
+    the smaller index, in index order) and those it pools, by a plain sort."""
+    meta = json.loads((smoke / "data" / "corpus" / "tokenize.json").read_text())
+    names = meta["sources"]
+    sizes = [meta["counts"]["per_source"][n]["instances"] for n in names]
+    ranked = sorted(range(len(names)), key=lambda k: (-sizes[k], k))
+    shown = sorted(ranked[:top])
+    return [names[k] for k in shown], [n for k, n in enumerate(names) if k not in shown]
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The smoke preset with ``seeds = 2`` (as CI runs it), every student twice."""
+    """The smoke preset with ``seeds = 2`` (as CI runs it), every student twice, and
+    per-source figures for the 5 largest of the bundled corpus's 8 sources, the other 3
+    pooled (``eval.top_sources``)."""
     # Written with a path relative to the working directory, as a user would type it,
     # so that the tests that copy it elsewhere see any path kept relative to that cwd.
     parent = tmp_path_factory.mktemp("smoke")
-    (parent / "seeds.toml").write_text("[students]\nseeds = 2\n")
+    (parent / "seeds.toml").write_text(f"[students]\nseeds = 2\n[eval]\ntop_sources = {TOP}\n")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(parent)
         argv = ["run", "seeds.toml", "--preset", "smoke", "--out", "run", "--quiet"]
@@ -113,6 +129,7 @@ def test_smoke_target_set_and_zero_shot(smoke: Path) -> None:
 def test_smoke_students_and_report_content(smoke: Path) -> None:
     md = (smoke / "report.md").read_text()
     results = json.loads((smoke / "eval" / "results.json").read_text())
+    split_counts = json.loads((smoke / "split" / "stage.json").read_text())["outputs"]["counts"]
     rows = _table(md, "| student |")
     assert [r[0].split(" (")[0] for r in rows] == [
         "MiniPLM",
@@ -156,22 +173,48 @@ def test_smoke_students_and_report_content(smoke: Path) -> None:
     sel = json.loads((smoke / "select" / "miniplm" / "selection.json").read_text())
     assert f"K = {sel['k']} of {sel['num_eligible']} eligible" in md
     src = _table(md, "| source | instances |")
-    names = json.loads((smoke / "data" / "corpus" / "tokenize.json").read_text())["sources"]
-    assert [r[0] for r in src] == names and any(n.startswith("noise-") for n in names)
+    meta = json.loads((smoke / "data" / "corpus" / "tokenize.json").read_text())
+    names = meta["sources"]
+    shown, pooled = _shown(smoke)
+    other = f"other ({len(pooled)} sources)"
+    assert len(names) == 8 and len(pooled) == 3 and any(n.startswith("noise-") for n in names)
+    assert [r[0] for r in src] == [*shown, other]
+    assert sum(int(r[1]) for r in src) == meta["counts"]["instances"]
     assert sum(int(r[3]) for r in src) == sel["k"]
     assert sum(int(r[2]) for r in src) == sel["num_eligible"]
     per_source = _table(md, "| source | keep rate |")
-    held = {r[0]: r for r in per_source}
-    for name, row in held.items():
+    assert [r[0] for r in per_source] == [*shown, other]
+    for row in per_source:
+
+        def got(res: dict[str, Any], name: str = row[0]) -> dict[str, Any]:
+            return res["per_source_other"] if name == other else res["per_source"][name]
+
         for col, v in enumerate(VARIANTS):
-            two = [results[k]["per_source"][name]["mean_nll"] for k in (v, f"{v}-seed1")]
+            two = [got(results[k])["mean_nll"] for k in (v, f"{v}-seed1")]
             assert row[3 + col] == _mean_std(two, 3)
-        assert row[7] == f"{results['reference']['per_source'][name]['mean_nll']:.3f}"
+        assert row[7] == f"{got(results['reference'])['mean_nll']:.3f}"
+    for res in results.values():  # one held-out pass, grouped: the parts make the whole
+        whole, clean = res["heldout"]["heldout"], res["heldout_clean"]["heldout"]
+        parts = [*res["per_source"].values(), res["per_source_other"]]
+        assert res["per_source_other"]["sources"] == len(pooled)
+        assert set(res["per_source"]) == set(shown)  # each has held-out instances here
+        for key in ("instances", "tokens", "scored_tokens"):
+            assert sum(p[key] for p in parts) == whole[key]
+        assert sum(p["nll_sum"] for p in parts) == pytest.approx(whole["nll_sum"], rel=1e-9)
+        assert clean["instances"] == split_counts["heldout_clean"] < whole["instances"]
+    # The no-noise figure added up from the sources equals a pass over its own slice.
+    ref = smoke / json.loads((smoke / "reference" / "stage.json").read_text())["outputs"]["model"]
+    direct = evaluate(
+        str(ref), data=smoke / "data" / "corpus", selection=smoke / "split" / "heldout-clean"
+    )["heldout"]
+    added = results["reference"]["heldout_clean"]["heldout"]
+    assert direct["instances"] == added["instances"] and direct["tokens"] == added["tokens"]
+    assert direct["mean_nll"] == pytest.approx(added["mean_nll"], rel=1e-5)
     assert (
         sum(int(r[2]) for r in per_source) == results["miniplm"]["heldout"]["heldout"]["instances"]
     )
     examples = _table(md, "| source | which |")
-    assert {r[0] for r in examples} == set(names) and all(r[4] for r in examples)
+    assert {r[0] for r in examples} == {*shown, other} and all(r[4] for r in examples)
 
 
 def test_smoke_plots_are_real_images(smoke: Path) -> None:
@@ -206,6 +249,34 @@ def test_second_run_skips_and_a_deleted_stage_reruns_with_its_followers(
     assert ctx.ran[0] == "select" and "score" in ctx.skipped and "student-miniplm" in ctx.ran
     k_after = len(miniplm.load_selection(run / "select" / "miniplm")[0])
     assert abs(k_after - k_before / 2) <= 1
+
+
+def test_eval_max_instances_samples_the_heldout_alike_for_every_model(
+    smoke: Path, tmp_path: Path
+) -> None:
+    """``[eval] max_instances``: only the evaluation and the report run again; every
+    model is scored on the same seeded sample of that many held-out instances drawn from
+    the whole slice (its first ids would be the first sources only), and the per-source
+    parts add up to the sample."""
+    run = tmp_path / "run"
+    shutil.copytree(smoke, run)
+    f = tmp_path / "c.toml"
+    f.write_text(f"[students]\nseeds = 2\n[eval]\ntop_sources = {TOP}\nmax_instances = 20\n")
+    ctx = run_pipeline(load_config(str(f), "smoke"), run, quiet=True)
+    assert ctx.ran == ["eval", "report"]
+    results = json.loads((run / "eval" / "results.json").read_text())
+    sample = run / "eval" / "samples" / "heldout"
+    ids = miniplm.load_selection(sample)[0].astype(np.int64)
+    held = miniplm.load_selection(run / "split" / "heldout")[0].astype(np.int64)
+    assert len(ids) == 20 < len(held) and np.isin(ids, held).all()
+    assert not np.array_equal(ids, held[:20])
+    sources = np.load(run / "data" / "corpus" / "sources.npy")
+    assert len(set(sources[ids].tolist())) >= 3
+    for res in results.values():
+        h = res["heldout"]["heldout"]
+        assert h["instances"] == 20 and h["selection"] == str(sample)
+        parts = [*res["per_source"].values(), res["per_source_other"] or {"instances": 0}]
+        assert sum(p["instances"] for p in parts) == 20
 
 
 def test_a_moved_run_dir_reruns_from_another_cwd(
@@ -262,6 +333,8 @@ def test_config_is_validated_up_front(tmp_path: Path) -> None:
     bad("[selection]\nbaselines = ['random', 'magic']\n", "magic")
     bad("[students]\nseeds = 0\n", "students.seeds")
     bad("[eval]\ntexts = ['no-such.jsonl']\n", "eval.texts")
+    bad("[eval]\ntop_sources = -1\n", "eval.top_sources: must be >= 0")
+    bad("[eval]\nmax_instances = -2\n", "eval.max_instances: must be >= 0")
     bad("[corpus]\ninputs = ['/nonexistent/x.jsonl']\n", "/nonexistent")
     bad("alpha = [\n", "not valid TOML")
     f = tmp_path / "ok.toml"
@@ -340,7 +413,10 @@ def test_students_with_their_own_tokenizer_and_family(smoke: Path, tmp_path: Pat
     run = tmp_path / "run"
     shutil.copytree(smoke, run)
     f = tmp_path / "c.toml"
-    f.write_text("[students]\narch = 'llama'\n[students.tokenizer]\ntrain_bpe_vocab = 300\n")
+    f.write_text(
+        "[students]\narch = 'llama'\n[students.tokenizer]\ntrain_bpe_vocab = 300\n"
+        f"[eval]\ntop_sources = {TOP}\n"
+    )
     cfg = load_config(str(f), "smoke")
     ctx = run_pipeline(cfg, run, quiet=True)
     variants = ["miniplm", "random", "ppl"]  # kd left out
@@ -371,6 +447,17 @@ def test_students_with_their_own_tokenizer_and_family(smoke: Path, tmp_path: Pat
         assert 0 < held["bits_per_byte"] < 20
     ref = results["reference"]["heldout"]["heldout"]
     assert 0 < ref["bits_per_byte"] < 20 and ref["selection"] is not None
+    # Per source: a re-tokenized slice for each shown source and one for the pooled rest,
+    # in bits per byte for every model over the same text.
+    shown, pooled = _shown(smoke)
+    held = out["student_heldout"]
+    assert set(held["per_source"]) == set(shown) and all(held["per_source"].values())
+    assert held["per_source_other"]["instances"] > 0
+    for label, res in results.items():
+        assert set(res["per_source"]) == set(shown)
+        other = res["per_source_other"]
+        assert other["sources"] == len(pooled) and 0 < other["bits_per_byte"] < 20, label
+        assert all(0 < h["bits_per_byte"] < 20 for h in res["per_source"].values()), label
     md = (run / "report.md").read_text()
     rows = _table(md, "| student |")
     names = ["MiniPLM", "uniform random subset", "perplexity filtering"]
@@ -382,7 +469,10 @@ def test_students_with_their_own_tokenizer_and_family(smoke: Path, tmp_path: Pat
     # Another student tokenizer changes the settings of the students' tokenizer stage
     # alone; the scoring side reads none of the student stages, so it stays (the stamps
     # of a re-run stage re-run its readers: test_second_run_skips_...).
-    f.write_text("[students]\narch = 'llama'\n[students.tokenizer]\ntrain_bpe_vocab = 320\n")
+    f.write_text(
+        "[students]\narch = 'llama'\n[students.tokenizer]\ntrain_bpe_vocab = 320\n"
+        f"[eval]\ntop_sources = {TOP}\n"
+    )
     before = {s.name: s for s in build_stages(cfg)}
     after = {s.name: s for s in build_stages(load_config(str(f), "smoke"))}
     assert before.keys() == after.keys()

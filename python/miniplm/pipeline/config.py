@@ -96,7 +96,12 @@ class EvalSpec:
     tasks: list[str] = field(default_factory=list)
     include_path: str = ""
     batch_size: int = 16
+    # Held-out instances per slice and model (0: all): past it, a seeded uniform sample of
+    # that many, the same for every model (bits per byte then left out).
     max_instances: int = 0
+    # Per-source figures (held-out, keep rates, plots, examples) for this many of the
+    # largest sources, the rest pooled into one "other" row (0: every source).
+    top_sources: int = 32
 
 
 @dataclass
@@ -348,6 +353,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise InputError("students.kd_ratio must lie in [0, 1]")
     if cfg.students.seeds < 1:
         raise InputError("students.seeds must be at least 1")
+    if cfg.eval.top_sources < 0:
+        raise InputError(f"eval.top_sources: must be >= 0 (0: all), got {cfg.eval.top_sources}")
+    if cfg.eval.max_instances < 0:
+        raise InputError(f"eval.max_instances: must be >= 0 (0: all), got {cfg.eval.max_instances}")
     for key, files in (("mc_files", cfg.eval.mc_files), ("texts", cfg.eval.texts)):
         for f in files:
             if not Path(f).is_file():

@@ -42,9 +42,10 @@ class DataOut(Outputs):
 
 @dataclass
 class SplitOut(Outputs):
-    """Selection folders (recorded paths) of the split, and its counts."""
+    """Selection folders (recorded paths) of the split, and its counts. Per source there
+    are none: the evaluation groups the held-out slice by ``sources.npy``
+    (``pipeline.sources``)."""
 
-    heldout_by_source: dict[str, str]
     instances: int
     ref: str
     heldout: str
@@ -227,7 +228,7 @@ class DataStage(Stage[DataOut]):
         return DataOut(inp.record(dataset), info["counts"], list(info["sources"]))
 
 
-def _write_ids(inp: Inputs, ds: TokenDataset, d: Path, ids: np.ndarray, what: str) -> str:
+def write_ids(inp: Inputs, ds: TokenDataset, d: Path, ids: np.ndarray, what: str) -> str:
     """A selection folder for ``ids`` of ``ds``, written by the core's selection writer
     (so it carries the dataset's count and fingerprint like ``select``'s own)."""
     d.parent.mkdir(parents=True, exist_ok=True)
@@ -237,7 +238,8 @@ def _write_ids(inp: Inputs, ds: TokenDataset, d: Path, ids: np.ndarray, what: st
 
 class SplitStage(Stage[SplitOut]):
     """D_ref (drawn by tokenize), a held-out slice of the rest, and what selection
-    excludes (both); ``heldout-clean`` drops the labelled noise sources."""
+    excludes (both); ``heldout-clean`` drops the labelled noise sources. O(instances),
+    whatever the number of sources."""
 
     outputs = SplitOut
 
@@ -247,7 +249,8 @@ class SplitStage(Stage[SplitOut]):
 
     def run(self, sdir: Path, inp: Inputs) -> SplitOut:
         from miniplm import TokenDataset
-        from miniplm.default_corpus import NOISE_PREFIX
+        from miniplm.dataset_meta import read_sources
+        from miniplm.pipeline.sources import noise_mask
 
         cfg, d = inp.cfg, inp.get("data", DataOut)
         data = Path(inp.resolve(d.dataset))
@@ -258,33 +261,21 @@ class SplitStage(Stage[SplitOut]):
         rng = np.random.default_rng([cfg.seed, 1])
         k = max(1, int(cfg.corpus.heldout_fraction * n))
         heldout = np.sort(rng.choice(rest, size=min(k, len(rest)), replace=False))
-        sources = np.load(data / "sources.npy").astype(np.int64)
         names = d.sources
-        noisy = np.array([str(s).startswith(NOISE_PREFIX) for s in names], dtype=bool)
+        noisy = noise_mask(names)
+        sources = read_sources(data, n).ids  # memory-mapped: only the held-out's are read
         clean = heldout[~noisy[sources[heldout]]] if len(names) else heldout
         exclude = np.union1d(ref, heldout)
         np.save(sdir / "exclude.npy", exclude.astype(np.uint64))
-        by_source = {
-            str(name): _write_ids(
-                inp,
-                ds,
-                sdir / "heldout-by-source" / str(k),
-                heldout[sources[heldout] == k],
-                f"held-out {name}",
-            )
-            for k, name in enumerate(names)
-            if (sources[heldout] == k).any()
-        }
         pool = np.setdiff1d(np.arange(n), heldout)
         return SplitOut(
-            heldout_by_source=by_source,
             instances=n,
-            ref=_write_ids(inp, ds, sdir / "ref", ref, "reference training slice D_ref"),
-            heldout=_write_ids(inp, ds, sdir / "heldout", heldout, "held-out evaluation slice"),
-            heldout_clean=_write_ids(
+            ref=write_ids(inp, ds, sdir / "ref", ref, "reference training slice D_ref"),
+            heldout=write_ids(inp, ds, sdir / "heldout", heldout, "held-out evaluation slice"),
+            heldout_clean=write_ids(
                 inp, ds, sdir / "heldout-clean", clean, "held-out, noise removed"
             ),
-            pool=_write_ids(inp, ds, sdir / "pool", pool, "all but held-out"),
+            pool=write_ids(inp, ds, sdir / "pool", pool, "all but held-out"),
             exclude=inp.record(sdir / "exclude.npy"),
             counts={"ref": len(ref), "heldout": len(heldout), "heldout_clean": len(clean)},
         )

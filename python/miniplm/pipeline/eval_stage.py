@@ -1,5 +1,6 @@
 """The stage that evaluates every student and the reference LM: held-out NLL (all, no
-noise, per source) and, when asked, multiple-choice tasks."""
+noise, per source for the ``eval.top_sources`` largest and the pooled rest, from one
+pass in the corpus's tokens), the target set and, when asked, multiple-choice tasks."""
 
 from __future__ import annotations
 
@@ -8,11 +9,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from miniplm._progress import progress_bar, show_progress
 from miniplm.pipeline.config import RunConfig
-from miniplm.pipeline.corpus_stages import ModelOut
+from miniplm.pipeline.corpus_stages import DataOut, ModelOut, SplitOut
+from miniplm.pipeline.sources import corpus_shown, noise_mask
 from miniplm.pipeline.stage import Inputs, Outputs, Stage, write_json
-from miniplm.pipeline.student_corpus import HELDOUT, bits_per_byte, eval_slices, own_tokenizer
+from miniplm.pipeline.student_corpus import (
+    HELDOUT,
+    Slice,
+    bits_per_byte,
+    own_slices,
+    own_tokenizer,
+    slice_bytes,
+)
 from miniplm.pipeline.student_stages import student_label, student_stage_name, student_variants
 from miniplm.pipeline.target_stage import TARGET, TargetOut, has_target
 
@@ -44,8 +55,8 @@ class EvalStage(Stage[EvalOut]):
 
         cfg, e = inp.cfg, inp.cfg.eval
         results: dict[str, Any] = {}
-        # One bar over the models (each takes a while: held-out, per source, target set,
-        # zero-shot), none for the evaluations inside it.
+        # One bar over the models (each takes a while: held-out, target set, zero-shot),
+        # none for the evaluations inside it.
         show = show_progress(False if inp.quiet else None)
         bar = progress_bar(len(self.models), "model", "eval", show)
         for name, stage in self.models.items():
@@ -54,34 +65,11 @@ class EvalStage(Stage[EvalOut]):
             # ignore id).
             em = load_eval_model(path, device=cfg.device, need_tokenizer=True)
             pair = (em.model, em.tokenizer)
-            # In its own tokens where it has its own tokenizer, then with bits per byte.
-            slices = eval_slices(inp, student=name != "reference")
-            r: dict[str, Any] = {}
-            for which in ("heldout", "heldout_clean"):
-                sl = slices[which]
-                r[which] = {"heldout": {"mean_nll": None}}  # empty in the students' tokens
-                if sl is not None:
-                    r[which] = evaluate(
-                        pair,
-                        data=sl.data,
-                        selection=sl.selection,
-                        batch_size=e.batch_size,
-                        max_instances=e.max_instances or None,
-                        progress=False,
-                    )
-                    h = r[which]["heldout"]
-                    h["bits_per_byte"] = bits_per_byte(h, sl.bytes, not e.max_instances)
-            r["per_source"] = {}
-            for src, sl in slices["per_source"].items():
-                h = evaluate(
-                    pair,
-                    data=sl.data,
-                    selection=sl.selection,
-                    batch_size=e.batch_size,
-                    progress=False,
-                )
-                h["heldout"]["bits_per_byte"] = bits_per_byte(h["heldout"], sl.bytes, True)
-                r["per_source"][src] = h["heldout"]
+            # In its own tokens where it has its own tokenizer (then with bits per byte).
+            if own_tokenizer(cfg) and name != "reference":
+                r = _own_heldout(inp, sdir, pair)
+            else:
+                r = _corpus_heldout(inp, sdir, pair)
             if e.mc_files or e.tasks:
                 r["tasks"] = evaluate(
                     pair,
@@ -100,6 +88,110 @@ class EvalStage(Stage[EvalOut]):
             bar.close()
         write_json(sdir / "results.json", results)
         return EvalOut(inp.record(sdir / "results.json"))
+
+
+def limited_slice(
+    data: str, selection: str | None, limit: int, seed: int | list[int], out: Path
+) -> tuple[str | None, bool]:
+    """The slice (``selection`` of ``data``; None: all of it) a model is evaluated on
+    under ``eval.max_instances`` = ``limit``, and whether it is the whole slice. Past the
+    limit, a uniform sample of ``limit`` of its instances drawn with ``seed`` (the same
+    for every model) and written as a selection to ``out``: the first ``limit`` in id
+    order would be the first sources of a corpus written source by source."""
+    from miniplm import TokenDataset
+
+    ds = TokenDataset(data)
+    if selection is None:
+        ids = np.arange(len(ds), dtype=np.int64)
+    else:
+        ids = np.load(Path(selection) / "ids.npy").astype(np.int64)
+    if not limit or len(ids) <= limit:
+        return selection, True
+    pick = np.sort(np.random.default_rng(seed).choice(ids, size=limit, replace=False))
+    what = f"eval.max_instances = {limit} of {len(ids)}, seed {seed}"
+    ds.write_selection(out, pick, what, overwrite=True)
+    return str(out), False
+
+
+def _limited(inp: Inputs, sdir: Path, key: str, data: str, sel: str | None) -> tuple[Any, bool]:
+    """``limited_slice`` of one held-out slice, its sample under ``sdir/samples/key``
+    (seeded by the run's seed and the slice's name)."""
+    seed = [inp.cfg.seed, 3, *key.encode()]
+    return limited_slice(data, sel, inp.cfg.eval.max_instances, seed, sdir / "samples" / key)
+
+
+def _corpus_heldout(inp: Inputs, sdir: Path, pair: tuple[Any, Any]) -> dict[str, Any]:
+    """Held-out figures in the corpus's tokens, from one pass over the held-out slice:
+    ``heldout`` (an ``evaluate`` result), and, added up from its per-source figures,
+    ``heldout_clean`` (noise sources left out), ``per_source`` (the shown sources) and
+    ``per_source_other`` (the pooled rest; None where none is). With the students' own
+    tokenizer each carries bits per byte over its slice's text."""
+    from miniplm.evaluation import evaluate
+    from miniplm.evaluation.figures import pool
+
+    cfg, e = inp.cfg, inp.cfg.eval
+    d, split = inp.get("data", DataOut), inp.get("split", SplitOut)
+    data = inp.resolve(d.dataset)
+    sel, whole = _limited(inp, sdir, "heldout", data, inp.resolve(split.heldout))
+    res = evaluate(
+        pair, data=data, selection=sel, batch_size=e.batch_size, by_source=True, progress=False
+    )
+    groups: dict[str, dict[str, Any]] = res["heldout"].pop("by_source")
+    shown = corpus_shown(d.sources, d.counts, e.top_sources)
+    names, noisy = d.sources, noise_mask(d.sources)
+    clean = pool([g for k, n in enumerate(names) if not noisy[k] and (g := groups.get(n))])
+    pooled = [groups[names[k]] for k in shown.pooled if names[k] in groups]
+    r: dict[str, Any] = {
+        "heldout": res,
+        "heldout_clean": {"heldout": clean},
+        "per_source": {names[k]: groups[names[k]] for k in shown.ids if names[k] in groups},
+        "per_source_other": {**pool(pooled), "sources": len(shown.pooled)} if pooled else None,
+    }
+    if own_tokenizer(cfg):  # bits per byte beside the students', over the same text
+        nbytes = slice_bytes(inp)
+        for key in ("heldout", "heldout_clean"):
+            h = r[key]["heldout"]
+            h["bits_per_byte"] = bits_per_byte(h, nbytes[key], whole)
+        for src, h in r["per_source"].items():
+            h["bits_per_byte"] = bits_per_byte(h, nbytes["per_source"].get(src), whole)
+        if r["per_source_other"] is not None:
+            h = r["per_source_other"]
+            h["bits_per_byte"] = bits_per_byte(h, nbytes["per_source_other"], whole)
+    return r
+
+
+def _own_heldout(inp: Inputs, sdir: Path, pair: tuple[Any, Any]) -> dict[str, Any]:
+    """``_corpus_heldout``'s figures for a student with its own tokenizer, one pass per
+    re-tokenized slice (the packing mixes documents, so no slice is a sum of others)."""
+    from miniplm.evaluation import evaluate
+
+    e = inp.cfg.eval
+    slices = own_slices(inp)
+
+    def heldout(sl: Slice, key: str) -> dict[str, Any]:
+        sel, whole = _limited(inp, sdir, f"own-{key}", sl.data, None)
+        res = evaluate(pair, data=sl.data, selection=sel, batch_size=e.batch_size, progress=False)
+        h = res["heldout"]
+        h["bits_per_byte"] = bits_per_byte(h, sl.bytes, whole)
+        return res
+
+    r: dict[str, Any] = {}
+    for key in ("heldout", "heldout_clean"):
+        sl = slices[key]
+        # An empty slice has no figures in the students' tokens.
+        r[key] = heldout(sl, key) if sl else {"heldout": {"mean_nll": None}}
+    d = inp.get("data", DataOut)
+    index = {name: k for k, name in enumerate(d.sources)}  # names may hold any character
+    r["per_source"] = {
+        src: heldout(sl, f"source-{index[src]}")["heldout"]
+        for src, sl in slices["per_source"].items()
+    }
+    other = slices["per_source_other"]
+    r["per_source_other"] = None
+    if other is not None:
+        pooled = corpus_shown(d.sources, d.counts, e.top_sources).pooled
+        r["per_source_other"] = {**heldout(other, "other")["heldout"], "sources": len(pooled)}
+    return r
 
 
 def _target(inp: Inputs, pair: tuple[Any, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from miniplm.pipeline.report_figures import (
 )
 from miniplm.pipeline.seeds import fmt_mean_std, mean_std, n_seeds
 from miniplm.pipeline.select_stages import ScoreOut, SelectOut
+from miniplm.pipeline.sources import by_source, corpus_source_sizes, shown_sources
 from miniplm.pipeline.stage import Inputs, Outputs, Stage
 from miniplm.pipeline.student_corpus import (
     KD_LEFT_OUT,
@@ -65,15 +66,45 @@ def _r_values(inp: Inputs) -> tuple[np.ndarray, np.ndarray]:
     return ids, diff
 
 
-def by_source(src: np.ndarray, n: int) -> list[np.ndarray]:
-    """For each of the ``n`` sources, the positions of ``src`` that hold it, ascending
-    (``np.flatnonzero(src == k)``), from one stable sort: the report's per-source parts
-    cost O(N), not O(sources x N) (2M instances, 1000 sources: 0.25 s against 3.5 s;
-    22 sources: 0.74 s against 0.61 s for one pass of masks, which it made three of)."""
-    key = src.astype(np.uint16) if n <= 1 << 16 else src  # a 16-bit key sorts by radix
-    order = np.argsort(key, kind="stable")
-    bounds = np.searchsorted(key[order], np.arange(n + 1))
-    return [order[bounds[k] : bounds[k + 1]] for k in range(n)]
+@dataclass(frozen=True)
+class _SourceRow:
+    """A row of the report's per-source parts: one source (``name``), or the pooled rest
+    (``name`` None); ``at`` indexes its scored (eligible) instances in the r values."""
+
+    label: str
+    at: np.ndarray
+    kept: int
+    instances: int
+    name: str | None
+
+    @property
+    def rate(self) -> float | None:
+        return self.kept / len(self.at) if len(self.at) else None
+
+
+def _source_rows(inp: Inputs, ids: np.ndarray) -> list[_SourceRow]:
+    """The shown sources (``eval.top_sources`` largest, index order), then the pooled
+    rest, each with its eligible instances, kept count and corpus instances."""
+    from miniplm.dataset_meta import read_sources
+
+    d, select = inp.get("data", DataOut), inp.get("select", SelectOut)
+    names = d.sources
+    sources = read_sources(inp.resolve(d.dataset), inp.get("split", SplitOut).instances).ids
+    kept = np.load(Path(inp.resolve(select.miniplm)) / "ids.npy").astype(np.int64)
+    groups = by_source(sources[ids], len(names))  # the scored (eligible) ids per source
+    n_kept = np.bincount(sources[kept], minlength=len(names))
+    sizes = corpus_source_sizes(names, d.counts)
+    shown = shown_sources(sizes, inp.cfg.eval.top_sources)
+    rows = [
+        _SourceRow(names[k], groups[k], int(n_kept[k]), int(sizes[k]), names[k]) for k in shown.ids
+    ]
+    if len(shown.pooled):
+        at = np.concatenate([groups[k] for k in shown.pooled])
+        p = shown.pooled
+        rows.append(
+            _SourceRow(shown.pooled_label(), at, int(n_kept[p].sum()), int(sizes[p].sum()), None)
+        )
+    return rows
 
 
 def _save(fig: Any, out: Path, name: str) -> str:
@@ -85,13 +116,15 @@ def _save(fig: Any, out: Path, name: str) -> str:
     return name
 
 
+_HIST_SOURCES = 8  # histograms drawn over one another: more would hide each other
+
+
 def _plots(
     inp: Inputs,
     out: Path,
     r: np.ndarray,
     thr: float | None,
-    groups: list[np.ndarray],
-    rates: list[float | None],
+    rows: list[_SourceRow],
 ) -> list[str]:
     import matplotlib
 
@@ -99,13 +132,17 @@ def _plots(
     import matplotlib.pyplot as plt
 
     made = []
-    names = inp.get("data", DataOut).sources
-
     fig, ax = plt.subplots(figsize=(7, 4))
     bins: Any = np.linspace(float(np.nanmin(r)), float(np.nanmax(r)), 50) if len(r) else 10
-    for name, at in zip(names, groups):
-        if len(at):
-            ax.hist(r[at], bins=bins, alpha=0.55, label=name)
+    drawn = rows
+    if len(rows) > _HIST_SOURCES:  # the largest, and the rest as one
+        big = sorted(range(len(rows)), key=lambda j: -len(rows[j].at))[: _HIST_SOURCES - 1]
+        rest = [row.at for j, row in enumerate(rows) if j not in big]
+        drawn = [rows[j] for j in sorted(big)]
+        drawn.append(_SourceRow("the rest", np.concatenate(rest), 0, 0, None))
+    for row in drawn:
+        if len(row.at):
+            ax.hist(r[row.at], bins=bins, alpha=0.55, label=row.label)
     if thr is not None:
         ax.axvline(thr, color="k", linestyle="--", label=f"threshold {thr:.3f}")
     ax.set_xlabel("r = NLL_ref - NLL_teacher (per token)")
@@ -114,9 +151,11 @@ def _plots(
     ax.legend(fontsize=7)
     made.append(_save(fig, out, "r_histogram.png"))
 
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.bar(range(len(names)), [x if x is not None else 0 for x in rates])
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.3 * len(rows)), 3.5))
+    ax.bar(range(len(rows)), [row.rate if row.rate is not None else 0 for row in rows])
+    ax.set_xticks(
+        range(len(rows)), [row.label for row in rows], rotation=30, ha="right", fontsize=8
+    )
     ax.set_ylabel("kept / eligible")
     ax.set_ylim(0, 1)
     ax.axhline(inp.cfg.selection.alpha, color="k", linestyle=":", label="alpha")
@@ -140,9 +179,10 @@ def _plots(
 
 
 def _examples(
-    inp: Inputs, ids: np.ndarray, r: np.ndarray, groups: list[np.ndarray], per: int = 1
+    inp: Inputs, ids: np.ndarray, r: np.ndarray, rows: list[_SourceRow], per: int = 1
 ) -> list[str]:
-    """The highest- and lowest-r instance of every source, decoded."""
+    """The highest- and lowest-r instance of every reported source (and of the pooled
+    rest), decoded."""
     from tokenizers import Tokenizer
 
     from miniplm import TokenDataset
@@ -152,9 +192,9 @@ def _examples(
     data = Path(inp.resolve(d.dataset))
     tok = Tokenizer.from_file(str(data / TOKENIZER_JSON))
     ds = TokenDataset(data)
-    names = d.sources
     lines = []
-    for name, at in zip(names, groups):
+    for row in rows:
+        name, at = row.label, row.at
         order = at[np.argsort(r[at], kind="stable")]  # ascending r, ties in id order
         for label, pick in (("highest r", order[::-1][:per]), ("lowest r", order[:per])):
             for j in pick:
@@ -195,7 +235,7 @@ class ReportStage(Stage[ReportOut]):
 
     def __init__(self, cfg: RunConfig, reads: tuple[str, ...]) -> None:
         # The version: bumped when the report changes, so older runs get the new one.
-        super().__init__("report", reads, {"version": 3})
+        super().__init__("report", reads, {"version": 4})
 
     def run(self, sdir: Path, inp: Inputs) -> ReportOut:
         return ReportOut(inp.record(write_report(inp, sdir, self.reads)))
@@ -210,14 +250,8 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
     ids, r = _r_values(inp)
     thr = sel.get("threshold")
     d = inp.get("data", DataOut)
-    names = d.sources
-    n_sources = len(names)
-    sources = np.load(Path(inp.resolve(d.dataset)) / "sources.npy").astype(np.int64)
-    kept = np.load(Path(inp.resolve(select.miniplm)) / "ids.npy").astype(np.int64)
-    groups = by_source(sources[ids], n_sources)  # the scored (eligible) ids per source
-    n_kept = np.bincount(sources[kept], minlength=n_sources)
-    rates = [float(k / len(g)) if len(g) else None for k, g in zip(n_kept, groups)]
-    plots = _plots(inp, out, r, thr, groups, rates)
+    src_rows = _source_rows(inp, ids)
+    plots = _plots(inp, out, r, thr, src_rows)
 
     # FLOPs: training 6 N T; the KD teacher's forward 2 N_tch T; offline scoring 2 N T for
     # teacher and reference over the scored tokens, plus the reference's own training.
@@ -252,27 +286,29 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         )
     hr = results["reference"]["heldout"]["heldout"]
     counts = d.counts
-    per_source = counts.get("per_source", {})
-    src_rows = []
-    for i, at in enumerate(groups):
-        mean_r = float(np.mean(r[at])) if len(at) else None
-        src_rows.append(
-            f"| {names[i]} | {per_source.get(names[i], {}).get('instances', 'n/a')} | "
-            f"{len(at)} | {int(n_kept[i])} | {fmt(rates[i], 3)} | {fmt(mean_r, 3)} |"
+    src_lines = []
+    for row in src_rows:
+        mean_r = float(np.mean(r[row.at])) if len(row.at) else None
+        src_lines.append(
+            f"| {row.label} | {row.instances} | {len(row.at)} | {row.kept} | "
+            f"{fmt(row.rate, 3)} | {fmt(mean_r, 3)} |"
         )
     per_source_key = "bits_per_byte" if own else "mean_nll"
     by_src_rows = []
-    for i, name in enumerate(names):
+    for row in src_rows:
 
-        def nll(res: dict[str, Any], name: str = name) -> float | None:
-            got: float | None = res["per_source"].get(name, {}).get(per_source_key)
-            return got
+        def nll(res: dict[str, Any], name: str | None = row.name) -> float | None:
+            h = res["per_source"].get(name) if name is not None else res["per_source_other"]
+            return None if h is None else h.get(per_source_key)
 
         cells = [fmt_mean_std(over_seeds(v, nll), 3) for v in variants]
         cells.append(fmt(nll(results["reference"]), 3))
-        n_held = results[variants[0]]["per_source"].get(name, {}).get("instances", 0)
+        first = results[variants[0]]
+        h = first["per_source"].get(row.name) if row.name else first["per_source_other"]
         by_src_rows.append(
-            f"| {name} | {fmt(rates[i], 3)} | {n_held} | " + " | ".join(cells) + " |"
+            f"| {row.label} | {fmt(row.rate, 3)} | {(h or {}).get('instances', 0)} | "
+            + " | ".join(cells)
+            + " |"
         )
     neg = float((r < 0).mean()) if len(r) else float("nan")
     split = inp.get("split", SplitOut).counts
@@ -323,7 +359,7 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         "",
         "| source | instances | eligible | kept | keep rate | mean r |",
         "|---|---|---|---|---|---|",
-        *src_rows,
+        *src_lines,
         "",
         ("Held-out bits per byte" if own else "Held-out NLL")
         + " per source (the selection changes the mix of sources a student sees: "
@@ -341,7 +377,7 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         "",
         "| source | which | r | id | text |",
         "|---|---|---|---|---|",
-        *_examples(inp, ids, r, groups),
+        *_examples(inp, ids, r, src_rows),
         "",
         "## Stage times",
         "",

@@ -76,11 +76,13 @@ class RetokenizedOut(Outputs):
 
 @dataclass
 class StudentHeldoutOut(Outputs):
-    """The held-out slices re-tokenized (``RetokenizedOut`` records; None: empty)."""
+    """The held-out slices re-tokenized (``RetokenizedOut`` records; None: empty): all,
+    noise removed, each shown source's (``pipeline.sources``) and the pooled rest's."""
 
     heldout: dict[str, Any] | None
     heldout_clean: dict[str, Any] | None
     per_source: dict[str, dict[str, Any] | None]
+    per_source_other: dict[str, Any] | None
 
 
 class StudentTokenizerStage(Stage[StudentTokenizerOut]):
@@ -158,28 +160,50 @@ class StudentCorpusStage(Stage[RetokenizedOut]):
 
 
 class StudentHeldoutStage(Stage[StudentHeldoutOut]):
-    """The held-out slices (all, noise removed, per source), re-tokenized; an empty
-    slice (held-out clean of a corpus of noise only) is recorded as None."""
+    """The held-out slices (all, noise removed, each of the ``eval.top_sources`` largest
+    sources and the pooled rest), re-tokenized; an empty slice (held-out clean of a
+    corpus of noise only) is recorded as None."""
 
     outputs = StudentHeldoutOut
 
     def __init__(self, cfg: RunConfig) -> None:
-        super().__init__(HELDOUT, ("data", "split", TOKENIZER), _retok_params(cfg))
+        params = {**_retok_params(cfg), "top_sources": cfg.eval.top_sources}
+        super().__init__(HELDOUT, ("data", "split", TOKENIZER), params)
 
     def run(self, sdir: Path, inp: Inputs) -> StudentHeldoutOut:
-        split = inp.get("split", SplitOut)
+        from miniplm import TokenDataset
+        from miniplm.dataset_meta import read_sources
+        from miniplm.pipeline.corpus_stages import write_ids
+        from miniplm.pipeline.sources import by_source, corpus_shown
+
+        split, d = inp.get("split", SplitOut), inp.get("data", DataOut)
+        data = inp.resolve(d.dataset)
 
         def one(out: Path, selection: str) -> dict[str, Any] | None:
             ids = np.load(Path(inp.resolve(selection)) / "ids.npy", mmap_mode="r")
             return _retokenize(inp, out, selection).to_json() if len(ids) else None
 
+        heldout = np.load(Path(inp.resolve(split.heldout)) / "ids.npy").astype(np.int64)
+        src = read_sources(data, split.instances).ids[heldout]
+        groups = by_source(src, len(d.sources))
+        shown = corpus_shown(d.sources, d.counts, inp.cfg.eval.top_sources)
+        ds = TokenDataset(data)
+
+        def part(key: str, ids: np.ndarray, what: str) -> dict[str, Any] | None:
+            sel = write_ids(inp, ds, sdir / "selections" / key, np.sort(ids), what)
+            return one(sdir / "heldout-by-source" / key, sel)
+
+        per_source = {
+            d.sources[k]: part(str(k), heldout[groups[k]], f"held-out {d.sources[k]}")
+            for k in shown.ids
+            if len(groups[k])
+        }
+        pooled = np.concatenate([heldout[groups[k]] for k in shown.pooled] or [heldout[:0]])
         return StudentHeldoutOut(
             heldout=one(sdir / "heldout", split.heldout),
             heldout_clean=one(sdir / "heldout-clean", split.heldout_clean),
-            per_source={
-                src: one(sdir / "heldout-by-source" / str(k), sel)
-                for k, (src, sel) in enumerate(split.heldout_by_source.items())
-            },
+            per_source=per_source,
+            per_source_other=part("other", pooled, shown.pooled_label()) if len(pooled) else None,
         )
 
 
@@ -208,41 +232,45 @@ def own_token_steps(
 
 
 class Slice:
-    """Where a model is evaluated on one held-out slice, and the slice's text size."""
+    """A held-out slice in the students' own tokens, and its text's size."""
 
-    def __init__(self, data: str, selection: str | None, nbytes: int | None) -> None:
-        self.data, self.selection, self.bytes = data, selection, nbytes
+    def __init__(self, data: str, nbytes: int) -> None:
+        self.data, self.bytes = data, nbytes
 
 
-def eval_slices(inp: Inputs, student: bool) -> dict[str, Any]:
-    """The held-out slices a model is evaluated on: ``heldout``, ``heldout_clean`` (a
-    Slice, or None where empty) and ``per_source`` (source -> Slice). With the students'
-    own tokenizer a student reads the re-tokenized slice, the reference the corpus's, and
-    both carry the text's bytes (for bits per byte); otherwise both read the corpus's
-    slice and bytes are None."""
-    split = inp.get("split", SplitOut)
-    data = inp.resolve(inp.get("data", DataOut).dataset)
-    theirs = inp.get(HELDOUT, StudentHeldoutOut) if own_tokenizer(inp.cfg) else None
+def own_slices(inp: Inputs) -> dict[str, Any]:
+    """The re-tokenized held-out slices a student with its own tokenizer is evaluated on:
+    ``heldout``, ``heldout_clean``, ``per_source_other`` (a Slice, or None where empty)
+    and ``per_source`` (source -> Slice)."""
+    theirs = inp.get(HELDOUT, StudentHeldoutOut)
 
-    def one(selection: str, retok: dict[str, Any] | None) -> Slice | None:
-        if theirs is None:
-            return Slice(data, inp.resolve(selection), None)
+    def one(retok: dict[str, Any] | None) -> Slice | None:
         if retok is None:
             return None
-        if student:
-            return Slice(inp.resolve(retok["dataset"]), None, int(retok["bytes"]))
-        return Slice(data, inp.resolve(selection), int(retok["bytes"]))
+        return Slice(inp.resolve(retok["dataset"]), int(retok["bytes"]))
 
-    out: dict[str, Any] = {
-        "heldout": one(split.heldout, None if theirs is None else theirs.heldout),
-        "heldout_clean": one(split.heldout_clean, None if theirs is None else theirs.heldout_clean),
+    return {
+        "heldout": one(theirs.heldout),
+        "heldout_clean": one(theirs.heldout_clean),
+        "per_source": {src: s for src, r in theirs.per_source.items() if (s := one(r))},
+        "per_source_other": one(theirs.per_source_other),
     }
-    out["per_source"] = {
-        src: s
-        for src, sel in split.heldout_by_source.items()
-        if (s := one(sel, None if theirs is None else theirs.per_source.get(src)))
+
+
+def slice_bytes(inp: Inputs) -> dict[str, Any]:
+    """The UTF-8 bytes of each held-out slice's text (as ``own_slices`` names them; None
+    where empty), for the reference's bits per byte beside the students'."""
+    theirs = inp.get(HELDOUT, StudentHeldoutOut)
+
+    def nbytes(retok: dict[str, Any] | None) -> int | None:
+        return None if retok is None else int(retok["bytes"])
+
+    return {
+        "heldout": nbytes(theirs.heldout),
+        "heldout_clean": nbytes(theirs.heldout_clean),
+        "per_source": {src: nbytes(r) for src, r in theirs.per_source.items()},
+        "per_source_other": nbytes(theirs.per_source_other),
     }
-    return out
 
 
 def bits_per_byte(result: dict[str, Any], nbytes: int | None, whole: bool) -> float | None:
