@@ -67,7 +67,7 @@ def _r_values(inp: Inputs) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
-class _SourceRow:
+class SourceRow:
     """A row of the report's per-source parts: one source (``name``), or the pooled rest
     (``name`` None); ``at`` indexes its scored (eligible) instances in the r values."""
 
@@ -82,7 +82,7 @@ class _SourceRow:
         return self.kept / len(self.at) if len(self.at) else None
 
 
-def _source_rows(inp: Inputs, ids: np.ndarray) -> list[_SourceRow]:
+def _source_rows(inp: Inputs, ids: np.ndarray) -> list[SourceRow]:
     """The shown sources (``eval.top_sources`` largest, index order), then the pooled
     rest, each with its eligible instances, kept count and corpus instances."""
     from miniplm.dataset_meta import read_sources
@@ -96,13 +96,13 @@ def _source_rows(inp: Inputs, ids: np.ndarray) -> list[_SourceRow]:
     sizes = corpus_source_sizes(names, d.counts)
     shown = shown_sources(sizes, inp.cfg.eval.top_sources)
     rows = [
-        _SourceRow(names[k], groups[k], int(n_kept[k]), int(sizes[k]), names[k]) for k in shown.ids
+        SourceRow(names[k], groups[k], int(n_kept[k]), int(sizes[k]), names[k]) for k in shown.ids
     ]
     if len(shown.pooled):
         at = np.concatenate([groups[k] for k in shown.pooled])
         p = shown.pooled
         rows.append(
-            _SourceRow(shown.pooled_label(), at, int(n_kept[p].sum()), int(sizes[p].sum()), None)
+            SourceRow(shown.pooled_label(), at, int(n_kept[p].sum()), int(sizes[p].sum()), None)
         )
     return rows
 
@@ -119,12 +119,25 @@ def _save(fig: Any, out: Path, name: str) -> str:
 _HIST_SOURCES = 8  # histograms drawn over one another: more would hide each other
 
 
+def hist_rows(rows: list[SourceRow]) -> list[SourceRow]:
+    """The rows the r histogram draws: all of them up to ``_HIST_SOURCES``, else the
+    ``_HIST_SOURCES - 1`` with most corpus instances (as the rows themselves are chosen,
+    ties to the earlier row), in row order, and the rest as one."""
+    if len(rows) <= _HIST_SOURCES:
+        return rows
+    big = sorted(range(len(rows)), key=lambda j: (-rows[j].instances, j))[: _HIST_SOURCES - 1]
+    rest = [row for j, row in enumerate(rows) if j not in big]
+    at = np.concatenate([row.at for row in rest])
+    total = sum(row.instances for row in rest)
+    return [*(rows[j] for j in sorted(big)), SourceRow("the rest", at, 0, total, None)]
+
+
 def _plots(
     inp: Inputs,
     out: Path,
     r: np.ndarray,
     thr: float | None,
-    rows: list[_SourceRow],
+    rows: list[SourceRow],
 ) -> list[str]:
     import matplotlib
 
@@ -134,13 +147,7 @@ def _plots(
     made = []
     fig, ax = plt.subplots(figsize=(7, 4))
     bins: Any = np.linspace(float(np.nanmin(r)), float(np.nanmax(r)), 50) if len(r) else 10
-    drawn = rows
-    if len(rows) > _HIST_SOURCES:  # the largest, and the rest as one
-        big = sorted(range(len(rows)), key=lambda j: -len(rows[j].at))[: _HIST_SOURCES - 1]
-        rest = [row.at for j, row in enumerate(rows) if j not in big]
-        drawn = [rows[j] for j in sorted(big)]
-        drawn.append(_SourceRow("the rest", np.concatenate(rest), 0, 0, None))
-    for row in drawn:
+    for row in hist_rows(rows):
         if len(row.at):
             ax.hist(r[row.at], bins=bins, alpha=0.55, label=row.label)
     if thr is not None:
@@ -179,7 +186,7 @@ def _plots(
 
 
 def _examples(
-    inp: Inputs, ids: np.ndarray, r: np.ndarray, rows: list[_SourceRow], per: int = 1
+    inp: Inputs, ids: np.ndarray, r: np.ndarray, rows: list[SourceRow], per: int = 1
 ) -> list[str]:
     """The highest- and lowest-r instance of every reported source (and of the pooled
     rest), decoded."""
