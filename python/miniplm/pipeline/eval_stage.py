@@ -22,7 +22,6 @@ from miniplm.pipeline.student_corpus import (
     bits_per_byte,
     own_slices,
     own_tokenizer,
-    slice_bytes,
 )
 from miniplm.pipeline.student_stages import student_label, student_stage_name, student_variants
 from miniplm.pipeline.target_stage import TARGET, TargetOut, has_target
@@ -148,15 +147,19 @@ def _corpus_heldout(inp: Inputs, sdir: Path, pair: tuple[Any, Any]) -> dict[str,
         "per_source_other": {**pool(pooled), "sources": len(shown.pooled)} if pooled else None,
     }
     if own_tokenizer(cfg):  # bits per byte beside the students', over the same text
-        nbytes = slice_bytes(inp)
+        slices = own_slices(inp)
+
+        def nbytes(sl: Slice | None) -> int | None:
+            return None if sl is None else sl.bytes
+
         for key in ("heldout", "heldout_clean"):
             h = r[key]["heldout"]
-            h["bits_per_byte"] = bits_per_byte(h, nbytes[key], whole)
+            h["bits_per_byte"] = bits_per_byte(h, nbytes(slices[key]), whole)
         for src, h in r["per_source"].items():
-            h["bits_per_byte"] = bits_per_byte(h, nbytes["per_source"].get(src), whole)
+            h["bits_per_byte"] = bits_per_byte(h, nbytes(slices["per_source"].get(src)), whole)
         if r["per_source_other"] is not None:
             h = r["per_source_other"]
-            h["bits_per_byte"] = bits_per_byte(h, nbytes["per_source_other"], whole)
+            h["bits_per_byte"] = bits_per_byte(h, nbytes(slices["per_source_other"]), whole)
     return r
 
 

@@ -257,22 +257,6 @@ def own_slices(inp: Inputs) -> dict[str, Any]:
     }
 
 
-def slice_bytes(inp: Inputs) -> dict[str, Any]:
-    """The UTF-8 bytes of each held-out slice's text (as ``own_slices`` names them; None
-    where empty), for the reference's bits per byte beside the students'."""
-    theirs = inp.get(HELDOUT, StudentHeldoutOut)
-
-    def nbytes(retok: dict[str, Any] | None) -> int | None:
-        return None if retok is None else int(retok["bytes"])
-
-    return {
-        "heldout": nbytes(theirs.heldout),
-        "heldout_clean": nbytes(theirs.heldout_clean),
-        "per_source": {src: nbytes(r) for src, r in theirs.per_source.items()},
-        "per_source_other": nbytes(theirs.per_source_other),
-    }
-
-
 def bits_per_byte(result: dict[str, Any], nbytes: int | None, whole: bool) -> float | None:
     """Bits per byte of a held-out result over a slice of ``nbytes`` bytes of text; None
     when the bytes are unknown or only part of the slice was scored (``whole`` False)."""
