@@ -150,26 +150,3 @@ def test_a_limited_slice_is_a_uniform_seeded_sample_not_the_first_ids(tmp_path: 
     whole_set, w = limited_slice(str(data), None, 10, 2, tmp_path / "all")
     ids = miniplm.load_selection(whole_set)[0]
     assert not w and len(ids) == 10 and int(ids.max()) < 90
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(0, 5), min_size=0, max_size=14))
-def test_the_histogram_draws_the_largest_rows_and_the_rest_as_one(sizes: list[int]) -> None:
-    """Up to 8 rows: all of them. Past it: the 7 with most corpus instances (ties to the
-    earlier row) in row order, then one row of every other row's instances."""
-    from miniplm.pipeline.report import SourceRow, hist_rows
-
-    rows, start = [], 0
-    for j, size in enumerate(sizes):
-        at = np.arange(start, start + size + 1)  # eligible positions, disjoint
-        rows.append(SourceRow(f"s{j}", at, 0, size, f"s{j}"))
-        start += size + 1
-    got = hist_rows(rows)
-    if len(rows) <= 8:
-        assert [r.label for r in got] == [r.label for r in rows]
-        return
-    ranked = sorted(range(len(rows)), key=lambda j: (-sizes[j], j))
-    big, rest = sorted(ranked[:7]), sorted(ranked[7:])
-    assert [r.label for r in got[:-1]] == [f"s{j}" for j in big]
-    assert got[-1].label == "the rest" and got[-1].instances == sum(sizes[j] for j in rest)
-    assert got[-1].at.tolist() == [p for j in rest for p in rows[j].at.tolist()]

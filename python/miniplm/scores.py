@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ import numpy.typing as npt
 from miniplm import _core
 from miniplm._atomic import atomic_dir
 from miniplm.data import PathLike
-from miniplm.errors import InputError
+from miniplm.errors import InputError, InternalError
 
 FORMAT = "miniplm.score_run"
 VERSION = 1
+CHUNK = 1 << 22  # instances per read when streaming scores: 32 MiB of float64
 
 
 def part_ranges(n: int, part_size: int) -> list[tuple[str, int, int]]:
@@ -60,6 +62,27 @@ def mean_nll(scores: dict[str, npt.NDArray[Any]]) -> npt.NDArray[np.float64]:
     out = np.full(nll.shape, np.nan)
     np.divide(nll, n, out=out, where=n > 0)
     return out
+
+
+def diff_chunks(
+    teacher: PathLike, reference: PathLike, chunk: int = CHUNK
+) -> Iterator[tuple[int, npt.NDArray[np.float64]]]:
+    """``(start, r)`` for consecutive ranges of instances, ``r`` = mean NLL of the
+    reference minus the teacher's (what ``select(by="diff")`` ranks), NaN where either
+    scored nothing: two score runs streamed in O(chunk) memory by the reader ``select``
+    uses, for figures over billions of instances."""
+    if chunk < 1:
+        raise InternalError(f"diff_chunks: chunk {chunk} < 1")
+    t = _core.ScoreReader(os.fspath(teacher))
+    r = _core.ScoreReader(os.fspath(reference))
+    if len(t) != len(r):
+        raise InputError(
+            f"{os.fspath(teacher)} scores {len(t)} instances, {os.fspath(reference)} {len(r)}: "
+            "not runs over one dataset"
+        )
+    for start in range(0, len(t), chunk):
+        n = min(chunk, len(t) - start)
+        yield start, r.mean_nll(start, n) - t.mean_nll(start, n)
 
 
 def write_score_run(

@@ -23,9 +23,10 @@ from miniplm.pipeline.report_figures import (
     fmt,
     target_section,
 )
+from miniplm.pipeline.report_stats import SourceRow, hist_edges, hist_rows, source_stats
 from miniplm.pipeline.seeds import fmt_mean_std, mean_std, n_seeds
 from miniplm.pipeline.select_stages import ScoreOut, SelectOut
-from miniplm.pipeline.sources import by_source, corpus_source_sizes, shown_sources
+from miniplm.pipeline.sources import corpus_source_sizes, shown_sources
 from miniplm.pipeline.stage import Inputs, Outputs, Stage
 from miniplm.pipeline.student_corpus import (
     KD_LEFT_OUT,
@@ -52,59 +53,24 @@ def _sci(x: float) -> str:
     return f"{x:.2e}"
 
 
-def _r_values(inp: Inputs) -> tuple[np.ndarray, np.ndarray]:
-    """r = nll_ref - nll_teacher per scored instance, and the ids it belongs to."""
-    import miniplm
-
-    sc = inp.get("score", ScoreOut)
-    t = miniplm.load_scores(inp.resolve(sc.teacher))
-    r = miniplm.load_scores(inp.resolve(sc.reference))
-    ok = (t["n_scored"] > 0) & (r["n_scored"] > 0)
-    ids = np.flatnonzero(ok)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        diff = r["nll_sum"][ok] / r["n_scored"][ok] - t["nll_sum"][ok] / t["n_scored"][ok]
-    return ids, diff
-
-
-@dataclass(frozen=True)
-class SourceRow:
-    """A row of the report's per-source parts: one source (``name``), or the pooled rest
-    (``name`` None); ``at`` indexes its scored (eligible) instances in the r values."""
-
-    label: str
-    at: np.ndarray
-    kept: int
-    instances: int
-    name: str | None
-
-    @property
-    def rate(self) -> float | None:
-        return self.kept / len(self.at) if len(self.at) else None
-
-
-def _source_rows(inp: Inputs, ids: np.ndarray) -> list[SourceRow]:
+def _source_rows(inp: Inputs, edges: np.ndarray | None) -> list[SourceRow]:
     """The shown sources (``eval.top_sources`` largest, index order), then the pooled
-    rest, each with its eligible instances, kept count and corpus instances."""
+    rest, each with its statistics of r, streamed over the score runs."""
     from miniplm.dataset_meta import read_sources
+    from miniplm.scores import diff_chunks
 
-    d, select = inp.get("data", DataOut), inp.get("select", SelectOut)
+    d, select, sc = (
+        inp.get("data", DataOut),
+        inp.get("select", SelectOut),
+        inp.get("score", ScoreOut),
+    )
     names = d.sources
     sources = read_sources(inp.resolve(d.dataset), inp.get("split", SplitOut).instances).ids
-    kept = np.load(Path(inp.resolve(select.miniplm)) / "ids.npy").astype(np.int64)
-    groups = by_source(sources[ids], len(names))  # the scored (eligible) ids per source
-    n_kept = np.bincount(sources[kept], minlength=len(names))
+    kept = np.load(Path(inp.resolve(select.miniplm)) / "ids.npy", mmap_mode="r")
     sizes = corpus_source_sizes(names, d.counts)
     shown = shown_sources(sizes, inp.cfg.eval.top_sources)
-    rows = [
-        SourceRow(names[k], groups[k], int(n_kept[k]), int(sizes[k]), names[k]) for k in shown.ids
-    ]
-    if len(shown.pooled):
-        at = np.concatenate([groups[k] for k in shown.pooled])
-        p = shown.pooled
-        rows.append(
-            SourceRow(shown.pooled_label(), at, int(n_kept[p].sum()), int(sizes[p].sum()), None)
-        )
-    return rows
+    chunks = diff_chunks(inp.resolve(sc.teacher), inp.resolve(sc.reference))
+    return source_stats(chunks, sources, kept, shown, names, sizes, edges)
 
 
 def _save(fig: Any, out: Path, name: str) -> str:
@@ -116,26 +82,10 @@ def _save(fig: Any, out: Path, name: str) -> str:
     return name
 
 
-_HIST_SOURCES = 8  # histograms drawn over one another: more would hide each other
-
-
-def hist_rows(rows: list[SourceRow]) -> list[SourceRow]:
-    """The rows the r histogram draws: all of them up to ``_HIST_SOURCES``, else the
-    ``_HIST_SOURCES - 1`` with most corpus instances (as the rows themselves are chosen,
-    ties to the earlier row), in row order, and the rest as one."""
-    if len(rows) <= _HIST_SOURCES:
-        return rows
-    big = sorted(range(len(rows)), key=lambda j: (-rows[j].instances, j))[: _HIST_SOURCES - 1]
-    rest = [row for j, row in enumerate(rows) if j not in big]
-    at = np.concatenate([row.at for row in rest])
-    total = sum(row.instances for row in rest)
-    return [*(rows[j] for j in sorted(big)), SourceRow("the rest", at, 0, total, None)]
-
-
 def _plots(
     inp: Inputs,
     out: Path,
-    r: np.ndarray,
+    edges: np.ndarray | None,
     thr: float | None,
     rows: list[SourceRow],
 ) -> list[str]:
@@ -146,15 +96,17 @@ def _plots(
 
     made = []
     fig, ax = plt.subplots(figsize=(7, 4))
-    bins: Any = np.linspace(float(np.nanmin(r)), float(np.nanmax(r)), 50) if len(r) else 10
-    for row in hist_rows(rows):
-        if len(row.at):
-            ax.hist(r[row.at], bins=bins, alpha=0.55, label=row.label)
+    for row in hist_rows(rows) if edges is not None else []:
+        if row.hist.sum():
+            ax.stairs(row.hist, edges, fill=True, alpha=0.55, label=row.label)
     if thr is not None:
         ax.axvline(thr, color="k", linestyle="--", label=f"threshold {thr:.3f}")
     ax.set_xlabel("r = NLL_ref - NLL_teacher (per token)")
     ax.set_ylabel("instances")
-    ax.set_title("Difference scores by source")
+    ax.set_title(
+        "Difference scores by source"
+        + ("" if edges is not None else " (none drawn: no finite range of r)")
+    )
     ax.legend(fontsize=7)
     made.append(_save(fig, out, "r_histogram.png"))
 
@@ -185,9 +137,7 @@ def _plots(
     return made
 
 
-def _examples(
-    inp: Inputs, ids: np.ndarray, r: np.ndarray, rows: list[SourceRow], per: int = 1
-) -> list[str]:
+def _examples(inp: Inputs, rows: list[SourceRow]) -> list[str]:
     """The highest- and lowest-r instance of every reported source (and of the pooled
     rest), decoded."""
     from tokenizers import Tokenizer
@@ -201,14 +151,13 @@ def _examples(
     ds = TokenDataset(data)
     lines = []
     for row in rows:
-        name, at = row.label, row.at
-        order = at[np.argsort(r[at], kind="stable")]  # ascending r, ties in id order
-        for label, pick in (("highest r", order[::-1][:per]), ("lowest r", order[:per])):
-            for j in pick:
-                i = int(ids[j])
-                text = tok.decode([int(t) for t in ds[i]][:120]).replace("\n", " ").strip()
-                text = text.replace("|", "\\|")[:300]
-                lines.append(f"| {name} | {label} | {r[j]:.3f} | {i} | {text} |")
+        for label, pick in (("highest r", row.highest), ("lowest r", row.lowest)):
+            if pick is None:
+                continue
+            i, r = pick
+            text = tok.decode([int(t) for t in ds[i]][:120]).replace("\n", " ").strip()
+            text = text.replace("|", "\\|")[:300]
+            lines.append(f"| {row.label} | {label} | {r:.3f} | {i} | {text} |")
     return lines
 
 
@@ -242,7 +191,7 @@ class ReportStage(Stage[ReportOut]):
 
     def __init__(self, cfg: RunConfig, reads: tuple[str, ...]) -> None:
         # The version: bumped when the report changes, so older runs get the new one.
-        super().__init__("report", reads, {"version": 4})
+        super().__init__("report", reads, {"version": 5})
 
     def run(self, sdir: Path, inp: Inputs) -> ReportOut:
         return ReportOut(inp.record(write_report(inp, sdir, self.reads)))
@@ -254,11 +203,12 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
     results = json.loads(Path(inp.resolve(inp.get("eval", EvalOut).results)).read_text())
     select = inp.get("select", SelectOut)
     sel = select.report
-    ids, r = _r_values(inp)
     thr = sel.get("threshold")
     d = inp.get("data", DataOut)
-    src_rows = _source_rows(inp, ids)
-    plots = _plots(inp, out, r, thr, src_rows)
+    stats = sel.get("score_stats") or {}
+    edges = hist_edges(stats.get("min"), stats.get("max"))
+    src_rows = _source_rows(inp, edges)
+    plots = _plots(inp, out, edges, thr, src_rows)
 
     # FLOPs: training 6 N T; the KD teacher's forward 2 N_tch T; offline scoring 2 N T for
     # teacher and reference over the scored tokens, plus the reference's own training.
@@ -295,10 +245,9 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
     counts = d.counts
     src_lines = []
     for row in src_rows:
-        mean_r = float(np.mean(r[row.at])) if len(row.at) else None
         src_lines.append(
-            f"| {row.label} | {row.instances} | {len(row.at)} | {row.kept} | "
-            f"{fmt(row.rate, 3)} | {fmt(mean_r, 3)} |"
+            f"| {row.label} | {row.instances} | {row.eligible} | {row.kept} | "
+            f"{fmt(row.rate, 3)} | {fmt(row.mean_r, 3)} |"
         )
     per_source_key = "bits_per_byte" if own else "mean_nll"
     by_src_rows = []
@@ -317,7 +266,8 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
             + " | ".join(cells)
             + " |"
         )
-    neg = float((r < 0).mean()) if len(r) else float("nan")
+    n_eligible = sum(row.eligible for row in src_rows)
+    neg = sum(row.negative for row in src_rows) / n_eligible if n_eligible else float("nan")
     split = inp.get("split", SplitOut).counts
     teacher_desc = (
         cfg.teacher.model
@@ -384,7 +334,7 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         "",
         "| source | which | r | id | text |",
         "|---|---|---|---|---|",
-        *_examples(inp, ids, r, src_rows),
+        *_examples(inp, src_rows),
         "",
         "## Stage times",
         "",

@@ -228,13 +228,16 @@ impl ScoreRun {
 
     /// `out[j]` = mean NLL of instance `start + j` (NaN where nothing was scored).
     pub fn mean_nll_into(&self, start: u64, out: &mut [f64]) -> Result<()> {
-        let end = start + out.len() as u64;
-        if end > self.len {
-            return Err(Error::invalid(format!(
-                "scores [{start}, {end}) past {} instances",
-                self.len
-            )));
-        }
+        let end = start
+            .checked_add(out.len() as u64)
+            .filter(|&end| end <= self.len)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "scores [{start}, {start} + {}) past {} instances",
+                    out.len(),
+                    self.len
+                ))
+            })?;
         let mut k = self.parts.partition_point(|p| p.end <= start);
         let mut at = start;
         let mut o = 0usize;
@@ -428,8 +431,9 @@ impl ScoreSource {
         match self {
             ScoreSource::Run(r) => r.mean_nll_into(start, out),
             ScoreSource::MeanNll(a) => {
-                let (s, e) = (start as usize, start as usize + out.len());
-                if e > a.len() {
+                let s = start as usize;
+                let e = s.saturating_add(out.len());
+                if start > usize::MAX as u64 || e > a.len() {
                     return Err(Error::invalid(format!(
                         "scores [{s}, {e}) past {} instances",
                         a.len()
@@ -498,6 +502,12 @@ mod tests {
             } else {
                 assert_eq!(v, sums[i] / counts[i] as f64);
             }
+        }
+        // A range past the end is refused, not wrapped around (u64 overflow) or cut.
+        for (start, len) in [(8u64, 3usize), (11, 0), (u64::MAX, 2)] {
+            let mut out = vec![0.0; len];
+            let e = src.mean_nll_into(start, &mut out).unwrap_err().to_string();
+            assert!(e.contains("past 10 instances"), "{e}");
         }
         let path = d.path().join("manifest.json");
         let mut man: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();

@@ -6,6 +6,7 @@ mod errors;
 mod long;
 mod output;
 mod report;
+mod scores;
 mod writer;
 
 use std::ffi::OsString;
@@ -174,6 +175,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dataset::PyDataset>()?;
     m.add_class::<writer::PyDatasetWriter>()?;
     m.add_class::<output::PyOutputLock>()?;
+    m.add_class::<scores::PyScoreReader>()?;
     m.add_function(wrap_pyfunction!(output::check_spares_inputs, m)?)?;
     m.add_function(wrap_pyfunction!(select, m)?)?;
     m.add_function(wrap_pyfunction!(build, m)?)?;
