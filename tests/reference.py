@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,9 @@ def ref_select(
             value = teacher if by == "teacher" else reference
     nan = np.zeros(n, dtype=bool) if value is None else np.isnan(value)
     eligible = ~excluded & ~nan
-    k = math.floor(ratio * (n - excluded.sum())) if ratio is not None else int(count)  # type: ignore[arg-type]
+    # K: the floor of the decimal ratio the user wrote (its shortest repr) times the pool.
+    m = int(n - excluded.sum())
+    k = math.floor(Fraction(repr(ratio)) * m) if ratio is not None else int(count)  # type: ignore[arg-type]
     ids = np.flatnonzero(eligible)
     if mode == "random":
         order = sorted(range(len(ids)), key=lambda j: (-rand_u64(seed, int(ids[j])), ids[j]))

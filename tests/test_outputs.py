@@ -107,6 +107,19 @@ def test_select_refuses_an_input_as_out(corpus: dict[str, Path], which: str) -> 
     assert (corpus["t"].read_bytes(), _tree(corpus["data"])) == before
 
 
+@pytest.mark.parametrize("which", ["data", "parent", "shard"])
+def test_write_selection_refuses_its_dataset_as_out(corpus: dict[str, Path], which: str) -> None:
+    """``TokenDataset.write_selection(..., overwrite=True)`` replaced the dataset itself."""
+    data = corpus["data"]
+    out = {"data": data, "parent": data.parent, "shard": next(data.glob("*.bin"))}[which]
+    before = _tree(data)
+    with pytest.raises(InputError, match="refusing to write this output"):
+        miniplm.TokenDataset(data).write_selection(out, np.arange(3), "x", overwrite=True)
+    assert _tree(data) == before
+    got = miniplm.TokenDataset(data).write_selection(data.parent / "s", np.arange(3), "x")
+    assert miniplm.load_selection(got)[0].tolist() == [0, 1, 2]
+
+
 def test_score_and_train_refuse_an_input_as_out(tmp_path: Path) -> None:
     model = make_model(tmp_path / "m")
     make_dataset(tmp_path / "data", n=20)

@@ -354,3 +354,12 @@ def test_cli_matches_api(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert "nope.npy" in bad.stderr and "error" in bad.stderr
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(("ratio", "want"), [(0.29, 29), (0.57, 57), (0.58, 58), (0.005, 0)])
+def test_k_of_a_ratio_is_the_decimal_floor(tmp_path: Path, ratio: float, want: int) -> None:
+    """0.29 * 100 is 28.999999999999996 in binary: K was 28 for a user asking 0.29."""
+    t = tmp_path / "t.npy"
+    np.save(t, np.arange(100, dtype=np.float64))
+    rep = miniplm.select(tmp_path / "s", teacher_nll=t, by="teacher", ratio=ratio)
+    assert rep["k"] == want == len(miniplm.load_selection(tmp_path / "s")[0])

@@ -226,11 +226,26 @@ fn select_into(
         passes: AtomicUsize::new(0),
     };
     let k = match spec.amount {
-        Amount::Ratio(r) => (r * (n - num_excluded) as f64).floor() as u64,
+        Amount::Ratio(r) => ratio_count(r, n - num_excluded),
         Amount::Count(c) => c,
     };
     let run = job.install(|| run(&plan, job, k, out))??;
     SelectionReport::from_run(inputs, &plan, k, &run, started)
+}
+
+/// `floor(ratio * m)`, the K of a ratio, where the float product's own rounding is not
+/// allowed to cost an instance: `0.29 * 100` is `28.999999999999996` in binary, and a
+/// user who asks for 0.29 of 100 means 29. A product within a few ulps of an integer is
+/// that integer (the product is off the exact one by at most an ulp; any real fraction
+/// of an instance is far larger than that for m < 2^52).
+pub fn ratio_count(ratio: f64, m: u64) -> u64 {
+    let x = ratio * m as f64;
+    let near = x.round();
+    if (x - near).abs() <= 4.0 * f64::EPSILON * x.abs().max(1.0) {
+        near as u64
+    } else {
+        x.floor() as u64
+    }
 }
 
 /// Select in memory: the kept ids (ascending) and the report.

@@ -11,6 +11,7 @@ use super::SelectInputs;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{write_dir_atomically, write_file_atomically};
 use crate::npy::{write_npy, Npy};
+use crate::output::check_spares_inputs;
 use crate::scores::ScoreSource;
 use crate::shards::Dataset;
 
@@ -219,6 +220,14 @@ pub fn write_given_selection(
     what: &str,
     overwrite: bool,
 ) -> Result<PathBuf> {
+    // Never replace (part of) the dataset the ids are of: `overwrite` is for old selections.
+    let inputs: Vec<&Path> = data
+        .paths()
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(data.files())
+        .collect();
+    check_spares_inputs(out, &inputs)?;
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();

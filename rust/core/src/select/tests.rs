@@ -72,7 +72,7 @@ fn reference(c: &Case) -> (Vec<u64>, u64, u64, Option<(u64, u64)>) {
             .then(a.2.cmp(&b.2))
     });
     let k = match c.spec.amount {
-        Amount::Ratio(r) => (r * (n - c.exclude.len()) as f64).floor() as u64,
+        Amount::Ratio(r) => super::ratio_count(r, (n - c.exclude.len()) as u64),
         Amount::Count(k) => k,
     };
     let kept = &rows[..(k as usize).min(rows.len())];
@@ -402,4 +402,23 @@ fn keys_round_trip_and_order() {
     for &x in &xs {
         assert_eq!(key_value(order_key(x)), x + 0.0);
     }
+}
+
+/// K of a ratio: the floor of the exact product of the decimal ratio and the count,
+/// not of its binary rounding.
+#[test]
+fn ratio_count_is_the_floor_of_the_decimal_product() {
+    use super::ratio_count;
+    // (ratio in hundredths, m): exact K = floor(h * m / 100) in integers.
+    for h in 0..=100u64 {
+        for m in [0u64, 1, 3, 7, 10, 99, 100, 101, 1000, 12_345, 1 << 40] {
+            let want = h * m / 100;
+            assert_eq!(ratio_count(h as f64 / 100.0, m), want, "{h}/100 of {m}");
+        }
+    }
+    assert_eq!(ratio_count(0.29, 100), 29); // 0.29 * 100 = 28.999999999999996
+    assert_eq!(ratio_count(0.5, 7), 3); // a real half is still floored
+    assert_eq!(ratio_count(1.0 / 3.0, 3), 1);
+    assert_eq!(ratio_count(0.999_999, 1_000_000), 999_999);
+    assert_eq!(ratio_count(0.999_999_9, 1_000_000), 999_999);
 }
