@@ -117,6 +117,21 @@ def test_two_models_in_one_pass_equal_separate_runs(tmp_path: Path) -> None:
     )
 
 
+def test_models_leaving_out_different_ids_are_refused_in_one_job(tmp_path: Path) -> None:
+    """A teacher with a config pad and a reference without: their means would be over
+    different positions. Refused before any output exists, unless --ignore-id is given."""
+    a = make_model(tmp_path / "a", seed=1, pad_token_id=5)
+    b = make_model(tmp_path / "b", seed=2)
+    make_dataset(tmp_path / "data", n=12)
+    outs = [tmp_path / "ra", tmp_path / "rb"]
+    with pytest.raises(InputError, match=r"5 \(config pad_token_id\).*--ignore-id"):
+        score([str(a), str(b)], tmp_path / "data", outs, _opts())
+    assert not any(o.exists() for o in outs)
+    score([str(a), str(b)], tmp_path / "data", outs, _opts(ignore_id=EOS))
+    got = [json.loads((o / "manifest.json").read_text())["settings"]["ignore_id"] for o in outs]
+    assert got == [EOS, EOS]
+
+
 def test_bad_inputs_are_refused(tmp_path: Path) -> None:
     model = make_model(tmp_path / "m", vocab=50)
     seqs = make_dataset(tmp_path / "data", n=10, vocab=97)  # ids beyond the model's vocabulary

@@ -159,6 +159,14 @@ def _score(
     ]
     if not opt.allow_tokenizer_mismatch:
         check_same_tokenizer(loaded, data)
+    if len({m.ignore_id for m in loaded}) > 1:
+        # A difference of means over different positions is not a difference of models.
+        each = ", ".join(f"{m.spec}: {m.ignore_id} ({m.ignore_id_from})" for m in loaded)
+        raise InputError(
+            f"the models would leave out different input ids from scoring ({each}); "
+            "pass --ignore-id (ScoreOptions.ignore_id) to score every model on the same "
+            "positions"
+        )
     longest = int(lengths.max()) if len(lengths) else 0
     for m in loaded:
         if m.max_positions is not None and longest - 1 > m.max_positions:
