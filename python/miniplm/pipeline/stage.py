@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from miniplm._atomic import atomic_write_text
-from miniplm.errors import InternalError
+from miniplm.errors import InputError, InternalError
 from miniplm.pipeline.config import RunConfig
 
 # Marks a record whose output paths are run-relative; a record without it (written by an
@@ -157,6 +157,53 @@ def stage_key(stage: Stage[Any], ctx: Context) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _read_record(meta_path: Path) -> dict[str, Any] | None:
+    """A stage folder's ``stage.json``, None if there is none."""
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as e:  # written atomically by us: someone else's file
+        raise InputError(f"{meta_path}: not a miniplm run stage record ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("key"), str):
+        raise InputError(f"{meta_path}: not a miniplm run stage record (no key)")
+    return meta
+
+
+def config_inputs(cfg: RunConfig) -> list[str]:
+    """The files and folders a config reads (corpus, tokenizers, teacher, eval files):
+    no stage folder may hold one, since a stage folder is deleted when its key changes."""
+    teacher = cfg.teacher.model.split("::")[0] if cfg.teacher.model != "smollm2" else ""
+    paths = [
+        *cfg.corpus.inputs,
+        cfg.tokenizer.path,
+        cfg.students.tokenizer.path,
+        teacher,
+        *cfg.eval.texts,
+        *cfg.eval.mc_files,
+        cfg.eval.include_path,
+    ]
+    return [p for p in paths if p]
+
+
+def _check_removable(sdir: Path, recorded: bool, ctx: Context) -> None:
+    """Refuse to delete a stage folder that is not one (a file, a link, a folder of the
+    stage's name without its record, holding files) or that holds an input of the run."""
+    from miniplm import _core
+
+    if sdir.is_symlink() or not sdir.is_dir():
+        raise InputError(
+            f"{sdir}: not a folder of stage {sdir.name!r} of this run (a file or a link): "
+            "move it away; nothing was deleted"
+        )
+    if not recorded and any(sdir.iterdir()):
+        raise InputError(
+            f"{sdir}: a folder named like stage {sdir.name!r} without its stage.json, not "
+            "written by `miniplm run`: move it away or give another --out; nothing was deleted"
+        )
+    _core.check_spares_inputs(os.fspath(sdir), config_inputs(ctx.cfg))
+
+
 def run_stage(stage: Stage[Any], ctx: Context) -> None:
     missing = [r for r in stage.reads if r not in ctx.done]
     if missing:
@@ -164,7 +211,7 @@ def run_stage(stage: Stage[Any], ctx: Context) -> None:
     sdir = ctx.root / stage.name
     meta_path = sdir / "stage.json"
     key = stage_key(stage, ctx)
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    meta = _read_record(meta_path)
     ctx.kinds[stage.name] = stage.outputs
     if (
         meta is not None
@@ -177,7 +224,8 @@ def run_stage(stage: Stage[Any], ctx: Context) -> None:
         ctx.skipped.append(stage.name)
         ctx.log(f"{stage.name}: complete, inputs unchanged: skipped")
         return
-    if sdir.exists() and (meta is None or meta.get("key") != key):
+    if os.path.lexists(sdir) and (meta is None or meta.get("key") != key):
+        _check_removable(sdir, meta is not None, ctx)
         shutil.rmtree(sdir)  # other inputs (or no record of them): start over
     resuming = sdir.exists()
     sdir.mkdir(parents=True, exist_ok=True)
