@@ -52,7 +52,7 @@ def _claim(out: Path, overwrite: bool) -> Iterator[Path]:
     (another writer may just have finished)."""
 
     def refuse_existing() -> None:
-        if out.exists() and not overwrite:
+        if _lexists(out) and not overwrite:
             raise FileExistsError(f"{out}: output exists (pass overwrite=True to replace it)")
 
     refuse_existing()
@@ -61,14 +61,29 @@ def _claim(out: Path, overwrite: bool) -> Iterator[Path]:
         yield out.parent / f".{out.name}.tmp-{os.getpid()}"
 
 
+def _lexists(path: Path) -> bool:
+    """Whether anything is at ``path``: a link counts itself, dangling or not."""
+    return path.is_symlink() or path.exists()
+
+
+def remove_entry(path: Path) -> None:
+    """Remove what is at ``path`` by its own type: a file or a link is unlinked (a link is
+    never followed, its target stays), a real directory removed with its contents."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
 def _publish(tmp: Path, out: Path) -> None:
     """Put the finished directory ``tmp`` in place of ``out`` (an old ``out`` is moved aside
-    first, then removed: a writer killed between the two renames leaves it to be put back)."""
-    if out.exists():
+    first, then removed: a writer killed between the two renames leaves it to be put back).
+    The old ``out`` may be anything: a directory, a file, a link (only the link goes)."""
+    if _lexists(out):
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         out.rename(old)
         tmp.rename(out)
-        shutil.rmtree(old)
+        remove_entry(old)
     else:
         tmp.rename(out)
     fsync_dir(out.parent)

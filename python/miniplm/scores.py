@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from miniplm import _core
-from miniplm._atomic import atomic_dir
+from miniplm._atomic import atomic_dir, fsync_dir
 from miniplm.data import PathLike
 from miniplm.errors import InputError, InternalError
 
@@ -114,12 +114,22 @@ def write_score_run(
     cnt = cnt.astype(np.uint32)
     n = len(nll)
     step = max(1, part_size or n or 1)
+
+    def save(path: Path, values: npt.NDArray[Any]) -> None:
+        with open(path, "wb") as f:
+            np.save(f, values)
+            f.flush()
+            os.fsync(f.fileno())
+
+    # Every file and directory entry durable before the rename publishes the run: a
+    # crash after it finds the whole run, never empty or short arrays.
     with atomic_dir(out, overwrite) as tmp:
         parts = part_ranges(n, step)
         for name, start, end in parts:
             (tmp / name).mkdir()
-            np.save(tmp / name / "nll_sum.npy", nll[start:end])
-            np.save(tmp / name / "n_scored.npy", cnt[start:end])
+            save(tmp / name / "nll_sum.npy", nll[start:end])
+            save(tmp / name / "n_scored.npy", cnt[start:end])
+            fsync_dir(tmp / name)
         header = {
             "num_instances": n,
             "normalization": "mean_nll_per_scored_token",
@@ -129,5 +139,9 @@ def write_score_run(
             "settings": settings or {},
         }
         manifest = score_run_manifest(header, parts, complete=True)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        with open(tmp / "manifest.json", "w", encoding="utf-8") as f:
+            f.write(json.dumps(manifest, indent=1))
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(tmp)
     return out

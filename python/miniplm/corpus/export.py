@@ -35,7 +35,7 @@ from miniplm._atomic import (
 from miniplm._progress import progress_bar, show_progress
 from miniplm.corpus import CHECKPOINT_EVERY_S
 from miniplm.corpus.bytelevel import TokenBytes, token_bytes
-from miniplm.corpus.export_output import Output, open_output, output_format
+from miniplm.corpus.export_output import SUFFIXES, Output, open_output, output_format
 from miniplm.data import DataSpec, PathLike, TokenDataset
 from miniplm.dataset_meta import TOKENIZE_JSON, TOKENIZER_JSON, dataset_dir, read_sources
 from miniplm.errors import FormatError, InputError
@@ -126,13 +126,17 @@ class _MeanNll:
             self.parts.append((0, np.load(path, mmap_mode="r"), None))
         else:
             manifest = json.loads((path / "manifest.json").read_text())
-            for part in sorted(manifest["parts"], key=lambda p: int(p["start"])):
-                d = path / part["name"]
+            # In the core's order, (start, end, name); an empty part holds no instance,
+            # and kept, it would share its start with the part after it.
+            ranges = [(int(p["start"]), int(p["end"]), str(p["name"])) for p in manifest["parts"]]
+            for start, end, name in sorted(ranges):
+                d = path / name
                 nll = np.load(d / "nll_sum.npy", mmap_mode="r")
                 cnt = np.load(d / "n_scored.npy", mmap_mode="r")
-                if len(nll) != int(part["end"]) - int(part["start"]) or len(cnt) != len(nll):
+                if len(nll) != end - start or len(cnt) != len(nll):
                     raise FormatError(f"{d}: arrays do not match the manifest's part range")
-                self.parts.append((int(part["start"]), nll, cnt))
+                if end > start:
+                    self.parts.append((start, nll, cnt))
         total = sum(len(p[1]) for p in self.parts)
         if total != n:
             raise InputError(f"{path}: scores for {total} instances, the dataset has {n}")
@@ -450,6 +454,11 @@ def export(
         raise InputError(f"checkpoint interval must be >= 0 seconds, got {checkpoint_every}")
     out_path = Path(out)
     suffix = output_format(out_path)
+    if out_path.is_dir():  # the file would be renamed over it only at the very end
+        raise InputError(
+            f"{out_path}: is a directory; export writes one file (name the file to write, "
+            f"ending in {', '.join(SUFFIXES)})"
+        )
     if out_path.exists() and not overwrite:
         raise FileExistsError(f"{out_path}: output exists (pass --overwrite to replace it)")
     check_spares_inputs(out_path, [*dataset_files(data), selection])

@@ -153,8 +153,11 @@ class _JsonLines(Output):
         return {"size": self.file.tell()}
 
     def finish(self, final: Path) -> None:
-        if self.suffix == ".jsonl.gz" and self.file.tell() == 0:
-            self.file.write(gzip.compress(b"", compresslevel=_GZIP_LEVEL, mtime=0))
+        if self.file.tell() == 0:  # no rows: the compressed formats still need a member
+            if self.suffix == ".jsonl.gz":
+                self.file.write(gzip.compress(b"", compresslevel=_GZIP_LEVEL, mtime=0))
+            elif self.zstd is not None:
+                self.file.write(self.zstd.ZstdCompressor().compress(b""))
         self.file.close()
         if self.zstd is None:
             os.replace(self.path, final)

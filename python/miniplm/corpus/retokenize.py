@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from miniplm import _core
-from miniplm._atomic import atomic_write_text, output_lock, partial_dir
+from miniplm._atomic import (
+    atomic_write_text,
+    check_spares_inputs,
+    dataset_files,
+    output_lock,
+    partial_dir,
+)
 from miniplm.corpus import CHECKPOINT_EVERY_S
 from miniplm.corpus.export import CHECKPOINT, export, export_identity
 from miniplm.corpus.tokenize import tokenize_corpus
@@ -67,6 +73,9 @@ def retokenize(
     out_dir = Path(out)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir}: output exists (pass --overwrite to replace it)")
+    # Before anything is written: with --overwrite, an ``out`` that is (or holds) the
+    # corpus or the selection would replace it.
+    check_spares_inputs(out_dir, [*dataset_files(data), selection])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = work_dir(out_dir)
     with output_lock(work):  # one retokenize of ``out`` at a time owns ``work``
