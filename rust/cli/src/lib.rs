@@ -179,7 +179,11 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     if !(v.is_finite() && v > 0.0) {
         return Err(format!("size must be positive: {s:?}"));
     }
-    Ok((v * mult as f64) as u64)
+    let bytes = (v * mult as f64) as u64;
+    if bytes == 0 {
+        return Err(format!("size must be at least one byte: {s:?}"));
+    }
+    Ok(bytes)
 }
 
 impl SelectArgs {
@@ -435,6 +439,7 @@ mod tests {
         assert_eq!(parse_size("4GiB"), Ok(4 << 30));
         assert_eq!(parse_size("1.5G"), Ok(3 << 29));
         assert!(parse_size("0").is_err());
+        assert!(parse_size("0.5").is_err()); // was 0 bytes: a shard per instance
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("abc").is_err());
     }

@@ -54,16 +54,36 @@ pub fn write_dir_atomically<T>(
             return Err(e);
         }
     };
+    // The writers sync their files; the names in `tmp`, then the rename in the parent,
+    // are made durable too, so a power cut cannot leave `out` named but empty, and the
+    // old output is removed only once the new one's name is on disk.
+    sync_dir(&tmp)?;
+    let parent = parent_dir(out);
     if out.exists() {
         // Move the old output aside first so that `out` is never a mix of old and new.
         let old = sibling(out, "old")?;
         fs::rename(out, &old).at(out)?;
         fs::rename(&tmp, out).at(out)?;
+        sync_dir(&parent)?;
         remove_any(&old)?;
     } else {
         fs::rename(&tmp, out).at(out)?;
+        sync_dir(&parent)?;
     }
     Ok(value)
+}
+
+/// The directory `p` is in (`.` for a bare name).
+fn parent_dir(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// fsync a directory: its entries (names created or renamed in it) reach the disk.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir).and_then(|f| f.sync_all()).at(dir)
 }
 
 /// Write a small file atomically (temp name in the same directory, fsync, rename).
@@ -74,7 +94,8 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes).at(&tmp)?;
     f.sync_all().at(&tmp)?;
     drop(f);
-    fs::rename(&tmp, path).at(path)
+    fs::rename(&tmp, path).at(path)?;
+    sync_dir(&parent_dir(path))
 }
 
 const BLOCK: u64 = 64 * 1024;
