@@ -11,12 +11,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from miniplm._deps import require
+from miniplm.errors import FormatError
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZE_JSON = "tokenize.json"
+_JSON_TYPES = {
+    dict: "object", list: "array", str: "string", int: "number", float: "number",
+    bool: "boolean", type(None): "null",
+}  # fmt: skip
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a ``json.loads`` value's type (for messages)."""
+    return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
 def dataset_dir(data: str | os.PathLike[str]) -> Path:
@@ -49,11 +59,37 @@ def read_dataset_meta(data: str | os.PathLike[str]) -> DatasetMeta:
     tok = dataset_tokenizer_file(data)
     vocab = eos = eos_id = None
     if meta.is_file():
-        info = json.loads(meta.read_text()).get("tokenizer", {})
-        vocab, eos, eos_id = info.get("vocab_size"), info.get("eos_token"), info.get("eos_id")
+        vocab, eos, eos_id = _tokenizer_entry(meta)
     if vocab is None and tok is not None:
-        vocab = require("tokenizers").Tokenizer.from_file(str(tok)).get_vocab_size(True)
+        try:
+            vocab = require("tokenizers").Tokenizer.from_file(str(tok)).get_vocab_size(True)
+        except Exception as e:  # tokenizers raises a bare Exception for a broken file
+            raise FormatError(f"{tok}: not a tokenizers JSON file ({e})") from None
     return DatasetMeta(vocab, eos, eos_id, tok)
+
+
+def _tokenizer_entry(meta: Path) -> tuple[int | None, str | None, int | None]:
+    """``(vocab_size, eos_token, eos_id)`` of a ``tokenize.json``'s ``tokenizer`` entry,
+    each None where it is not given; a malformed file is a FormatError naming it."""
+    try:
+        data = json.loads(meta.read_bytes())
+    except ValueError as e:  # UnicodeDecodeError included
+        raise FormatError(f"{meta}: not a JSON file ({e})") from None
+    if not isinstance(data, dict):
+        raise FormatError(f"{meta}: a JSON {json_type(data)}, not a miniplm tokenize.json")
+    info = data.get("tokenizer", {})
+    if not isinstance(info, dict):
+        raise FormatError(
+            f"{meta}: its 'tokenizer' entry is a JSON {json_type(info)}, not an object"
+        )
+    out: list[Any] = []
+    for key, kind in (("vocab_size", int), ("eos_token", str), ("eos_id", int)):
+        value = info.get(key)
+        if value is not None and type(value) is not kind:
+            what = "an integer" if kind is int else "a string"
+            raise FormatError(f"{meta}: tokenizer.{key} is {value!r}, not {what}")
+        out.append(value)
+    return out[0], out[1], out[2]
 
 
 SOURCES_NPY = "sources.npy"

@@ -12,17 +12,32 @@ Formats, by file name:
 - A directory: a Hugging Face ``datasets`` directory written by ``save_to_disk``
   (``state.json`` lists its ``.arrow`` files; a ``DatasetDict`` with
   ``dataset_dict.json`` is read split by split), else every file with a known extension
-  below it, in sorted path order (other files are ignored).
-- A glob pattern (``data/*.jsonl``): each matching file, in sorted order.
+  below it, in sorted path order. Skipped: files of other extensions, files whose names
+  start with ``.`` or ``_`` (``_SUCCESS``, ``_metadata``, ``.part-0.jsonl.crc``) and
+  directories whose names start with ``.``. Symbolic links to directories are followed,
+  a directory reached twice (by its real path: a link back up, or two links to one
+  place) is read once; a directory that cannot be listed is an InputError.
+- A glob pattern (``data/*.jsonl``): each matching file, in sorted order; a matching
+  directory is read as a directory input is, less the files that the pattern matches
+  itself or that lie in a deeper matching directory (so ``data/**`` reads each file
+  once, as its own match).
 
 Every compressed or columnar file must end where its format says it ends (a cut ``cat
 a.zst b.zst`` or Arrow stream parses as a shorter valid one otherwise): else FormatError.
+An empty compressed file is not a valid one (FormatError); a file with no documents
+(an empty ``.jsonl``) is read as such, with a warning on stderr naming it, since its
+source may then get no documents at all.
 
 Sources: one per input *argument* unless ``source_field`` names a per-document field: a
 file's name without its extensions (``pile/ArXiv.jsonl.zst`` -> ``ArXiv``), a directory's
 name (all its files are one source), or the matching name of ``sources``. Files of a glob
-are each their own source. Field names may be dotted to reach nested fields
-(``meta.pile_set_name``).
+are each their own source (a directory it matches, one source). Two different inputs
+(files or directories) whose default names are equal (``web/part-0.jsonl`` and
+``books/part-0.jsonl``) are refused by :func:`check_source_names` rather than merged
+into one source: name them with ``sources``. Field names may be dotted to reach nested
+fields (``meta.pile_set_name``); a source field must hold a string or an integer. Text
+and source strings must be valid Unicode (a JSON ``"\\ud800"`` escape or raw surrogate
+bytes are a FormatError naming the line).
 """
 
 from __future__ import annotations
@@ -32,12 +47,14 @@ import gzip
 import io
 import json
 import os
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from miniplm._deps import require
+from miniplm.dataset_meta import json_type
 from miniplm.errors import FormatError, InputError
 
 TEXT_SPLITS = ("document", "lines", "blank-lines")
@@ -61,6 +78,8 @@ class InputFile:
     kind: str  # jsonl | parquet | arrow | txt
     compression: str | None  # .gz | .zst | None
     source: str
+    # The file or directory whose name ``source`` is by default; None where it was given.
+    origin: Path | None = None
 
 
 def _kind(path: Path) -> tuple[str, str | None] | None:
@@ -83,11 +102,11 @@ def _stem(path: Path) -> str:
         name = base
 
 
-def _file(path: Path, source: str) -> InputFile:
+def _file(path: Path, source: str, origin: Path | None = None) -> InputFile:
     kind = _kind(path)
     if kind is None:
         raise InputError(f"{path}: unknown input format (expected {KNOWN}, or a directory)")
-    return InputFile(path, kind[0], kind[1], source)
+    return InputFile(path, kind[0], kind[1], source, origin)
 
 
 def _hf_dataset_files(directory: Path) -> list[Path] | None:
@@ -115,20 +134,65 @@ def _hf_dataset_files(directory: Path) -> list[Path] | None:
     return [directory / n for n in names]
 
 
-def _directory(directory: Path, source: str) -> list[InputFile]:
+def _directory_files(directory: Path) -> list[tuple[Path, bool]]:
+    """The input files below ``directory`` (see the module's docstring), in order, each
+    with whether a ``datasets`` ``state.json`` lists it (an Arrow file whatever its name)."""
     arrow = _hf_dataset_files(directory)
     if arrow is not None:
-        return [InputFile(p, "arrow", None, source) for p in arrow]
+        return [(p, True) for p in arrow]
+
+    def unreadable(e: OSError) -> None:
+        raise InputError(
+            f"{e.filename}: cannot list this directory ({e.strerror}); its files would be left out"
+        ) from e
+
     files = []
-    for root, dirs, names in os.walk(directory):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    seen: set[str] = set()
+    for root, dirs, names in os.walk(directory, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up (a cycle), or a second way to the same place
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for n in names:
             p = Path(root) / n
             if not n.startswith((".", "_")) and _kind(p) is not None:
-                files.append(p)
+                files.append((p, False))
+    return sorted(files)
+
+
+def _directory(directory: Path, source: str, origin: Path | None) -> list[InputFile]:
+    files = _directory_files(directory)
     if not files:
         raise InputError(f"{directory}: no input files ({KNOWN}) in this directory")
-    return [_file(p, source) for p in sorted(files)]
+    return [_listed(p, hf, source, origin) for p, hf in files]
+
+
+def _listed(path: Path, hf: bool, source: str, origin: Path | None) -> InputFile:
+    return InputFile(path, "arrow", None, source, origin) if hf else _file(path, source, origin)
+
+
+def _glob(pattern: str, given: str | None) -> list[InputFile]:
+    """The files of a glob: each matching file its own source, each matching directory
+    one source, owning the files below it that no deeper match owns."""
+    matches = sorted(Path(m) for m in glob.glob(pattern, recursive=True))
+    owner: dict[Path, Path] = {m: m for m in matches if m.is_file()}
+    hf: set[Path] = set()  # listed by a datasets state.json
+    # Deepest directories first: a file belongs to the closest match above it.
+    for d in sorted((m for m in matches if m.is_dir()), key=lambda m: -len(m.parts)):
+        for p, listed in _directory_files(d):
+            if owner.setdefault(p, d) == d and listed:
+                hf.add(p)
+    if not owner:
+        raise FileNotFoundError(f"{pattern}: no files match this pattern")
+    order = {m: k for k, m in enumerate(matches)}
+    files = []
+    for p in sorted(owner, key=lambda p: (order[owner[p]], p)):
+        m = owner[p]
+        name = _stem(m) if m == p else m.resolve().name
+        files.append(_listed(p, p in hf, given or name, None if given else m))
+    return files
 
 
 def discover(
@@ -146,19 +210,35 @@ def discover(
         name = os.fspath(item)
         path = Path(name)
         given = sources[k] if sources is not None else None
+        origin = None if given else path
         if path.is_dir():
-            files.extend(_directory(path, given or path.resolve().name))
+            files.extend(_directory(path, given or path.resolve().name, origin))
         elif path.is_file():
-            files.append(_file(path, given or _stem(path)))
+            files.append(_file(path, given or _stem(path), origin))
         elif glob.has_magic(name):
-            matches = sorted(Path(m) for m in glob.glob(name, recursive=True))
-            matches = [m for m in matches if m.is_file()]
-            if not matches:
-                raise FileNotFoundError(f"{name}: no files match this pattern")
-            files.extend(_file(m, given or _stem(m)) for m in matches)
+            files.extend(_glob(name, given))
         else:
             raise FileNotFoundError(f"{name}: no such file or directory")
     return files
+
+
+def check_source_names(files: Sequence[InputFile]) -> None:
+    """Refuse two different inputs (files, directories) whose *default* source names are
+    equal: their documents would silently become one source."""
+    first: dict[str, tuple[Path, str]] = {}
+    for f in files:
+        if f.origin is None:
+            continue
+        real = os.path.realpath(f.origin)
+        seen = first.setdefault(f.source, (f.origin, real))
+        if seen[1] != real:
+            raise InputError(
+                f"{seen[0]} and {f.origin} would both be source {f.source!r} (a file's "
+                "default source is its name without extensions, a directory's its name), "
+                "merging their documents: name the inputs with --source (one name per "
+                "input argument; the same name twice merges them on purpose), or give "
+                "their directories as inputs (each directory is one source)"
+            )
 
 
 class ZstdFrames(io.RawIOBase):
@@ -259,13 +339,38 @@ def _read_jsonl(f: InputFile, text_field: str, source_field: str | None) -> Iter
                 text = _field(obj, text_path)
             if not isinstance(text, str):
                 raise _bad_text(f, lineno, obj, text, text_field)
+            if not text.isascii():
+                _check_unicode(f, lineno, text, text_field)
             source = f.source
             if source_path is not None:
                 value = _field(obj, source_path)
                 if value is _MISSING or value is None:
                     raise FormatError(f"{f.path}:{lineno}: no source field {source_field!r}")
-                source = str(value)
+                if type(value) is str:
+                    if not value.isascii():
+                        _check_unicode(f, lineno, value, source_field)
+                    source = value
+                elif type(value) is int:
+                    source = str(value)
+                else:
+                    raise FormatError(
+                        f"{f.path}:{lineno}: source field {source_field!r} is a JSON "
+                        f"{json_type(value)}, not a string or an integer"
+                    )
             yield text, source
+
+
+def _check_unicode(f: InputFile, lineno: int, text: str, name: str | None) -> None:
+    """``text`` must be valid Unicode: json.loads takes a lone surrogate (a ``"\\ud800"``
+    escape, or its raw UTF-8-like bytes) into a str that no tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise FormatError(
+            f"{f.path}:{lineno}: field {name!r} is not valid UTF-8: it holds a lone "
+            f"surrogate {text[e.start]!r} at character {e.start} (an unpaired \\ud800-"
+            "\\udfff escape, or its bytes written raw)"
+        ) from None
 
 
 def _bad_text(f: InputFile, lineno: int, obj: Any, text: Any, text_field: str) -> FormatError:
@@ -385,9 +490,12 @@ def _read_at(source: Any, offset: int, n: int) -> bytes:
 
 
 def check_columns(files: Sequence[InputFile], text_field: str, source_field: str | None) -> None:
-    """Fail early (before a slow tokenizer load) when a parquet / Arrow file lacks a field."""
+    """Fail early (before a slow tokenizer load) when a parquet / Arrow file lacks a field,
+    or a source field is asked of a .txt file."""
     pa = require("pyarrow")
     for f in files:
+        if f.kind == "txt" and source_field:
+            raise _no_fields(f, source_field)
         if f.kind not in ("parquet", "arrow"):
             continue
         try:
@@ -422,11 +530,33 @@ def _read_arrow(
             src_col = _column(batch, source_field, f.path)
             if src_col.null_count:
                 raise FormatError(f"{f.path}: rows from {row}: {source_field!r} has nulls")
+            _check_source_type(src_col.type, f.path, source_field)
             yield from zip(texts, map(str, src_col.to_pylist()))
         else:
             for t in texts:
                 yield t, f.source
         row += batch.num_rows
+
+
+def _check_source_type(t: Any, path: Path, name: str) -> None:
+    """A source column holds strings or integers (a float, bool, struct or list column
+    would give names such as ``1.0`` or ``{'a': 1}``)."""
+    pa = require("pyarrow")
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    ok = pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)
+    if not ok and hasattr(pa.types, "is_string_view"):
+        ok = pa.types.is_string_view(t)
+    if not ok:
+        raise FormatError(f"{path}: source column {name!r} holds {t}, not strings or integers")
+
+
+def _no_fields(f: InputFile, source_field: str) -> InputError:
+    return InputError(
+        f"{f.path}: a .txt file has no fields to take the source field {source_field!r} "
+        "from (a source field needs jsonl, parquet or Arrow inputs; name .txt inputs' "
+        "sources with --source instead)"
+    )
 
 
 def read_documents(
@@ -435,7 +565,7 @@ def read_documents(
     source_field: str | None = None,
     text_split: str = "document",
     rows: int = 1024,
-) -> Iterator[Document]:
+) -> Generator[Document, None, None]:
     """Every document of ``files`` in order, as ``(text, source)``. Read errors name the
     file (and line or row)."""
     if text_split not in TEXT_SPLITS:
@@ -445,14 +575,37 @@ def read_documents(
     if any(f.compression == ".zst" for f in files):
         zstd_error = require("zstandard").ZstdError
     for f in files:
+        if f.kind == "txt" and source_field:
+            raise _no_fields(f, source_field)
+        n = nonempty = 0
         try:
             if f.kind == "jsonl":
-                yield from _read_jsonl(f, text_field, source_field)
+                documents = _read_jsonl(f, text_field, source_field)
             elif f.kind == "txt":
-                yield from _read_txt(f, text_split)
+                documents = _read_txt(f, text_split)
             else:
-                yield from _read_arrow(f, text_field, source_field, rows)
+                documents = _read_arrow(f, text_field, source_field, rows)
+            for doc in documents:
+                n += 1
+                if doc[0]:
+                    nonempty += 1
+                yield doc
         except FileNotFoundError:
             raise
         except (OSError, EOFError, UnicodeDecodeError, zstd_error, pa.ArrowException) as e:
             raise FormatError(f"{f.path}: cannot read this {f.kind} file: {e}") from e
+        if not nonempty:
+            _warn_empty(f, n, source_field)
+
+
+def _warn_empty(f: InputFile, documents: int, source_field: str | None) -> None:
+    """A file without documents is valid (an empty shard of many), so it is no error, but
+    the source it names may get none at all: say so on stderr, naming the file."""
+    if documents:
+        what = f"only empty documents ({documents:,}) in this file"
+    elif f.compression is None and f.path.stat().st_size == 0:
+        what = "empty file"
+    else:
+        what = "no documents in this file"
+    gets = "" if source_field else f"; source {f.source!r} gets none from it"
+    print(f"warning: {f.path}: {what}{gets}", file=sys.stderr)

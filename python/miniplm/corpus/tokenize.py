@@ -45,7 +45,13 @@ from miniplm._progress import progress_bar, show_progress
 from miniplm.corpus import CHECKPOINT_EVERY_S, MAX_SOURCES
 from miniplm.corpus.bytelevel import missing_bytes
 from miniplm.corpus.packing import PACKINGS, Chunk, Packer
-from miniplm.corpus.readers import InputFile, check_columns, discover, read_documents
+from miniplm.corpus.readers import (
+    InputFile,
+    check_columns,
+    check_source_names,
+    discover,
+    read_documents,
+)
 from miniplm.corpus.tokenizer import TokenizerInfo, load_tokenizer
 from miniplm.dataset_meta import TOKENIZE_JSON, TOKENIZER_JSON
 from miniplm.errors import FormatError, InputError
@@ -136,10 +142,14 @@ def check_sources(
     files: Sequence[InputFile], source_field: str | None, max_sources: int | None
 ) -> None:
     """Fail before any work when the inputs' own sources (``source_field`` unset) are
-    more than ``max_sources`` (None: no limit)."""
+    more than ``max_sources`` (None: no limit), or when two different inputs have one
+    default source name (see :func:`check_source_names`)."""
     if max_sources is not None and max_sources < 1:
         raise InputError(f"max_sources must be >= 1, got {max_sources}")
-    if source_field is not None or max_sources is None:
+    if source_field is not None:
+        return
+    check_source_names(files)
+    if max_sources is None:
         return
     count = len({f.source for f in files})
     if count > max_sources:

@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from miniplm._deps import require
 from miniplm.corpus.packing import EOS, NEWLINE, SENTENCE
+from miniplm.dataset_meta import json_type
 from miniplm.errors import InputError
 from miniplm.models import gguf_tokenizer
 
@@ -54,6 +55,20 @@ def _token_text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _config_entry(config: Path, key: str) -> Any:
+    """Entry ``key`` of a ``tokenizer_config.json`` (None where it has none)."""
+    try:
+        data = json.loads(config.read_bytes())
+    except ValueError as e:  # UnicodeDecodeError included
+        raise InputError(f"{config}: not a JSON file ({e})") from None
+    if not isinstance(data, dict):
+        raise InputError(
+            f"{config}: a JSON {json_type(data)}, expected an object (a Hugging Face "
+            "tokenizer_config.json)"
+        )
+    return data.get(key)
+
+
 def load_tokenizer(
     spec: Any, eos_id: int | None = None, eos_token: str | None = None
 ) -> TokenizerInfo:
@@ -81,7 +96,7 @@ def load_tokenizer(
                 raise InputError(f"{name}: not a tokenizers JSON file: {e}") from e
             config = path.parent / "tokenizer_config.json"
             if config.is_file():
-                eos_token = _token_text(json.loads(config.read_text()).get("eos_token"))
+                eos_token = _token_text(_config_entry(config, "eos_token"))
         elif path.is_dir() or (path.is_file() and path.suffix == ".gguf"):
             hf = _load_transformers(path)
             backend, eos_token = hf.backend_tokenizer, hf.eos_token
