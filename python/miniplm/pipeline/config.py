@@ -18,6 +18,7 @@ from miniplm.corpus import MAX_SOURCES
 from miniplm.errors import InputError
 
 BASELINES = ("random", "kd", "ppl")
+TARGET = "target"  # the bundled target works' stage, and their key in eval results
 
 
 @dataclass
@@ -303,9 +304,69 @@ def _check_corpus_inputs(c: CorpusSpec) -> None:
     except (OSError, InputError) as e:
         key = "sources" if c.sources and "source names" in str(e) else "inputs"
         raise InputError(f"corpus.{key}: {e}") from None
+    _check_first_records(files, c)
+
+
+def _check_first_records(files: list[Any], c: CorpusSpec) -> None:
+    """The first record of each jsonl input read as tokenize will read it, so that a
+    missing text or source field fails now, not minutes into the run (``source_field``
+    defaults to "source", the bundled corpus's field; "" takes one source per input)."""
+    from miniplm.corpus.readers import read_documents
+    from miniplm.errors import FormatError
+
+    for f in files:
+        if f.kind != "jsonl" or f.path.stat().st_size == 0:
+            continue
+        docs = read_documents([f], c.text_field, c.source_field or None)
+        try:
+            next(docs, None)
+        except FormatError as e:
+            if c.source_field and "no source field" in str(e):
+                raise InputError(
+                    f"corpus.source_field: {e} (corpus.source_field is {c.source_field!r}; "
+                    'set source_field = "" for one source per input file, or name the '
+                    "field that holds each document's source)"
+                ) from None
+            raise InputError(f"corpus.inputs: {e}") from None
+        except OSError as e:
+            raise InputError(f"corpus.inputs: {e}") from None
+        finally:
+            docs.close()
+
+
+DEVICES = "auto, cpu, cuda, cuda:N, mps"
+
+
+def check_device(device: str, key: str = "device") -> None:
+    """Refuse a device name torch would reject only once a stage runs."""
+    n = device[5:] if device.startswith("cuda:") else ""
+    if device not in ("auto", "cpu", "cuda", "mps") and not (n.isdigit() and n.isascii()):
+        raise InputError(f"{key}: {device!r} is not a device (one of {DEVICES})")
+
+
+def _check_texts(texts: list[str]) -> None:
+    """``eval.texts`` files are reported by base name: two with the same one, or one
+    named like the bundled target works' entry, would overwrite another's results."""
+    seen: dict[str, str] = {}
+    for f in texts:
+        name = Path(f).name
+        if name == TARGET:
+            raise InputError(
+                f"eval.texts: {f}: the base name {name!r} is reserved for the bundled "
+                "target works' results; rename the file"
+            )
+        if name in seen:
+            raise InputError(
+                f"eval.texts: {seen[name]} and {f} have the same base name {name!r}, which "
+                "names each file's results; rename one"
+            )
+        seen[name] = f
 
 
 def validate(cfg: RunConfig) -> RunConfig:
+    if not 0 <= cfg.seed < 2**63:
+        raise InputError(f"seed: must lie in [0, 2**63), got {cfg.seed}")
+    check_device(cfg.device)
     c = cfg.corpus
     if c.seq_len < 8:
         raise InputError("corpus.seq_len must be at least 8")
@@ -357,10 +418,15 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise InputError(f"eval.top_sources: must be >= 0 (0: all), got {cfg.eval.top_sources}")
     if cfg.eval.max_instances < 0:
         raise InputError(f"eval.max_instances: must be >= 0 (0: all), got {cfg.eval.max_instances}")
+    if cfg.eval.batch_size < 1:
+        raise InputError(f"eval.batch_size: must be at least 1, got {cfg.eval.batch_size}")
     for key, files in (("mc_files", cfg.eval.mc_files), ("texts", cfg.eval.texts)):
         for f in files:
             if not Path(f).is_file():
                 raise InputError(f"eval.{key}: {f} does not exist")
+    _check_texts(cfg.eval.texts)
+    if cfg.eval.include_path and not Path(cfg.eval.include_path).is_dir():
+        raise InputError(f"eval.include_path: {cfg.eval.include_path} is not a directory")
     if cfg.nproc_per_node < 1:
         raise InputError("nproc_per_node must be at least 1")
     return cfg
@@ -385,17 +451,56 @@ def load_config(path: str | None, preset: str | None = None) -> RunConfig:
             raise InputError(f"{path}: not valid TOML ({e})") from e
         if "preset" in over:
             raise InputError(f"{path}: give the preset with --preset, not in the file")
-        # A teacher given by the file replaces the preset's way of making one.
-        if "teacher" in over and ("model" in over["teacher"] or "train" in over["teacher"]):
-            data.setdefault("teacher", {}).pop("model", None)
-            data["teacher"].pop("train", None)
-            data["teacher"].setdefault("model", "")
-        data = _merge(data, over)
+        data = _merge(_yield_to(data, over), over)
+        corpus = over.get("corpus")
+        if isinstance(corpus, dict) and corpus.get("inputs") and "max_bytes" in corpus:
+            print(
+                f"miniplm run: {path}: corpus.max_bytes is ignored with corpus.inputs "
+                "(it caps the bundled corpus only)",
+                file=sys.stderr,
+            )
+    where = path or "preset " + name
     try:
         cfg = _build(RunConfig, data, "")
     except InputError as e:
-        raise InputError(f"{path or 'preset ' + name}: {e}") from None
-    return validate(cfg)
+        raise InputError(f"{where}: {e}") from None
+    try:
+        return validate(cfg)
+    except InputError as e:
+        if type(e) is not InputError:  # a subclass (a missing dependency) as it is
+            raise
+        raise InputError(f"{where}: {e}") from None
+
+
+def _yield_to(preset: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """The preset without the settings the file's own replace: its way of making the
+    teacher (a file's ``teacher.model`` or ``[teacher.train]``; the file's train keys
+    still merge over the preset's), a ``[tokenizer]``-shaped table's other way of making
+    the tokenizer (``path`` or ``train_bpe_vocab``), and the BPE a pretrained teacher
+    given by the file makes needless (it brings its own tokenizer). What the file gives
+    itself is kept, so a file that gives both ways is still refused."""
+    data = copy.deepcopy(preset)
+    teacher = over.get("teacher")
+    if isinstance(teacher, dict) and ("model" in teacher or "train" in teacher):
+        pt = data.setdefault("teacher", {})
+        pt["model"] = ""
+        if teacher.get("model"):
+            pt.pop("train", None)
+            tok = over.get("tokenizer")
+            if not (isinstance(tok, dict) and "train_bpe_vocab" in tok):
+                data.get("tokenizer", {}).pop("train_bpe_vocab", None)
+    for keys in (("tokenizer",), ("students", "tokenizer")):
+        mine: Any = over
+        theirs: Any = data
+        for k in keys:
+            mine = mine.get(k) if isinstance(mine, dict) else None
+            theirs = theirs.get(k) if isinstance(theirs, dict) else None
+        if not isinstance(mine, dict) or not isinstance(theirs, dict):
+            continue
+        for given, other in (("path", "train_bpe_vocab"), ("train_bpe_vocab", "path")):
+            if given in mine and other not in mine:
+                theirs.pop(other, None)
+    return data
 
 
 def dump(cfg: RunConfig) -> str:

@@ -119,6 +119,7 @@ class TokenizerStage(Stage[TokenizerOut]):
                 params["corpus"] = {**corpus_fingerprints(cfg), **text}
         elif not t.path:
             reads = ("teacher_model",)
+            params.update(teacher_tokenizer_fingerprints(cfg.teacher.model))
         super().__init__("tokenizer", reads, params)
 
     def run(self, sdir: Path, inp: Inputs) -> TokenizerOut:
@@ -168,6 +169,27 @@ def tokenizer_fingerprints(path: str) -> dict[str, Any]:
     return {"fingerprints": [_core.file_fingerprint(str(f)) for f in files if f.is_file()]}
 
 
+def _is_tokenizer_file(name: str) -> bool:
+    return name.startswith(("tokenizer", "vocab", "merges")) or name in (
+        "special_tokens_map.json",
+        "added_tokens.json",
+    )
+
+
+def teacher_tokenizer_fingerprints(model: str) -> dict[str, Any]:
+    """The tokenizer files of a teacher given as a Hugging Face directory, as settings
+    of the stage that takes the teacher's tokenizer: the teacher's fingerprint (its
+    resume identity in scoring) covers only its config and weights. None for a GGUF
+    file, whose fingerprint covers its tokenizer, or the bundled teacher."""
+    d = Path(model)
+    if model == "smollm2" or not d.is_dir():
+        return {}
+    from miniplm import _core
+
+    files = sorted(f for f in d.iterdir() if f.is_file() and _is_tokenizer_file(f.name))
+    return {"teacher_tokenizer": [[f.name, _core.file_fingerprint(str(f))] for f in files]}
+
+
 def corpus_fingerprints(cfg: RunConfig) -> dict[str, Any]:
     """The fingerprints of ``corpus.inputs`` as stage settings (none for the bundled
     text, which its stage stands for)."""
@@ -190,9 +212,14 @@ class DataStage(Stage[DataOut]):
 
     def __init__(self, cfg: RunConfig) -> None:
         reads = ("tokenizer",) + (("text",) if not cfg.corpus.inputs else ())
-        # The number of workers does not change the output.
-        # Nor does the sources limit (it only fails or not).
-        unread = ("heldout_fraction", "workers", "max_sources")
+        # The number of workers does not change the output, nor does the number of
+        # documents encoded at a time (tokenize.json does not record it either), nor the
+        # sources limit (it only fails or not), nor max_bytes with corpus.inputs (it caps
+        # the bundled corpus only, whose text stage this reads). shard_size stays: the
+        # shard layout is part of the dataset's fingerprint, which selections record.
+        unread = ["heldout_fraction", "workers", "batch_docs", "max_sources"]
+        if cfg.corpus.inputs:
+            unread.append("max_bytes")
         params = {k: v for k, v in dataclasses.asdict(cfg.corpus).items() if k not in unread}
         params["seed"] = cfg.seed
         params.update(corpus_fingerprints(cfg))

@@ -46,6 +46,7 @@ class EvalStage(Stage[EvalOut]):
         reads += (HELDOUT,) if own_tokenizer(cfg) else ()
         reads += (TARGET,) if has_target(cfg) else ()
         params = {**dataclasses.asdict(cfg.eval), "device": cfg.device}
+        params.update(task_fingerprints(cfg))
         super().__init__("eval", reads, params)
 
     def run(self, sdir: Path, inp: Inputs) -> EvalOut:
@@ -87,6 +88,31 @@ class EvalStage(Stage[EvalOut]):
             bar.close()
         write_json(sdir / "results.json", results)
         return EvalOut(inp.record(sdir / "results.json"))
+
+
+def task_fingerprints(cfg: RunConfig) -> dict[str, Any]:
+    """The contents of the task files as eval settings (only those set, so the key of a
+    run without them is as before): each ``eval.mc_files`` file's fingerprint, and every
+    file under ``eval.include_path`` (task YAMLs and what they load) by relative path,
+    so a task edited in place is evaluated again."""
+    from miniplm import _core
+
+    e = cfg.eval
+    out: dict[str, Any] = {}
+    if e.mc_files:
+        out["mc_fingerprints"] = [_core.file_fingerprint(f) for f in e.mc_files]
+    if e.include_path:
+        root = Path(e.include_path)
+        files = sorted(
+            f
+            for f in root.rglob("*")
+            if f.is_file()
+            and not any(p.startswith(".") or p == "__pycache__" for p in f.relative_to(root).parts)
+        )
+        out["include_fingerprints"] = [
+            [f.relative_to(root).as_posix(), _core.file_fingerprint(str(f))] for f in files
+        ]
+    return out
 
 
 def limited_slice(

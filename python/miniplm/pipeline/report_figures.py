@@ -68,6 +68,16 @@ def _target(metric: str, group: str | None = None) -> Callable[[dict[str, Any]],
     return figure
 
 
+def _text_file(name: str, metric: str) -> Callable[[dict[str, Any]], float | None]:
+    """A figure of one ``[eval] texts`` file (results keyed by its base name)."""
+
+    def figure(res: dict[str, Any]) -> float | None:
+        got: float | None = ((res.get("target") or {}).get(name) or {}).get(metric)
+        return got
+
+    return figure
+
+
 def _zero_shot(metric: str) -> Callable[[dict[str, Any]], float | None]:
     """A figure of the zero-shot task made from the target set."""
 
@@ -136,6 +146,14 @@ def target_section(
     if not has_target(inp.cfg):
         return []
     t = inp.get(TARGET, TargetOut)
+    first = results[variants[0]]
+    files = [k for k in (first.get("target") or {}) if k != TARGET]
+    if not t.works:  # no bundled target works: only the `[eval] texts` files
+        return [
+            "## Text outside the corpus",
+            "",
+            *_texts_table(inp, results, variants, over_seeds, files),
+        ]
     cols = (
         (_target("bits_per_byte"), 4),
         (_target("mean_nll"), 4),
@@ -148,7 +166,6 @@ def target_section(
     ]
     ref = results["reference"]
     rows.append("| reference LM | " + " | ".join(fmt(f(ref), d) for f, d in cols) + " |")
-    first = results[variants[0]]
     size = (first.get("target", {}).get("target") or {}).get("bytes")
     task = [v for v in (first.get("zero_shot") or {}).values() if isinstance(v, dict)]
     works = ", ".join(t.works) or ", ".join(t.texts)
@@ -184,4 +201,34 @@ def target_section(
             cells = [fmt_mean_std(over_seeds(v, f), 4) for v in variants] + [fmt(f(ref), 4)]
             md.append(f"| {g} | " + " | ".join(cells) + " |")
         md.append("")
-    return md
+    return md + _texts_table(inp, results, variants, over_seeds, files)
+
+
+def _texts_table(
+    inp: Inputs,
+    results: dict[str, Any],
+    variants: list[str],
+    over_seeds: Callable[[str, Callable[[dict[str, Any]], float | None]], list[float | None]],
+    files: list[str],
+) -> list[str]:
+    """Students and reference on each ``[eval] texts`` file (by base name, which the
+    config keeps unique): bits per byte and NLL per token."""
+    if not files:
+        return []
+    cols = [(_text_file(n, m), 4) for n in files for m in ("bits_per_byte", "mean_nll")]
+    head = " | ".join(f"`{n}` {w}" for n in files for w in ("bits/byte", "NLL/token"))
+    rows = [
+        f"| {LABELS[v]} | " + " | ".join(fmt_mean_std(over_seeds(v, f), d) for f, d in cols) + " |"
+        for v in variants
+    ]
+    ref = results["reference"]
+    rows.append("| reference LM | " + " | ".join(fmt(f(ref), d) for f, d in cols) + " |")
+    return [
+        f"`[eval] texts` files: LM loss in windows of {inp.cfg.corpus.seq_len} predictions, "
+        "each model in its own tokens (bits per byte compare across tokenizers).",
+        "",
+        f"| model | {head} |",
+        "|---|" + "---|" * len(cols),
+        *rows,
+        "",
+    ]

@@ -61,6 +61,8 @@ class StudentStage(Stage[TrainOut]):
             reads += (TOKENIZER, *(corpus_stage_name(v) for v in student_variants(cfg)))
         params = {**train_params(cfg, cfg.students), "variant": variant, "seed": self.seed}
         del params["seeds"]  # how many seeds there are does not change this one
+        if variant != "kd":
+            del params["kd_ratio"]  # only Vanilla KD mixes in the teacher
         if not self.own:
             del params["tokenizer"]  # unset: the keys of runs made before the table existed
         super().__init__(student_stage_name(variant, i), reads, params)

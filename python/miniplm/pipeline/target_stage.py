@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from miniplm.pipeline.config import RunConfig
+from miniplm.pipeline.config import TARGET, RunConfig
 from miniplm.pipeline.stage import Inputs, Outputs, Stage
 
-TARGET = "target"
+__all__ = ["TARGET", "TargetOut", "TargetStage", "bundled_target", "has_target"]
 
 
 @dataclass
