@@ -360,3 +360,24 @@ def test_selection_with_duplicates_or_for_another_dataset_is_refused(tmp_path: P
     with pytest.raises(InputError, match="dataset of 20 instances"):
         train(_opts(tmp_path / "e", tmp_path / "o", selection=str(sel)))
     assert not (tmp_path / "o").exists()
+
+
+def test_write_dataset_refuses_non_integer_tokens(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="sequence 1 holds float64 values"):
+        miniplm.write_dataset(tmp_path / "d", [[1, 2], [1.7, 2.2, 3.9]], vocab_size=VOCAB)
+    with pytest.raises(InputError, match="sequence 0 holds bool values"):
+        miniplm.write_dataset(tmp_path / "d", [np.array([True, False])], vocab_size=VOCAB)
+    assert not (tmp_path / "d").exists()  # nothing half-written
+    ds = miniplm.write_dataset(tmp_path / "d", [[], np.arange(4, 9)], vocab_size=VOCAB)
+    assert [len(ds[0]), ds[1].tolist()] == [0, [4, 5, 6, 7, 8]]
+
+
+def test_view_gather_refuses_negative_positions(tmp_path: Path) -> None:
+    ds = miniplm.write_dataset(
+        tmp_path / "d", [np.arange(4, 20), np.arange(4, 6), []], vocab_size=VOCAB
+    )
+    view = ds.select(np.array([0, 2]))
+    with pytest.raises(IndexError, match="negative position -1 in a view of 2"):
+        view.gather(np.array([-1]), 4)
+    batch, lens = view.gather(np.array([1, 0]), 4)
+    assert batch.tolist() == [[0, 0, 0, 0], [4, 5, 6, 7]] and lens.tolist() == [0, 4]

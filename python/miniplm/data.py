@@ -221,8 +221,25 @@ class DatasetView:
         pad_id: int = 0,
         out: npt.NDArray[Any] | None = None,
     ) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint32]]:
-        """``gather`` of the base dataset at ``ids[positions]``."""
-        return self.base.gather(self.ids[_id_array(positions)], seq_len, pad_id=pad_id, out=out)
+        """``gather`` of the base dataset at ``ids[positions]`` (positions in
+        ``[0, len(view))``: a negative one is refused, not counted from the end)."""
+        raw = _id_array(positions)
+        if raw.size and np.issubdtype(raw.dtype, np.signedinteger) and int(raw.min()) < 0:
+            raise IndexError(
+                f"negative position {int(raw.min())} in a view of {len(self)} instances "
+                f"of {self.base.path}"
+            )
+        return self.base.gather(self.ids[raw], seq_len, pad_id=pad_id, out=out)
+
+
+def _token_array(seq: npt.ArrayLike, k: int) -> npt.NDArray[np.int64]:
+    """Sequence ``k`` as int64 token ids; floats and bools are refused, not truncated."""
+    raw = np.asarray(seq)
+    if raw.size and (raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.integer)):
+        raise InputError(
+            f"write_dataset: sequence {k} holds {raw.dtype} values, not integer token ids"
+        )
+    return raw.astype(np.int64).reshape(-1)
 
 
 def write_dataset(
@@ -252,8 +269,8 @@ def write_dataset(
                 writer.add_batch(np.concatenate(pending).astype(np.int64), lengths)
                 pending.clear()
 
-        for seq in sequences:
-            pending.append(np.asarray(seq, dtype=np.int64).reshape(-1))
+        for k, seq in enumerate(sequences):
+            pending.append(_token_array(seq, k))
             if len(pending) >= batch:
                 flush()
         flush()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from miniplm._atomic import fsync_dir
 from miniplm._deps import require
 from miniplm._safetensors import check_safetensors
-from miniplm.errors import InputError
+from miniplm.errors import FormatError, InputError
 
 if TYPE_CHECKING:  # mypy checks the real torch; at run time, a missing torch names its extra
     import torch
@@ -40,8 +41,12 @@ def _options(rank0_only_load: bool = False) -> Any:
     )
 
 
-def _fsync_tree(d: Path) -> None:
+def fsync_tree(d: Path) -> None:
+    """Make the files under directory ``d`` (and their names) durable."""
     for f in d.iterdir():
+        if f.is_dir():
+            fsync_tree(f)
+            continue
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
     fsync_dir(d)
@@ -95,10 +100,13 @@ def save_checkpoint(
     torch.save(optim_state, tmp / "optimizer.pt")
     torch.save(rng, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    _fsync_tree(tmp)
+    fsync_tree(tmp)
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
+    # The rename durable before older checkpoints go: a power loss in between must leave
+    # this one or the old ones, not neither.
+    fsync_dir(root)
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -146,21 +154,59 @@ def list_checkpoints(root: Path) -> list[Path]:
     )
 
 
+def damaged(path: Path, name: str, e: BaseException) -> FormatError:
+    """The error for the checkpoint ``path`` whose file ``name`` cannot be read (``e``),
+    with what to do about it."""
+    older = [p for p in list_checkpoints(path.parent) if p.name < path.name]
+    todo = (
+        f"delete {path} to resume from the previous checkpoint {older[-1].name}"
+        if older
+        else "no earlier checkpoint is left: start over with --overwrite"
+    )
+    if str(e).startswith(f"{path / name}: "):  # our own message, naming the file already
+        return FormatError(f"{e}: damaged checkpoint; {todo}")
+    return FormatError(f"{path / name}: damaged checkpoint ({e}); {todo}")
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """The checkpoint ``path``'s state.json (FormatError, with what to do, if damaged)."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+    except (OSError, ValueError) as e:
+        raise damaged(path, "state.json", e) from e
+    if not isinstance(state, dict):
+        raise damaged(path, "state.json", ValueError(f"a JSON {type(state).__name__}"))
+    return state
+
+
 def load_checkpoint(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int = 0
 ) -> dict[str, Any]:
     """Restore weights, optimizer and RNG states (on every rank: each ``rank`` its own);
-    returns state.json."""
-    check_safetensors(path / "model.safetensors")
+    returns state.json. A file that cannot be read is a FormatError naming it (and the
+    checkpoint to delete to resume from the one before)."""
+    state = read_state(path)
+    name = "model.safetensors"
     try:
-        state: dict[str, Any] = json.loads((path / "state.json").read_text())
-        weights = safetensors_torch.load_file(str(path / "model.safetensors"))
-        with safetensors.safe_open(str(path / "model.safetensors"), "pt") as f:
+        check_safetensors(path / name)
+        weights = safetensors_torch.load_file(str(path / name))
+        with safetensors.safe_open(str(path / name), "pt") as f:
             tied = json.loads((f.metadata() or {}).get("tied", "{}"))
-        optim_state = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
-        rng = torch.load(path / "rng.pt", weights_only=True)
-    except (OSError, ValueError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: unreadable checkpoint ({e})") from e
+        name = "optimizer.pt"
+        optim_state = torch.load(path / name, weights_only=True, map_location="cpu")
+        name = "rng.pt"
+        rng = torch.load(path / name, weights_only=True)
+    # torch.load of a cut-off file: RuntimeError (its zip reader), EOFError or an
+    # UnpicklingError; safetensors raises its own SafetensorError.
+    except (
+        OSError,
+        ValueError,
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+        safetensors.SafetensorError,
+    ) as e:
+        raise damaged(path, name, e) from e
     expected = set(full_model_state(model))
     missing = expected - set(weights)
     # A tied head is stored once: fill the other name from the same tensor (named in the

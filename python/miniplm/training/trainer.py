@@ -16,9 +16,9 @@ with ``save_final``."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from miniplm._atomic import check_spares_inputs, dataset_files, output_lock
+from miniplm._atomic import (
+    atomic_dir,
+    atomic_write_text,
+    check_spares_inputs,
+    dataset_files,
+    output_lock,
+)
 from miniplm._deps import require
 from miniplm._dist import Dist
 from miniplm._progress import library_bars, progress_bar, show_progress
@@ -41,11 +47,19 @@ from miniplm.models import (
     check_same_tokenizer,
     check_tokenizer,
     load_model,
+    model_fingerprint,
     model_tokenizer,
     resolve_device,
     split_spec,
 )
-from miniplm.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from miniplm.training.checkpoint import (
+    damaged,
+    fsync_tree,
+    list_checkpoints,
+    load_checkpoint,
+    read_state,
+    save_checkpoint,
+)
 from miniplm.training.metrics import MetricsLog
 from miniplm.training.model import (
     LMWithLoss,
@@ -139,6 +153,10 @@ class _Trainer:
             assert opt.epochs is not None
             self.total = math.ceil(opt.epochs * len(self.src) / opt.global_batch_size)
         self.settings = self._settings(len(self.src), self.total, self.accum)
+        self.settings["inputs"] = self._input_identities()
+        #: The loss of the last logged step (None before the first): what summary.json
+        #: reports, kept in checkpoints so that a resume at the last step reports it too.
+        self.last_loss: float | None = None
         self.state: dict[str, Any] = self._resume() or {"step": 0, "samples": 0, "tokens": 0}
         if opt.compile:
             # The decoder layers, in place (their names stay those checkpoints use): their
@@ -246,15 +264,65 @@ class _Trainer:
         ckpts = list_checkpoints(self.out / "checkpoints")
         if not (self.opt.resume and ckpts):
             return None
-        saved = json.loads((ckpts[-1] / "state.json").read_text())
-        if saved.get("settings") != self.settings:
+        last = ckpts[-1]
+        state = read_state(last)
+        if not isinstance(state.get("progress"), dict):
+            raise damaged(last, "state.json", ValueError("no progress object"))
+        saved = state.get("settings")
+        saved = dict(saved) if isinstance(saved, dict) else {}
+        then, now = saved.pop("inputs", None), self.settings["inputs"]
+        if then is not None and not isinstance(then, dict):
+            raise damaged(last, "state.json", ValueError(f"inputs are {then!r}"))
+        rest = {k: v for k, v in self.settings.items() if k != "inputs"}
+        if saved != rest:
             raise InputError(
-                f"{ckpts[-1]}: refusing to resume with other settings: "
-                + _diff(saved.get("settings", {}), self.settings)
+                f"{last}: refusing to resume with other settings: " + _diff(saved, rest)
             )
-        loaded = load_checkpoint(ckpts[-1], self.wrapped, self.optimizer, self.dist.rank)
+        if then is None:
+            # A checkpoint from before the inputs' fingerprints were recorded: nothing
+            # to compare with. Resume (refusing would strand every such run), and say so;
+            # the checkpoints written from now on record them.
+            if self.dist.rank == 0:
+                print(
+                    f"warning: {last} does not record the fingerprints of its inputs "
+                    "(written by an older miniplm): resuming without checking that the "
+                    "dataset, selection and models are the ones it was trained on",
+                    file=sys.stderr,
+                )
+        elif then != now:
+            changed = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
+            what = "; ".join(
+                f"{_INPUT_FLAGS.get(k, k)} {getattr(self.opt, k, '')}: "
+                f"{then.get(k)} -> {now.get(k)}"
+                for k in changed
+            )
+            raise InputError(
+                f"{last}: refusing to resume: the content of an input changed since the "
+                f"checkpoint was written (fingerprints {what}); restore it, or start "
+                "over with --overwrite"
+            )
+        loaded = load_checkpoint(last, self.wrapped, self.optimizer, self.dist.rank)
+        loss = loaded.get("last_loss")
+        self.last_loss = float(loss) if isinstance(loss, (int, float)) else None
         progress: dict[str, Any] = loaded["progress"]
         return progress
+
+    def _input_identities(self) -> dict[str, str]:
+        """Fingerprints of what the run reads, by option name: a resume refuses inputs
+        rewritten in place (the same paths, other content)."""
+        opt, src = self.opt, self.src
+        base = src.base if isinstance(src, DatasetView) else src
+        ident = {"data": base.fingerprint()}  # cheap: check_vocab read the contents
+        if isinstance(src, DatasetView):
+            ids = np.ascontiguousarray(src.ids, dtype="<u8")
+            ident["selection"] = (
+                "blake2b:" + hashlib.blake2b(ids.tobytes(), digest_size=16).hexdigest()
+            )
+        if opt.init_from:
+            ident["init_from"] = model_fingerprint(opt.init_from)
+        if self.teacher is not None:
+            ident["kd_teacher"] = self.teacher.fingerprint
+        return ident
 
     def _settings(self, n: int, total: int, accum: int) -> dict[str, Any]:
         """What must not change across a resume (else the curve would not continue)."""
@@ -287,13 +355,15 @@ class _Trainer:
         summary = {
             "steps": self.state["step"],
             "tokens": self.state["tokens"],
-            "final_loss": self.last_loss,
+            "final_loss": self._loss_json(),
             "parameters": self.n_params,
             "elapsed_s": time.perf_counter() - self.t0,
             "final": str(self.out / "final"),
         }
         if self.dist.rank == 0:
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+            atomic_write_text(
+                self.out / "summary.json", json.dumps(summary, indent=1, allow_nan=False)
+            )
         return summary
 
     def loop(self, show: bool) -> None:
@@ -302,7 +372,6 @@ class _Trainer:
         bar = progress_bar(total, "step", "train", show, initial=self.state["step"])
         self.t_last, self.tok_last = time.perf_counter(), self.state["tokens"]
         self.t0 = time.perf_counter()
-        self.last_loss = float("nan")
         while self.state["step"] < total:
             result = self.train_step()
             step = self.state["step"]
@@ -418,11 +487,17 @@ class _Trainer:
             self.state["step"],
             self.wrapped,
             self.optimizer,
-            {"progress": self.state, "settings": self.settings},
+            {"progress": self.state, "settings": self.settings, "last_loss": self._loss_json()},
             self.dist.rank,
             self.opt.keep_checkpoints,
         )
         self.dist.barrier()
+
+    def _loss_json(self) -> float | None:
+        """The last logged loss for JSON: None (null) rather than NaN, which is not JSON
+        (unknown only before the first log, or resuming an older miniplm's last step)."""
+        loss = self.last_loss
+        return loss if loss is not None and math.isfinite(loss) else None
 
     def save_final(self) -> None:
         """``OUT/final``: the HF model (and the dataset's tokenizer), written atomically."""
@@ -430,21 +505,19 @@ class _Trainer:
 
         state = full_model_state(self.wrapped)
         if self.dist.rank == 0:
-            final = self.out / "final"
-            tmp = self.out / f".final.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            inner = {k.removeprefix("model."): v for k, v in state.items()}
-            self.model.save_pretrained(tmp, state_dict=inner)
-            if self.tok_file is not None:
-                fast = transformers.PreTrainedTokenizerFast(
-                    tokenizer_file=str(self.tok_file),
-                    eos_token=self.eos_tok,
-                    pad_token=self.eos_tok,
-                )
-                fast.save_pretrained(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
+            # Under a temporary name, fsynced, then put in place of an old ``final`` (moved
+            # aside, not removed first): a crash leaves the old model or the new one.
+            with atomic_dir(self.out / "final", overwrite=True) as tmp:
+                inner = {k.removeprefix("model."): v for k, v in state.items()}
+                self.model.save_pretrained(tmp, state_dict=inner)
+                if self.tok_file is not None:
+                    fast = transformers.PreTrainedTokenizerFast(
+                        tokenizer_file=str(self.tok_file),
+                        eos_token=self.eos_tok,
+                        pad_token=self.eos_tok,
+                    )
+                    fast.save_pretrained(tmp)
+                fsync_tree(tmp)
         self.dist.barrier()
 
     def _write_run_info(self) -> None:
@@ -453,7 +526,7 @@ class _Trainer:
             "parameters": self.n_params,
             "teacher": self.teacher.describe() if self.teacher is not None else None,
         }
-        (self.out / "run.json").write_text(json.dumps(info, indent=1))
+        atomic_write_text(self.out / "run.json", json.dumps(info, indent=1))
 
     def _kd_hint(self) -> None:
         n_stu, total = self.n_params, self.total
@@ -467,6 +540,14 @@ class _Trainer:
             f"N_tch {n_tch / 1e6:.1f}M)",
             file=sys.stderr,
         )
+
+
+_INPUT_FLAGS = {
+    "data": "--data",
+    "selection": "--selection",
+    "init_from": "--init-from",
+    "kd_teacher": "--kd-teacher",
+}
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any]) -> str:
