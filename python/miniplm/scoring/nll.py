@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from miniplm._deps import require
+from miniplm._logits import LogitRule
 from miniplm.errors import InputError
 
 if TYPE_CHECKING:  # mypy checks the real torch; at run time, a missing torch names its extra
@@ -45,23 +46,16 @@ class ChunkedScorer:
                 f"{type(model).__name__}: cannot split into decoder and output head; "
                 "only standard causal LMs (Llama, Qwen2, Mistral, ...) are supported"
             )
-        cfg = model.config
-        self.softcap = getattr(cfg, "final_logit_softcapping", None)
-        # Granite divides the logits by `logits_scaling`, Cohere multiplies by `logit_scale`.
-        self.scale = 1.0 / float(getattr(cfg, "logits_scaling", 1.0) or 1.0)
-        self.scale *= float(getattr(cfg, "logit_scale", 1.0) or 1.0)
+        # Scale / soft-cap after the head, as the model's forward does (the rule the
+        # training loss uses too).
+        self.rule = LogitRule.of(model.config)
         self.ignore_id = ignore_id
         self.head: torch.nn.Module = head
         self.vocab_size = int(head.weight.shape[0])
         self.chunk_tokens = chunk_tokens or default_chunk_tokens(self.vocab_size)
 
     def logits(self, hidden: Tensor) -> Tensor:
-        x: Tensor = self.head(hidden).float()
-        if self.scale != 1.0:
-            x = x * self.scale
-        if self.softcap:
-            x = torch.tanh(x / self.softcap) * self.softcap
-        return x
+        return self.rule.apply(self.head(hidden).float())
 
     def scored_mask(self, input_ids: Tensor, lengths: Tensor) -> Tensor:
         """[B, T-1] bool: which positions are scored."""

@@ -8,6 +8,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from miniplm._deps import require
+from miniplm._logits import Head, output_head
 from miniplm._peak import peak_tflops
 from miniplm._safetensors import check_safetensors
 from miniplm.errors import InputError
@@ -41,10 +42,13 @@ class LMWithLoss(torch.nn.Module):
         cols: Tensor,
         targets: Tensor,
         teacher_hidden: Tensor | None = None,
-        teacher_head: Tensor | None = None,
+        teacher_head: Head | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
+        """``teacher_head``: ``output_head`` of the teacher (its bias and logit rule too:
+        the KD target is the distribution the teacher's own forward gives)."""
         hidden = self.model.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state
-        head = self.model.get_output_embeddings().weight
+        # Bias, scale and soft-cap too: the loss of the logits the model's forward returns.
+        head = output_head(self.model)
         kd_ratio = self.kd_ratio if teacher_hidden is not None else 0.0
         return head_losses(
             hidden[rows, cols],

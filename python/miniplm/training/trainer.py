@@ -38,6 +38,7 @@ from miniplm._atomic import (
 )
 from miniplm._deps import require
 from miniplm._dist import Dist
+from miniplm._logits import Head, output_head
 from miniplm._progress import library_bars, progress_bar, show_progress
 from miniplm.data import DatasetView, TokenDataset
 from miniplm.dataset_meta import read_dataset_meta
@@ -435,14 +436,14 @@ class _Trainer:
         inputs = ids[:, :-1]
         targets = ids[:, 1:][rows, cols]
         t_hidden: Tensor | None = None
-        t_head: Tensor | None = None
+        t_head: Head | None = None
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.gpu else contextlib.nullcontext()
         with amp:
             if self.teacher is not None:
                 with torch.no_grad():
                     th = self.teacher.model.get_decoder()(input_ids=inputs, use_cache=False)
                     t_hidden = th.last_hidden_state[rows, cols]
-                    t_head = self.teacher.model.get_output_embeddings().weight
+                    t_head = output_head(self.teacher.model)  # bias, scale, soft-cap too
             loss, ce, kd = self.wrapped(inputs, rows, cols, targets, t_hidden, t_head)
         # DDP and FSDP average gradients over ranks; each rank holds its share of the
         # global token sum, so scale by the world size to get the global mean's gradient.
