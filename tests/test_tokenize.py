@@ -736,3 +736,26 @@ def test_a_checkpoint_with_int64_carry_over_resumes(tmp_path: Path, tok_json: st
     np.savez(work / "checkpoint.npz", **arrays)  # type: ignore[arg-type]
     assert _run(inputs, tmp_path / "out", tok_json, **opts)["resumed"] == 1
     assert _dataset_and_meta(tmp_path / "out")[0] == _dataset_and_meta(tmp_path / "clean")[0]
+
+
+def test_a_same_length_edit_the_fingerprint_misses_discards_the_partial(
+    tmp_path: Path, tok_json: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The fingerprint samples 16 blocks of a file; an edit of the same length between
+    them resumed into a mix of old and new text. The resume identity pins size and mtime."""
+    from miniplm import _core
+
+    src = tmp_path / "big.jsonl"
+    src.write_text("".join(f'{{"text": "hello world, document {i:06d}"}}\n' for i in range(40000)))
+    _interrupted([src], tmp_path / "out", tok_json)
+    before = _core.file_fingerprint(str(src))
+    data = bytearray(src.read_bytes())
+    at = data.index(b"hello", 100_000)
+    data[at : at + 5] = b"HELLO"
+    src.write_bytes(bytes(data))
+    assert _core.file_fingerprint(str(src)) == before  # what the identity held alone
+    capsys.readouterr()
+    assert _run([src], tmp_path / "out", tok_json, batch_docs=5)["resumed"] == 0
+    assert "made with another inputs" in capsys.readouterr().err
+    _run([src], tmp_path / "clean", tok_json, batch_docs=5)
+    assert _dataset_and_meta(tmp_path / "out")[0] == _dataset_and_meta(tmp_path / "clean")[0]

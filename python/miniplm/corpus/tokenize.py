@@ -467,7 +467,9 @@ def tokenize_corpus(
     identity = {
         "format": CHECKPOINT_FORMAT,
         # Resolved: ``a.jsonl`` and ``/data/a.jsonl`` (or a link to it) are one input.
-        "inputs": [{**m, "path": os.fspath(Path(m["path"]).resolve())} for m in inputs_meta],
+        # The size and mtime too: the fingerprint samples blocks, and an edit between
+        # them (same length) must not resume into a mix of the old and the new text.
+        "inputs": [{**m, **_stamp(m["path"])} for m in inputs_meta],
         "sources": [f.source for f in files],
         "tokenizer": hashlib.sha256(tok.json.encode()).hexdigest(),
         "eos_id": tok.eos_id,
@@ -594,6 +596,12 @@ def tokenize_corpus(
 
 
 # ---- checkpoints ------------------------------------------------------------------------
+
+
+def _stamp(path: str) -> dict[str, Any]:
+    """An input as a partial output's identity pins it: resolved path, size, mtime."""
+    st = os.stat(path)
+    return {"path": os.fspath(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _save_checkpoint(
