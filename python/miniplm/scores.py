@@ -20,7 +20,7 @@ from miniplm.errors import InputError, InternalError
 
 FORMAT = "miniplm.score_run"
 VERSION = 1
-CHUNK = 1 << 22  # instances per read when streaming scores: 32 MiB of float64
+CHUNK = 1 << 20  # instances per read when streaming scores: 8 MiB of float64
 
 
 def part_ranges(n: int, part_size: int) -> list[tuple[str, int, int]]:
