@@ -26,7 +26,7 @@ if TYPE_CHECKING:
         OutputLockedError,
     )
     from miniplm.sampling import build, inspect, load_selection, select
-    from miniplm.scores import load_scores, mean_nll, write_score_run
+    from miniplm.scores import diff_chunks, load_scores, mean_nll, write_score_run
 
 __version__: str = _core.__version__
 
@@ -44,6 +44,7 @@ _WHERE = {
     "inspect": "miniplm.sampling",
     "load_selection": "miniplm.sampling",
     "select": "miniplm.sampling",
+    "diff_chunks": "miniplm.scores",
     "load_scores": "miniplm.scores",
     "mean_nll": "miniplm.scores",
     "write_score_run": "miniplm.scores",
@@ -59,6 +60,7 @@ __all__ = [
     "TokenDataset",
     "__version__",
     "build",
+    "diff_chunks",
     "export",
     "inspect",
     "load_scores",
