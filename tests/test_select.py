@@ -363,3 +363,17 @@ def test_k_of_a_ratio_is_the_decimal_floor(tmp_path: Path, ratio: float, want: i
     np.save(t, np.arange(100, dtype=np.float64))
     rep = miniplm.select(tmp_path / "s", teacher_nll=t, by="teacher", ratio=ratio)
     assert rep["k"] == want == len(miniplm.load_selection(tmp_path / "s")[0])
+
+
+def test_runs_scored_on_different_positions_are_refused(tmp_path: Path) -> None:
+    """Runs that left out different input ids (a teacher with a pad id, a reference
+    without): r would be a difference of means over different token sets."""
+    n = np.ones(6)
+    for name, ignore in (("T", 5), ("R", None), ("R2", 5)):
+        miniplm.write_score_run(tmp_path / name, n, n, settings={"ignore_id": ignore})
+    with pytest.raises(InputError, match=r"left out input id 5 .* id null.*--ignore-id"):
+        miniplm.select(tmp_path / "s", teacher=tmp_path / "T", reference=tmp_path / "R", ratio=0.5)
+    assert not (tmp_path / "s").exists()
+    miniplm.select(tmp_path / "s", teacher=tmp_path / "T", reference=tmp_path / "R2", ratio=0.5)
+    miniplm.write_score_run(tmp_path / "plain", n, n)  # another tool's run: nothing recorded
+    miniplm.select(tmp_path / "p", teacher=tmp_path / "T", reference=tmp_path / "plain", ratio=0.5)

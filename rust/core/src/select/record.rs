@@ -12,7 +12,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{write_dir_atomically, write_file_atomically};
 use crate::npy::{write_npy, Npy};
 use crate::output::check_spares_inputs;
-use crate::scores::ScoreSource;
+use crate::scores::{ScoreRun, ScoreSource};
 use crate::shards::Dataset;
 
 /// The dataset a selection was made for (`selection.json` `dataset`).
@@ -94,12 +94,33 @@ pub(crate) fn binding(inputs: &SelectInputs, n: u64) -> Result<DatasetBinding> {
             }
         }
     }
+    same_scored_positions(inputs)?;
     let first = known.into_iter().next();
     Ok(DatasetBinding {
         num_instances: n,
         fingerprint: first.as_ref().map(|k| k.1.clone()),
         path: first.and_then(|k| k.2),
     })
+}
+
+/// Refuse two runs that left out different input ids from scoring (`settings.ignore_id`,
+/// a number or null): their means are over different positions, so their difference is
+/// not one of models. Runs that do not record it (written by other tools) pass.
+fn same_scored_positions(inputs: &SelectInputs) -> Result<()> {
+    let (Some(ScoreSource::Run(t)), Some(ScoreSource::Run(r))) =
+        (&inputs.teacher, &inputs.reference)
+    else {
+        return Ok(());
+    };
+    let id = |run: &ScoreRun| run.manifest().get("settings")?.get("ignore_id").cloned();
+    match (id(t), id(r)) {
+        (Some(a), Some(b)) if a != b => Err(Error::invalid(format!(
+            "the teacher run {} left out input id {a} from scoring and the reference run {}              id {b}: their mean NLLs are over different positions; score both with the same              --ignore-id",
+            t.dir().display(),
+            r.dir().display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The selected ids, checked: strictly ascending and inside the dataset.
