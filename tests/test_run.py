@@ -83,6 +83,11 @@ def test_smoke_selection_is_difference_sampling(smoke: Path) -> None:
     # The kept ids are the K largest r = nll_ref - nll_teacher (ties to the smaller id).
     t = miniplm.load_scores(smoke / "score" / "teacher")
     r = miniplm.load_scores(smoke / "score" / "reference")
+    # Both on the positions whose input is not the corpus's document separator.
+    eos = json.loads((smoke / "data" / "corpus" / "tokenize.json").read_text())["tokenizer"]
+    for m in ("teacher", "reference"):
+        s = json.loads((smoke / "score" / m / "manifest.json").read_text())["settings"]
+        assert (s["ignore_id"], s["ignore_id_from"]) == (eos["eos_id"], "--ignore-id")
     assert (t["n_scored"][exclude] == 0).all()  # D_ref and held-out were not scored
     ok = np.setdiff1d(np.arange(n), exclude)
     diff = r["nll_sum"][ok] / r["n_scored"][ok] - t["nll_sum"][ok] / t["n_scored"][ok]
@@ -227,6 +232,15 @@ def test_smoke_plots_are_real_images(smoke: Path) -> None:
         assert f"report/{name}" in (smoke / "report.md").read_text()
 
 
+def test_the_report_keeps_the_config_it_was_made_with(smoke: Path) -> None:
+    """``DIR/config.json`` is rewritten when a run starts; the report's own copy stays
+    with the figures it describes."""
+    mine = json.loads((smoke / "report" / "config.json").read_text())
+    assert mine == json.loads((smoke / "config.json").read_text())
+    assert mine["eval"]["top_sources"] == TOP and mine["students"]["seeds"] == 2
+    assert "(report/config.json)" in (smoke / "report.md").read_text()
+
+
 def test_second_run_skips_and_a_deleted_stage_reruns_with_its_followers(
     smoke: Path, tmp_path: Path
 ) -> None:
@@ -357,6 +371,7 @@ def test_nproc_per_node_runs_scoring_and_training_under_torchrun(
     run_pipeline(cfg, run, quiet=True)
     man = json.loads((run / "score" / "teacher" / "manifest.json").read_text())
     assert man["summary"]["world_size"] == 2
+    assert man["settings"]["ignore_id_from"] == "--ignore-id"  # reached the torchrun argv
     for stage in ("reference", "student-miniplm", "student-kd"):
         info = json.loads((run / stage / "run" / "run.json").read_text())
         assert info["settings"]["world_size"] == 2

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from miniplm._atomic import atomic_write_text
-from miniplm.pipeline.config import RunConfig
+from miniplm.pipeline.config import RunConfig, dump
 from miniplm.pipeline.corpus_stages import DataOut, ModelOut, SplitOut
 from miniplm.pipeline.eval_stage import EvalOut
 from miniplm.pipeline.report_figures import (
@@ -191,7 +191,7 @@ class ReportStage(Stage[ReportOut]):
 
     def __init__(self, cfg: RunConfig, reads: tuple[str, ...]) -> None:
         # The version: bumped when the report changes, so older runs get the new one.
-        super().__init__("report", reads, {"version": 5})
+        super().__init__("report", reads, {"version": 6})
 
     def run(self, sdir: Path, inp: Inputs) -> ReportOut:
         return ReportOut(inp.record(write_report(inp, sdir, self.reads)))
@@ -209,6 +209,7 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
     edges = hist_edges(stats.get("min"), stats.get("max"))
     src_rows = _source_rows(inp, edges)
     plots = _plots(inp, out, edges, thr, src_rows)
+    atomic_write_text(out / "config.json", dump(cfg))
 
     # FLOPs: training 6 N T; the KD teacher's forward 2 N_tch T; offline scoring 2 N T for
     # teacher and reference over the scored tokens, plus the reference's own training.
@@ -335,6 +336,13 @@ def write_report(inp: Inputs, out: Path, stages: tuple[str, ...]) -> Path:
         "| source | which | r | id | text |",
         "|---|---|---|---|---|",
         *_examples(inp, src_rows),
+        "",
+        "## Config",
+        "",
+        f"The resolved config this report was made with: [{out.name}/config.json]"
+        f"({out.name}/config.json) (`DIR/config.json` is the one of the latest run, written "
+        "when it starts, so a run that fails after a config change leaves it newer than "
+        "this report).",
         "",
         "## Stage times",
         "",

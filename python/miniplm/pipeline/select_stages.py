@@ -49,10 +49,16 @@ class ScoreStage(Stage[ScoreOut]):
 
     def __init__(self, cfg: RunConfig) -> None:
         self.teacher = teacher_name(cfg)
-        params = {"batch_size": cfg.teacher.batch_size, "device": cfg.device}
+        # Both models leave out the positions whose input is the corpus's document
+        # separator (the original rule, pad = EOS), not each its own pad id: a chat
+        # teacher's pad (<|im_end|>) would leave it scoring the separators the reference
+        # skips, and r would compare means over different positions.
+        params = {"batch_size": cfg.teacher.batch_size, "device": cfg.device, "ignore": "eos"}
         super().__init__("score", ("data", "split", "reference", self.teacher), params)
 
     def run(self, sdir: Path, inp: Inputs) -> ScoreOut:
+        from miniplm.dataset_meta import read_dataset_meta
+        from miniplm.errors import InternalError
         from miniplm.scoring.runner import ScoreOptions, score
 
         cfg = inp.cfg
@@ -62,9 +68,13 @@ class ScoreStage(Stage[ScoreOut]):
         ]
         outs: list[str | os.PathLike[str]] = [str(sdir / "teacher"), str(sdir / "reference")]
         data = inp.resolve(inp.get("data", DataOut).dataset)
+        eos = read_dataset_meta(data).eos_id
+        if eos is None:
+            raise InternalError(f"{data}: the corpus `miniplm tokenize` wrote records no eos_id")
         opt = ScoreOptions(
             batch_size=cfg.teacher.batch_size,
             device=cfg.device,
+            ignore_id=eos,
             skip_ids=inp.resolve(inp.get("split", SplitOut).exclude),
             progress=False if inp.quiet or cfg.nproc_per_node > 1 else None,
         )
