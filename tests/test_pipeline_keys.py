@@ -109,6 +109,25 @@ def test_kd_ratio_is_in_the_vanilla_kd_students_key_only(tmp_path: Path) -> None
     assert StudentStage(base, "kd").params != StudentStage(other, "kd").params
 
 
+def test_another_reference_does_not_score_the_teacher_again(tmp_path: Path) -> None:
+    """The teacher's pass is its own stage: a new reference (another stamp, another
+    preset) changes the reference's scoring key, never the teacher's."""
+    from miniplm.pipeline.select_stages import ScoreStage, TeacherScoreStage
+    from miniplm.pipeline.stage import Context, stage_key
+
+    cfg = load_config(None, "smoke")
+    ctx = Context(cfg=cfg, root=tmp_path)
+    ctx.done = {s: {"stamp": s} for s in ("data", "split", "teacher", "reference")}
+    ctx.done["score-teacher"] = {"stamp": "t"}
+    teacher, ref = TeacherScoreStage(cfg), ScoreStage(cfg)
+    assert "reference" not in teacher.reads and "score-teacher" in ref.reads
+    before = stage_key(teacher, ctx), stage_key(ref, ctx)
+    ctx.done["reference"] = {"stamp": "another reference"}
+    assert stage_key(teacher, ctx) == before[0] and stage_key(ref, ctx) != before[1]
+    ctx.done["data"] = {"stamp": "another corpus"}
+    assert stage_key(teacher, ctx) != before[0]
+
+
 def test_batch_docs_is_not_in_the_data_key_and_changes_no_output(tmp_path: Path) -> None:
     from miniplm import TokenDataset
     from miniplm.corpus.tokenize import tokenize_corpus

@@ -81,12 +81,12 @@ def test_smoke_selection_is_difference_sampling(smoke: Path) -> None:
     assert np.isin(ref, exclude).all() and not np.isin(ids.astype(np.int64), exclude).any()
     assert info["k"] == math.floor(0.5 * (n - len(exclude))) == len(ids) > 0
     # The kept ids are the K largest r = nll_ref - nll_teacher (ties to the smaller id).
-    t = miniplm.load_scores(smoke / "score" / "teacher")
+    t = miniplm.load_scores(smoke / "score-teacher" / "teacher")
     r = miniplm.load_scores(smoke / "score" / "reference")
     # Both on the positions whose input is not the corpus's document separator.
     eos = json.loads((smoke / "data" / "corpus" / "tokenize.json").read_text())["tokenizer"]
-    for m in ("teacher", "reference"):
-        s = json.loads((smoke / "score" / m / "manifest.json").read_text())["settings"]
+    for m in (smoke / "score-teacher" / "teacher", smoke / "score" / "reference"):
+        s = json.loads((m / "manifest.json").read_text())["settings"]
         assert (s["ignore_id"], s["ignore_id_from"]) == (eos["eos_id"], "--ignore-id")
     assert (t["n_scored"][exclude] == 0).all()  # D_ref and held-out were not scored
     ok = np.setdiff1d(np.arange(n), exclude)
@@ -369,7 +369,7 @@ def test_nproc_per_node_runs_scoring_and_training_under_torchrun(
     cfg.nproc_per_node = 2
     run = tmp_path / "dist"
     run_pipeline(cfg, run, quiet=True)
-    man = json.loads((run / "score" / "teacher" / "manifest.json").read_text())
+    man = json.loads((run / "score-teacher" / "teacher" / "manifest.json").read_text())
     assert man["summary"]["world_size"] == 2
     assert man["settings"]["ignore_id_from"] == "--ignore-id"  # reached the torchrun argv
     for stage in ("reference", "student-miniplm", "student-kd"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,52 +41,77 @@ class SelectOut(Outputs):
         return got
 
 
+def _score(inp: Inputs, model: str, out: Path) -> dict[str, Any]:
+    """Score D - D_ref - held-out with ``model`` into run ``out`` (resuming one left
+    unfinished); its summary. Every model of a run leaves out the positions whose input is
+    the corpus's document separator (the original rule, pad = EOS), not each its own pad
+    id: a chat teacher's pad (<|im_end|>) would have it score the separators the reference
+    skips, and r would compare means over different positions."""
+    from miniplm.dataset_meta import read_dataset_meta
+    from miniplm.errors import InternalError
+    from miniplm.scoring.runner import ScoreOptions, score
+
+    cfg = inp.cfg
+    data = inp.resolve(inp.get("data", DataOut).dataset)
+    eos = read_dataset_meta(data).eos_id
+    if eos is None:
+        raise InternalError(f"{data}: the corpus `miniplm tokenize` wrote records no eos_id")
+    opt = ScoreOptions(
+        batch_size=cfg.teacher.batch_size,
+        device=cfg.device,
+        ignore_id=eos,
+        skip_ids=inp.resolve(inp.get("split", SplitOut).exclude),
+        progress=False if inp.quiet or cfg.nproc_per_node > 1 else None,
+    )
+    if cfg.nproc_per_node > 1:
+        from miniplm.scoring.cli import to_argv
+
+        torchrun(inp, to_argv([model], data, [str(out)], opt))
+        summary: dict[str, Any] = json.loads((out / "manifest.json").read_text())["summary"]
+        return summary
+    return score([model], data, [str(out)], opt)[0]
+
+
+def _score_params(cfg: RunConfig) -> dict[str, Any]:
+    return {"batch_size": cfg.teacher.batch_size, "device": cfg.device, "ignore": "eos"}
+
+
+@dataclass
+class TeacherScoreOut(Outputs):
+    run: str  # the teacher's score folder
+    summary: dict[str, Any]
+
+
+class TeacherScoreStage(Stage[TeacherScoreOut]):
+    """The teacher's pass over D - D_ref - held-out: the costly one, in a stage of its
+    own, so that another reference (an ablation of its size or data) does not pay it
+    again."""
+
+    outputs = TeacherScoreOut
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.teacher = teacher_name(cfg)
+        super().__init__("score-teacher", ("data", "split", self.teacher), _score_params(cfg))
+
+    def run(self, sdir: Path, inp: Inputs) -> TeacherScoreOut:
+        model = inp.resolve(inp.get(self.teacher, ModelOut).model)
+        summary = _score(inp, model, sdir / "teacher")
+        return TeacherScoreOut(inp.record(sdir / "teacher"), summary)
+
+
 class ScoreStage(Stage[ScoreOut]):
-    """Teacher and reference in one pass over D - D_ref - held-out."""
+    """The reference's pass, beside the teacher's: both score runs of the selection."""
 
     outputs = ScoreOut
 
     def __init__(self, cfg: RunConfig) -> None:
-        self.teacher = teacher_name(cfg)
-        # Both models leave out the positions whose input is the corpus's document
-        # separator (the original rule, pad = EOS), not each its own pad id: a chat
-        # teacher's pad (<|im_end|>) would leave it scoring the separators the reference
-        # skips, and r would compare means over different positions.
-        params = {"batch_size": cfg.teacher.batch_size, "device": cfg.device, "ignore": "eos"}
-        super().__init__("score", ("data", "split", "reference", self.teacher), params)
+        reads = ("data", "split", "reference", "score-teacher")
+        super().__init__("score", reads, _score_params(cfg))
 
     def run(self, sdir: Path, inp: Inputs) -> ScoreOut:
-        from miniplm.dataset_meta import read_dataset_meta
-        from miniplm.errors import InternalError
-        from miniplm.scoring.runner import ScoreOptions, score
-
-        cfg = inp.cfg
-        models = [
-            inp.resolve(inp.get(self.teacher, ModelOut).model),
-            inp.resolve(inp.get("reference", ModelOut).model),
-        ]
-        outs: list[str | os.PathLike[str]] = [str(sdir / "teacher"), str(sdir / "reference")]
-        data = inp.resolve(inp.get("data", DataOut).dataset)
-        eos = read_dataset_meta(data).eos_id
-        if eos is None:
-            raise InternalError(f"{data}: the corpus `miniplm tokenize` wrote records no eos_id")
-        opt = ScoreOptions(
-            batch_size=cfg.teacher.batch_size,
-            device=cfg.device,
-            ignore_id=eos,
-            skip_ids=inp.resolve(inp.get("split", SplitOut).exclude),
-            progress=False if inp.quiet or cfg.nproc_per_node > 1 else None,
-        )
-        if cfg.nproc_per_node > 1:
-            from miniplm.scoring.cli import to_argv
-
-            torchrun(inp, to_argv(models, data, outs, opt))
-            summaries = [
-                json.loads((Path(o) / "manifest.json").read_text())["summary"] for o in outs
-            ]
-        else:
-            summaries = score(models, data, outs, opt)
-        return ScoreOut(inp.record(outs[0]), inp.record(outs[1]), summaries)
+        t = inp.get("score-teacher", TeacherScoreOut)
+        summary = _score(inp, inp.resolve(inp.get("reference", ModelOut).model), sdir / "reference")
+        return ScoreOut(t.run, inp.record(sdir / "reference"), [t.summary, summary])
 
 
 class SelectStage(Stage[SelectOut]):
