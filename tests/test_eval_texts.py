@@ -13,7 +13,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from miniplm.cli import main
@@ -21,7 +20,7 @@ from miniplm.errors import InputError
 from miniplm.evaluation import evaluate
 from miniplm.evaluation.texts import ratio_stderr
 
-from tiny_lm import make_model
+from tiny_lm import make_model, tiny_bpe
 
 VOCAB = 300
 DOCS = [
@@ -34,15 +33,7 @@ DOCS = [
 
 
 def _tokenizer(model_dir: Path) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB,
-        special_tokens=["<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(DOCS * 5, trainer)
+    tok = tiny_bpe(DOCS * 5, VOCAB, ["<s>", "</s>"])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
     fast.save_pretrained(model_dir)
     return fast

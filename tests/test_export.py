@@ -19,7 +19,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from stops import export_stopped_at
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 import miniplm
 from miniplm.cli import main
@@ -28,6 +28,8 @@ from miniplm.corpus.tokenize import tokenize_corpus
 from miniplm.errors import FormatError, InputError
 from miniplm.sampling import select
 from miniplm.scores import mean_nll, write_score_run
+
+from tiny_lm import tiny_bpe
 
 TRAIN = [
     "The cat sat on the mat. Where is the dog?\n",
@@ -39,16 +41,7 @@ TRAIN = [
 
 def _bpe(path: Path, vocab: int, texts: list[str]) -> str:
     """A byte-level BPE (EOS ``<eos>``) trained on ``texts``, saved as ``path``."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab,
-        special_tokens=["<eos>", "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(texts * 20, trainer)
-    tok.save(str(path))
+    tiny_bpe(texts * 20, vocab, ["<eos>", "<pad>"]).save(str(path))
     return str(path)
 
 

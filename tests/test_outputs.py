@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 import miniplm
 from miniplm import _core
@@ -28,7 +27,7 @@ from miniplm.errors import InputError, OutputLockedError
 from miniplm.scoring.runner import ScoreOptions, score
 from miniplm.training.trainer import TrainOptions, train
 
-from tiny_lm import VOCAB, make_dataset, make_model
+from tiny_lm import VOCAB, make_dataset, make_model, tiny_bpe
 
 SAMPLE = [os.environ.get("MINIPLM_SAMPLE", "miniplm-sample")]
 
@@ -148,14 +147,7 @@ DOCS = [f"Document number {i} says hello to the world. " * (1 + i % 5) for i in 
 def tok_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<eos>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(DOCS, trainer)
+    tok = tiny_bpe(DOCS)
     d = tmp_path_factory.mktemp("tok")
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>").save_pretrained(d)
     return d

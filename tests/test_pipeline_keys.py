@@ -10,7 +10,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from miniplm.errors import InputError
@@ -20,6 +19,8 @@ from miniplm.pipeline.eval_stage import EvalStage
 from miniplm.pipeline.report_figures import target_section
 from miniplm.pipeline.student_stages import StudentStage
 from miniplm.pipeline.target_stage import TargetOut
+
+from tiny_lm import tiny_bpe
 
 TEXTS = [f"document {i}: the cat sat on the mat. where is the dog {i}?" for i in range(40)]
 
@@ -31,16 +32,7 @@ def _load(tmp_path: Path, text: str, preset: str = "smoke", name: str = "c.toml"
 
 
 def _tokenizer(path: Path) -> Path:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<eos>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(TEXTS, trainer)
+    tok = tiny_bpe(TEXTS)
     # A folder with its EOS named, as Hugging Face saves one.
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>").save_pretrained(path)
     return path

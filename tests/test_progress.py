@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from miniplm.corpus.export import export
 from miniplm.corpus.tokenize import tokenize_corpus
@@ -21,7 +20,7 @@ from miniplm.evaluation import evaluate
 from miniplm.scoring.runner import ScoreOptions, score
 from miniplm.training.trainer import TrainOptions, train
 
-from tiny_lm import make_dataset, make_model
+from tiny_lm import make_dataset, make_model, tiny_bpe
 
 VOCAB = 97
 ETA = re.compile(r"\d+:\d\d<\d+:\d\d")  # tqdm's "[elapsed<remaining"
@@ -93,15 +92,7 @@ def test_piped_or_quiet_shows_no_bar(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def _tokenizer(path: Path) -> str:
     """A tiny byte-level BPE with EOS ``<eos>``, saved as ``path``."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=alphabet
-    )
-    tok.train_from_iterator(["the cat sat on the mat"] * 10, trainer)
-    tok.save(str(path))
+    tiny_bpe(["the cat sat on the mat"] * 10).save(str(path))
     return str(path)
 
 

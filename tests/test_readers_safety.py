@@ -15,7 +15,6 @@ from unittest import mock
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from miniplm.corpus.readers import check_columns, discover, read_documents
 from miniplm.corpus.tokenize import check_sources, tokenize_corpus
@@ -23,19 +22,12 @@ from miniplm.corpus.tokenizer import load_tokenizer
 from miniplm.dataset_meta import read_dataset_meta
 from miniplm.errors import FormatError, InputError
 
+from tiny_lm import tiny_bpe
+
 
 @pytest.fixture(scope="module")
 def tok_json(tmp_path_factory: pytest.TempPathFactory) -> str:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<eos>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(["hello world. this is a test.\n"] * 20, trainer)
+    tok = tiny_bpe(["hello world. this is a test.\n"] * 20)
     d = tmp_path_factory.mktemp("tok")
     tok.save(str(d / "tokenizer.json"))
     (d / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<eos>"}))

@@ -8,27 +8,19 @@ import json
 from pathlib import Path
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from miniplm.cli import main
 from miniplm.errors import InputError
 from miniplm.pipeline.config import load_config
 from miniplm.pipeline.stages import Context, build_stages, run_stage
 
+from tiny_lm import tiny_bpe
+
 TEXTS = [f"document {i}: the cat sat on the mat. where is the dog {i}?" for i in range(30)]
 
 
 def _tokenizer(d: Path) -> Path:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<eos>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(TEXTS, trainer)
+    tok = tiny_bpe(TEXTS)
     d.mkdir()
     tok.save(str(d / "tokenizer.json"))
     return d / "tokenizer.json"

@@ -21,7 +21,7 @@ import zstandard
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from stops import tokenize_stopped_at
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer
 
 import miniplm
 from miniplm.cli import main
@@ -30,6 +30,8 @@ from miniplm.corpus.tokenize import parse_size, tokenize_corpus
 from miniplm.corpus.tokenizer import load_tokenizer
 from miniplm.errors import FormatError, InputError
 from miniplm.sampling import select
+
+from tiny_lm import tiny_bpe
 
 SENTENCES = [
     "The cat sat on the mat.",
@@ -60,15 +62,7 @@ def tok_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny byte-level BPE saved as a Hugging Face tokenizer directory (EOS <eos>)."""
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<eos>", "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(DOCS, trainer)
+    tok = tiny_bpe(DOCS, 400, ["<eos>", "<pad>"])
     d = tmp_path_factory.mktemp("tok")
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>").save_pretrained(d)
     return d

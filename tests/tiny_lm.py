@@ -1,16 +1,18 @@
-"""Tiny random causal LMs and token datasets for tests (nothing is downloaded), and the
-torchrun launch the distributed tests share."""
+"""Tiny random causal LMs, tokenizers and token datasets for tests (nothing is
+downloaded), and the torchrun launch the distributed tests share."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
     LlamaConfig,
@@ -24,6 +26,24 @@ import miniplm
 
 VOCAB = 97
 EOS = 3
+
+
+def tiny_bpe(
+    texts: Iterable[str], vocab_size: int = 300, special: Sequence[str] = ("<eos>",)
+) -> Tokenizer:
+    """A byte-level BPE trained on ``texts``, every byte in its alphabet (so any text
+    encodes), with ``special`` tokens first: the tests' tokenizer."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(special),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return tok
 
 
 def make_model(
