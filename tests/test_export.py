@@ -29,7 +29,7 @@ from miniplm.errors import FormatError, InputError
 from miniplm.sampling import select
 from miniplm.scores import mean_nll, write_score_run
 
-from tiny_lm import tiny_bpe
+from tiny_lm import tiny_bpe, write_docs
 
 TRAIN = [
     "The cat sat on the mat. Where is the dog?\n",
@@ -52,17 +52,11 @@ def toks(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     return _bpe(d / "teacher.json", 420, TRAIN), _bpe(d / "student.json", 300, TRAIN[::-1])
 
 
-def _jsonl(path: Path, docs: list[tuple[str, str]]) -> Path:
-    lines = [json.dumps({"source": s, "text": t}, ensure_ascii=False) for s, t in docs]
-    path.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
-    return path
-
-
 def _corpus(tmp: Path, docs: list[tuple[str, str]], tok: str, **kw: Any) -> Path:
     out = tmp / "corpus"
     opts: dict[str, Any] = {"seq_len": 8, "workers": 1, "progress": False, "min_tokens": 1}
     tokenize_corpus(
-        _jsonl(tmp / "docs.jsonl", docs),
+        write_docs(tmp / "docs.jsonl", docs),
         out,
         tok,
         source_field="source",

@@ -25,6 +25,8 @@ from miniplm.errors import InputError
 from miniplm.sampling import select
 from miniplm.scores import mean_nll, write_score_run
 
+from tiny_lm import write_docs
+
 TEXTS = [
     "The cat sat on the mat. Where is the dog?\n",
     "Ünïcödé täxt, naïve café — «quotes» and 日本語のテキスト。",
@@ -32,20 +34,16 @@ TEXTS = [
 ]
 
 
-def _jsonl(path: Path, docs: list[tuple[str, str]]) -> Path:
-    lines = [json.dumps({"source": s, "text": t}, ensure_ascii=False) for s, t in docs]
-    path.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("bpe")
-    return train_bpe([_jsonl(d / "train.jsonl", [("a", t) for t in TEXTS * 20])], d / "tok", 400)
+    return train_bpe(
+        [write_docs(d / "train.jsonl", [("a", t) for t in TEXTS * 20])], d / "tok", 400
+    )
 
 
 def _corpus(tmp: Path, tok: Path, docs: int = 9) -> Path:
-    src = _jsonl(tmp / "docs.jsonl", [("ab"[i % 2], TEXTS[i % 3]) for i in range(docs)])
+    src = write_docs(tmp / "docs.jsonl", [("ab"[i % 2], TEXTS[i % 3]) for i in range(docs)])
     out = tmp / "data" / "corpus"
     opts: dict[str, Any] = {"seq_len": 8, "workers": 1, "progress": False, "min_tokens": 1}
     tokenize_corpus(src, out, tok, source_field="source", **opts)

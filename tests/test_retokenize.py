@@ -26,6 +26,8 @@ from miniplm.corpus.retokenize import retokenize
 from miniplm.corpus.tokenize import tokenize_corpus
 from miniplm.errors import InputError
 
+from tiny_lm import write_docs
+
 TEXTS = [
     "The cat sat on the mat. Where is the dog?\n",
     "Ünïcödé täxt, naïve café — «quotes» and 日本語のテキスト。",
@@ -34,18 +36,12 @@ TEXTS = [
 ]
 
 
-def _jsonl(path: Path, docs: list[tuple[str, str]]) -> Path:
-    lines = [json.dumps({"source": s, "text": t}, ensure_ascii=False) for s, t in docs]
-    path.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def toks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A corpus tokenizer and a smaller student one, both from the shared trainer."""
     d = tmp_path_factory.mktemp("bpe")
-    text = _jsonl(d / "train.jsonl", [("a", t) for t in TEXTS * 20])
-    rev = _jsonl(d / "rev.jsonl", [("a", t) for t in TEXTS[::-1] * 20])
+    text = write_docs(d / "train.jsonl", [("a", t) for t in TEXTS * 20])
+    rev = write_docs(d / "rev.jsonl", [("a", t) for t in TEXTS[::-1] * 20])
     return train_bpe([text], d / "corpus-tok", 420), train_bpe([rev], d / "student-tok", 300)
 
 
@@ -76,7 +72,7 @@ def test_train_bpe_refuses_a_vocabulary_below_the_byte_alphabet(tmp_path: Path) 
     with pytest.raises(InputError, match=r"students\.tokenizer\.train_bpe_vocab: 100 .* 257"):
         check_bpe_vocab(100, "students.tokenizer.train_bpe_vocab")
     with pytest.raises(InputError, match="at least 257"):
-        train_bpe([_jsonl(tmp_path / "t.jsonl", [("a", "x")])], tmp_path / "tok", 256)
+        train_bpe([write_docs(tmp_path / "t.jsonl", [("a", "x")])], tmp_path / "tok", 256)
     assert not (tmp_path / "tok").exists()
 
 
@@ -141,7 +137,7 @@ def test_a_retokenized_selection_decodes_to_the_exports_text_per_source(
     opts: dict[str, Any] = {"workers": 1, "progress": False, "min_tokens": 1}
     corpus = tmp / "corpus"
     tokenize_corpus(
-        _jsonl(tmp / "docs.jsonl", docs),
+        write_docs(tmp / "docs.jsonl", docs),
         corpus,
         toks[0],
         source_field="source",
@@ -172,7 +168,7 @@ def test_a_retokenized_selection_decodes_to_the_exports_text_per_source(
 def test_retokenize_refuses_an_existing_output_and_a_foreign_selection(
     toks: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    src = _jsonl(tmp_path / "docs.jsonl", [("a", t) for t in TEXTS])
+    src = write_docs(tmp_path / "docs.jsonl", [("a", t) for t in TEXTS])
     opts: dict[str, Any] = {"workers": 1, "progress": False, "seq_len": 8}
     tokenize_corpus(src, tmp_path / "c1", toks[0], source_field="source", **opts)
     tokenize_corpus(src, tmp_path / "c2", toks[1], source_field="source", **opts)
@@ -197,7 +193,7 @@ def test_retokenize_needs_only_the_ids_of_a_selection_made_from_score_runs(
     from miniplm.sampling import select
     from miniplm.scores import write_score_run
 
-    src = _jsonl(tmp_path / "docs.jsonl", [("a", t) for t in TEXTS * 3])
+    src = write_docs(tmp_path / "docs.jsonl", [("a", t) for t in TEXTS * 3])
     opts: dict[str, Any] = {"workers": 1, "progress": False, "seq_len": 8}
     corpus = tmp_path / "corpus"
     tokenize_corpus(src, corpus, toks[0], source_field="source", **opts)
@@ -226,7 +222,7 @@ def selected(toks: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
     docs = [("ab"[i % 2], f"{TEXTS[i % 4]} number {i}") for i in range(40)]
     corpus = tmp_path / "corpus"
     opts: dict[str, Any] = {"workers": 1, "progress": False, "seq_len": 8}
-    tokenize_corpus(_jsonl(tmp_path / "docs.jsonl", docs), corpus, toks[0], **opts)
+    tokenize_corpus(write_docs(tmp_path / "docs.jsonl", docs), corpus, toks[0], **opts)
     ds = miniplm.TokenDataset(corpus)
     ids = np.array([i for i in range(len(ds)) if i % 3])
     return corpus, ds.write_selection(tmp_path / "sel", ids, "test")

@@ -3,6 +3,7 @@ downloaded), and the torchrun launch the distributed tests share."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +27,13 @@ import miniplm
 
 VOCAB = 97
 EOS = 3
+
+
+def write_docs(path: Path, docs: list[tuple[str, str]]) -> Path:
+    """``(source, text)`` documents as a UTF-8 jsonl file of ``source`` / ``text`` rows."""
+    lines = [json.dumps({"source": s, "text": t}, ensure_ascii=False) for s, t in docs]
+    path.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    return path
 
 
 def tiny_bpe(
