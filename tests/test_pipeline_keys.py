@@ -120,6 +120,29 @@ def test_another_reference_does_not_score_the_teacher_again(tmp_path: Path) -> N
     assert stage_key(teacher, ctx) != before[0]
 
 
+def test_a_new_baseline_leaves_the_other_students_as_they_were(tmp_path: Path) -> None:
+    """Each baseline's selection is a stage of its own: adding perplexity filtering adds
+    its stages and leaves every other student's key (and so its training) unchanged."""
+    from miniplm.pipeline.stage import Context, stage_key
+    from miniplm.pipeline.stages import build_stages
+
+    def keys(cfg: RunConfig) -> dict[str, str]:
+        ctx = Context(cfg=cfg, root=tmp_path)
+        out = {}
+        for st in build_stages(cfg):  # every stage's stamp: its key (same inputs, same stamp)
+            out[st.name] = stage_key(st, ctx)
+            ctx.done[st.name] = {"stamp": out[st.name]}
+        return out
+
+    one = _load(tmp_path, '[selection]\nbaselines = ["random"]\n')
+    two = _load(tmp_path, '[selection]\nbaselines = ["random", "ppl"]\n', name="d.toml")
+    a, b = keys(one), keys(two)
+    assert set(b) - set(a) == {"select-ppl", "student-ppl"}
+    # Only the evaluation, which reads every student, runs again.
+    assert [n for n in a if a[n] != b[n]] == ["eval"]
+    assert "student-random" in a and "student-miniplm" in a
+
+
 def test_batch_docs_is_not_in_the_data_key_and_changes_no_output(tmp_path: Path) -> None:
     from miniplm import TokenDataset
     from miniplm.corpus.tokenize import tokenize_corpus

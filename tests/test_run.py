@@ -94,10 +94,17 @@ def test_smoke_selection_is_difference_sampling(smoke: Path) -> None:
     order = np.lexsort((ok, -diff))
     np.testing.assert_array_equal(np.sort(ok[order[: info["k"]]]), ids.astype(np.int64))
     # Baselines of equal size over the same eligible instances.
-    for b in ("random", "ppl"):
-        bids, _ = miniplm.load_selection(smoke / "select" / b)
+    for b in ("random", "ppl"):  # each its own stage
+        bids, _ = miniplm.load_selection(smoke / f"select-{b}" / b)
         assert len(bids) == len(ids) and not np.isin(bids.astype(np.int64), exclude).any()
-    assert not np.array_equal(miniplm.load_selection(smoke / "select" / "random")[0], ids)
+    rand = miniplm.load_selection(smoke / "select-random" / "random")[0]
+    assert not np.array_equal(rand, ids)
+    # Perplexity filtering: the k instances the teacher finds most likely.
+    eligible = ok[np.isfinite(t["nll_sum"][ok] / t["n_scored"][ok])]
+    tm = t["nll_sum"][eligible] / t["n_scored"][eligible]
+    want = np.sort(eligible[np.lexsort((eligible, tm))[: info["k"]]])
+    ppl = miniplm.load_selection(smoke / "select-ppl" / "ppl")[0]
+    np.testing.assert_array_equal(ppl.astype(np.int64), want)
 
 
 def test_smoke_target_set_and_zero_shot(smoke: Path) -> None:

@@ -3,7 +3,6 @@ it: Difference Sampling, and the baselines of equal size."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,21 +23,35 @@ class ScoreOut(Outputs):
 
 @dataclass
 class SelectOut(Outputs):
-    """Selection folders (recorded paths); a baseline not asked for is None."""
+    """Difference Sampling's selection folder (a recorded path), its size and report."""
 
     miniplm: str
     k: int
     report: dict[str, Any]  # Difference Sampling's selection report
-    random: str | None
-    ppl: str | None
 
-    def training_set(self, variant: str) -> str:
-        """The selection a student ``variant`` trains on (Vanilla KD: the random one)."""
-        sel = {"miniplm": self.miniplm, "random": self.random, "kd": self.random}
-        got = {**sel, "ppl": self.ppl}.get(variant)
-        if got is None:
-            raise KeyError(f"no selection for student {variant!r}")
-        return got
+
+@dataclass
+class BaselineOut(Outputs):
+    """A baseline's selection folder (a recorded path), of Difference Sampling's size."""
+
+    selection: str
+
+
+def selection_stage(variant: str) -> str:
+    """The stage whose selection student ``variant`` trains on (Vanilla KD: the random
+    subset's, with the online teacher). Each baseline is a stage of its own, so adding
+    one leaves the other students' inputs, and so the students, as they were."""
+    return {"miniplm": "select", "random": "select-random", "kd": "select-random"}.get(
+        variant, f"select-{variant}"
+    )
+
+
+def training_set(inp: Inputs, variant: str) -> str:
+    """The recorded selection student ``variant`` trains on."""
+    stage = selection_stage(variant)
+    if stage == "select":
+        return inp.get(stage, SelectOut).miniplm
+    return inp.get(stage, BaselineOut).selection
 
 
 def _score(inp: Inputs, model: str, out: Path) -> dict[str, Any]:
@@ -115,51 +128,81 @@ class ScoreStage(Stage[ScoreOut]):
 
 
 class SelectStage(Stage[SelectOut]):
-    """Difference Sampling, and the baselines of equal size."""
+    """Difference Sampling: the top alpha by r of the eligible instances."""
 
     outputs = SelectOut
 
     def __init__(self, cfg: RunConfig) -> None:
-        params = {**dataclasses.asdict(cfg.selection), "seed": cfg.seed}
-        super().__init__("select", ("data", "split", "score"), params)
+        super().__init__("select", ("data", "split", "score"), {"alpha": cfg.selection.alpha})
 
     def run(self, sdir: Path, inp: Inputs) -> SelectOut:
         import miniplm
 
-        cfg, sc = inp.cfg, inp.get("score", ScoreOut)
-        ex = inp.resolve(inp.get("split", SplitOut).exclude)
-        teacher = inp.resolve(sc.teacher)
+        sc = inp.get("score", ScoreOut)
         main = miniplm.select(
             sdir / "miniplm",
-            teacher=teacher,
+            teacher=inp.resolve(sc.teacher),
             reference=inp.resolve(sc.reference),
-            ratio=cfg.selection.alpha,
-            exclude=ex,
+            ratio=inp.cfg.selection.alpha,
+            exclude=inp.resolve(inp.get("split", SplitOut).exclude),
             overwrite=True,
         )
-        k = int(main["num_selected"])
-        out = SelectOut(inp.record(sdir / "miniplm"), k, dict(main), None, None)
-        if "random" in cfg.selection.baselines or "kd" in cfg.selection.baselines:
-            miniplm.select(
-                sdir / "random",
-                random=True,
-                count=k,
-                exclude=ex,
-                data=inp.resolve(inp.get("data", DataOut).dataset),
-                seed=cfg.seed,
-                overwrite=True,
-            )
-            out.random = inp.record(sdir / "random")
-        if "ppl" in cfg.selection.baselines:
-            # Perplexity filtering: keep the instances the teacher finds most likely.
-            miniplm.select(
-                sdir / "ppl",
-                by="teacher",
-                keep="lowest",
-                teacher=teacher,
-                count=k,
-                exclude=ex,
-                overwrite=True,
-            )
-            out.ppl = inp.record(sdir / "ppl")
-        return out
+        return SelectOut(inp.record(sdir / "miniplm"), int(main["num_selected"]), dict(main))
+
+
+class RandomSelectStage(Stage[BaselineOut]):
+    """A uniform random subset of Difference Sampling's size (w/o KD, and Vanilla KD's
+    data): the same eligible pool, the run's seed."""
+
+    outputs = BaselineOut
+
+    def __init__(self, cfg: RunConfig) -> None:
+        super().__init__("select-random", ("data", "split", "select"), {"seed": cfg.seed})
+
+    def run(self, sdir: Path, inp: Inputs) -> BaselineOut:
+        import miniplm
+
+        miniplm.select(
+            sdir / "random",
+            random=True,
+            count=inp.get("select", SelectOut).k,
+            exclude=inp.resolve(inp.get("split", SplitOut).exclude),
+            data=inp.resolve(inp.get("data", DataOut).dataset),
+            seed=inp.cfg.seed,
+            overwrite=True,
+        )
+        return BaselineOut(inp.record(sdir / "random"))
+
+
+class PplSelectStage(Stage[BaselineOut]):
+    """Perplexity filtering: the instances the teacher finds most likely, as many as
+    Difference Sampling keeps."""
+
+    outputs = BaselineOut
+
+    def __init__(self, cfg: RunConfig) -> None:
+        super().__init__("select-ppl", ("split", "score-teacher", "select"), {})
+
+    def run(self, sdir: Path, inp: Inputs) -> BaselineOut:
+        import miniplm
+
+        miniplm.select(
+            sdir / "ppl",
+            by="teacher",
+            keep="lowest",
+            teacher=inp.resolve(inp.get("score-teacher", TeacherScoreOut).run),
+            count=inp.get("select", SelectOut).k,
+            exclude=inp.resolve(inp.get("split", SplitOut).exclude),
+            overwrite=True,
+        )
+        return BaselineOut(inp.record(sdir / "ppl"))
+
+
+def selection_stages(cfg: RunConfig) -> list[Stage[Any]]:
+    """Difference Sampling and the baselines the run compares it with."""
+    b = cfg.selection.baselines
+    return [
+        SelectStage(cfg),
+        *([RandomSelectStage(cfg)] if "random" in b or "kd" in b else []),
+        *([PplSelectStage(cfg)] if "ppl" in b else []),
+    ]

@@ -14,7 +14,7 @@ from miniplm.pipeline.corpus_stages import (
     TokenizerStage,
 )
 from miniplm.pipeline.eval_stage import EvalStage
-from miniplm.pipeline.select_stages import ScoreStage, SelectStage, TeacherScoreStage
+from miniplm.pipeline.select_stages import ScoreStage, TeacherScoreStage, selection_stages
 from miniplm.pipeline.stage import Context, Stage, run_stage
 from miniplm.pipeline.student_corpus import own_stages
 from miniplm.pipeline.student_stages import student_stages, student_variants
@@ -34,7 +34,8 @@ def build_stages(cfg: RunConfig) -> list[Stage[Any]]:
     stages += [TokenizerStage(cfg), DataStage(cfg), SplitStage(cfg)]
     if cfg.teacher.train is not None:
         stages.append(TeacherStage(cfg))
-    stages += [TeacherScoreStage(cfg), ReferenceStage(cfg), ScoreStage(cfg), SelectStage(cfg)]
+    stages += [TeacherScoreStage(cfg), ReferenceStage(cfg), ScoreStage(cfg)]
+    stages += selection_stages(cfg)
     stages += own_stages(cfg, student_variants(cfg))  # students' own tokenizer and data
     stages += student_stages(cfg)
     if has_target(cfg):

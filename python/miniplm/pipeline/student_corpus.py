@@ -30,7 +30,7 @@ import numpy as np
 
 from miniplm.pipeline.config import RunConfig
 from miniplm.pipeline.corpus_stages import DataOut, SplitOut, spec_tokenizer
-from miniplm.pipeline.select_stages import SelectOut
+from miniplm.pipeline.select_stages import selection_stage, training_set
 from miniplm.pipeline.stage import Inputs, Outputs, Stage
 
 KD_LEFT_OUT = (
@@ -150,12 +150,12 @@ class StudentCorpusStage(Stage[RetokenizedOut]):
 
     def __init__(self, cfg: RunConfig, variant: str) -> None:
         self.variant = variant
-        reads = ("data", "select", TOKENIZER)
+        reads = tuple(dict.fromkeys(("data", selection_stage(variant), TOKENIZER)))
         params = {**_retok_params(cfg), "variant": variant}
         super().__init__(corpus_stage_name(variant), reads, params)
 
     def run(self, sdir: Path, inp: Inputs) -> RetokenizedOut:
-        selection = inp.get("select", SelectOut).training_set(self.variant)
+        selection = training_set(inp, self.variant)
         return _retokenize(inp, sdir / "corpus", selection)
 
 

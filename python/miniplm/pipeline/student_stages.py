@@ -11,7 +11,7 @@ from pathlib import Path
 from miniplm.pipeline.config import RunConfig
 from miniplm.pipeline.corpus_stages import ModelOut
 from miniplm.pipeline.seeds import student_seed
-from miniplm.pipeline.select_stages import SelectOut
+from miniplm.pipeline.select_stages import SelectOut, selection_stage, training_set
 from miniplm.pipeline.stage import Inputs, Stage
 from miniplm.pipeline.student_corpus import (
     TOKENIZER,
@@ -56,7 +56,10 @@ class StudentStage(Stage[TrainOut]):
         self.variant, self.teacher = variant, teacher_name(cfg)
         self.seed = student_seed(cfg.seed, i)
         self.own = own_tokenizer(cfg)
-        reads = ("data", "select") + ((self.teacher,) if variant == "kd" else ())
+        # Difference Sampling's size (the step budget) and its own subset's selection.
+        own_set = selection_stage(variant)
+        reads: tuple[str, ...] = ("data", "select") + ((own_set,) if own_set != "select" else ())
+        reads += (self.teacher,) if variant == "kd" else ()
         if self.own:  # every student's corpus: the budget is the smallest's
             reads += (TOKENIZER, *(corpus_stage_name(v) for v in student_variants(cfg)))
         params = {**train_params(cfg, cfg.students), "variant": variant, "seed": self.seed}
@@ -79,7 +82,7 @@ class StudentStage(Stage[TrainOut]):
             data = corpora[self.variant]["dataset"]
             return train(inp, s, sdir, None, data=data, max_steps=steps, seed=self.seed)
         steps = student_steps(cfg, sel.k)
-        selection = sel.training_set(self.variant)
+        selection = training_set(inp, self.variant)
         if self.variant == "kd":  # Vanilla KD: the random subset with the online teacher
             return train(
                 inp,
