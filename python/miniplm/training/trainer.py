@@ -317,7 +317,7 @@ class _Trainer:
         if isinstance(src, DatasetView):
             ids = np.ascontiguousarray(src.ids, dtype="<u8")
             ident["selection"] = (
-                "blake2b:" + hashlib.blake2b(ids.tobytes(), digest_size=16).hexdigest()
+                "blake2b:" + hashlib.blake2b(ids.data, digest_size=16).hexdigest()
             )
         if opt.init_from:
             ident["init_from"] = model_fingerprint(opt.init_from)
