@@ -316,9 +316,7 @@ class _Trainer:
         ident = {"data": base.fingerprint()}  # cheap: check_vocab read the contents
         if isinstance(src, DatasetView):
             ids = np.ascontiguousarray(src.ids, dtype="<u8")
-            ident["selection"] = (
-                "blake2b:" + hashlib.blake2b(ids.data, digest_size=16).hexdigest()
-            )
+            ident["selection"] = "blake2b:" + hashlib.blake2b(ids.data, digest_size=16).hexdigest()
         if opt.init_from:
             ident["init_from"] = model_fingerprint(opt.init_from)
         if self.teacher is not None:
