@@ -150,7 +150,7 @@ class StudentCorpusStage(Stage[RetokenizedOut]):
 
     def __init__(self, cfg: RunConfig, variant: str) -> None:
         self.variant = variant
-        reads = tuple(dict.fromkeys(("data", selection_stage(variant), TOKENIZER)))
+        reads = ("data", selection_stage(variant), TOKENIZER)
         params = {**_retok_params(cfg), "variant": variant}
         super().__init__(corpus_stage_name(variant), reads, params)
 
